@@ -1,0 +1,52 @@
+# asr: Apple Software Restore for Linux.
+#   make demo   build, make a sample disk, scan it, restore it to a loop device, verify
+#   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
+#   make bench  restore benchmarks against dd and bmaptool (needs root, ~5 min)
+#   make lint   gofmt, go vet, staticcheck
+
+GO       ?= go
+BIN      := bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.Version=$(VERSION)
+export CGO_ENABLED := 0
+STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck)
+FUZZTIME ?= 10s
+
+SHELL    := /bin/bash
+
+.PHONY: all build test unit fuzz bench lint demo deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/asr ./cmd/asr
+
+# deps installs what the tests, the demo and the benchmarks use on Debian.
+deps:
+	./testdata/deps.sh
+
+test: deps lint unit fuzz
+
+# ASR_E2E=1 makes the loop-device tests fail instead of skipping when they
+# cannot run (not root, no loop devices): CI must really run them.
+unit:
+	ASR_E2E=1 $(GO) test -count=1 -timeout 20m ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./internal/image/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadManifest$$' -fuzztime $(FUZZTIME) ./internal/image/
+	$(GO) test -run '^$$' -fuzz '^FuzzPartition$$' -fuzztime $(FUZZTIME) ./internal/partition/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+bench: deps build
+	./testdata/bench.sh
+
+demo: deps build
+	./testdata/demo.sh
+
+clean:
+	rm -rf $(BIN) out

@@ -1,0 +1,175 @@
+package main
+
+import "fmt"
+
+const usageMain = `asr - restore prepared disk images onto disks (Apple Software Restore for Linux)
+
+USAGE
+    asr restore   --source SOURCE --target DEVICE --erase [--noprompt] [--noverify] [--puppetstrings]
+    asr restore   --source SOURCE --file PATH [--erase] [--noverify]
+    asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--overwrite]
+    asr info      --source IMAGE [--plist]
+    asr help [VERB]
+    asr version
+
+VERBS
+    restore     erase a disk (or partition, or disk image file) and copy an image onto it,
+                then read it back and verify every chunk
+    imagescan   turn a raw disk image, compressed disk image or block device into a
+                prepared image: chunked, compressed, checksummed, with zeros left out
+    info        describe a prepared image: sizes, digest, creation, partition table
+    help        print this page, or a verb's manual: asr help restore
+    version     print the version
+
+Options take one dash or two: -erase and --erase are the same.
+asr needs root to open block devices.
+
+EXIT STATUS
+    0 success; 1 the operation failed (the message says why); 2 the command line is wrong.
+`
+
+const manRestore = `NAME
+    asr restore - erase a target and restore an image onto it
+
+SYNOPSIS
+    asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify]
+                [--puppetstrings] [--workers N]
+    asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
+
+DESCRIPTION
+    Copies SOURCE onto TARGET block by block and then verifies the result.
+
+    SOURCE is one of
+      a prepared image    made by 'asr imagescan' (fastest: zeros are skipped, chunks are
+                          decoded in parallel and checked against their SHA-256 before
+                          they are written)
+      a raw disk image    a plain file, or one compressed with gzip, xz or zstd (recognised
+                          by content, not name; a compressed image is read once first to
+                          learn its size, because nothing is written before every check)
+      a block device      a clone: a whole disk or one partition onto another
+
+    TARGET is a block device (a whole disk such as /dev/sdb, or a partition such as
+    /dev/sdb2) or an existing regular file (a virtual machine's disk image). A target
+    larger than the source keeps the space beyond the source as it was.
+
+    With --file PATH, asr writes a new sparse raw disk image file instead of a device.
+
+STEPS
+    Validating target     the target exists, is writable, is not mounted, holds no
+                          mounted partition, is not swap, not under device-mapper or RAID,
+                          not the disk the running system lives on, and can be opened
+                          exclusively
+    Validating source     the source is readable; a prepared image's magic, version,
+                          header checksum, manifest digest and length are checked; source
+                          and target are not the same device, nor the image stored on it
+    Validating sizes      the target is at least as large as the source
+    Erase contents of TARGET? [ny]
+                          asked on a terminal unless --noprompt; with no terminal and
+                          no --noprompt, asr refuses
+    Erasing target device discards the restored range where the device supports it and
+                          zeroes the start of the target, so it no longer looks like a disk
+    Restoring             writes every chunk; chunks that are all zeros are zeroed, not
+                          written; the first and last chunk (partition table, superblock,
+                          GPT backup) are written last, after a flush
+    Verifying             see VERIFICATION
+
+    Nothing is written to the target until every check has passed. A restore that fails
+    after writing began exits 1 and leaves the first chunk blank, so the half-written disk
+    does not pass as a good one.
+
+VERIFICATION
+    After a flush, asr reads the whole restored range back from the target, bypassing
+    the page cache (O_DIRECT; on filesystems without O_DIRECT, after dropping the cached
+    pages), and checks each chunk: a zero chunk must read as zeros, every other chunk must
+    have the SHA-256 the source gave it (from the image's manifest, or computed while
+    reading a raw source). A mismatch fails with the byte range, and the first chunk is
+    blanked. Bytes beyond the source's size are not read. --noverify skips this step and
+    says so.
+
+OPTIONS
+    --source SOURCE     what to restore (required)
+    --target TARGET     where to restore it
+    --file PATH         write a new raw disk image file (with --erase, replace an existing one)
+    --erase             erase the target and copy blocks (required with --target)
+    --noprompt          do not ask before erasing
+    --noverify          do not read the target back
+    --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
+    --workers N         parallel decode/write/verify workers (default: max(4, CPUs))
+
+PUPPETSTRINGS
+    One line per event, tab-separated, unbuffered:
+      PSTART <phase>            a phase begins (validating_target, restoring, verifying, ...)
+      PPROG  <phase> <percent>  progress, 0 to 100, each whole percent once
+      PSTOP  <phase>            the phase ended successfully
+      PINFO  <text>             a line for people (the summary)
+      PERROR <text>             the phase failed; the process exits nonzero
+
+EXAMPLES
+    asr restore --source /srv/lab.asr --target /dev/sdb --erase
+    asr restore --source /dev/sda --target /dev/sdb --erase --noprompt     (clone)
+    asr restore --source disk.img.xz --file /var/lib/vm/disk.raw
+`
+
+const manImagescan = `NAME
+    asr imagescan - make a prepared image from a disk
+
+SYNOPSIS
+    asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--overwrite] [--puppetstrings]
+
+DESCRIPTION
+    Reads DISK from start to end and writes IMAGE, a prepared image: the disk cut into
+    chunks (1 MiB by default), each compressed with zstd on all cores and named by the
+    SHA-256 of its bytes; chunks that are all zeros are not stored. A manifest at the
+    front lists every chunk, and the SHA-256 of the manifest is the image's digest.
+
+    DISK is a raw disk image, a raw image compressed with gzip, xz or zstd, or a block
+    device (a whole disk with its partitions, or one partition). Unmount it, or mount it
+    read-only, while it is scanned.
+
+    The same disk scanned with the same options gives the same image, byte for byte.
+    The creation time recorded is SOURCE_DATE_EPOCH if set, else the source file's
+    modification time, else (a device) the current time.
+
+    The image is written under a temporary name beside IMAGE and renamed when complete.
+
+OPTIONS
+    --source DISK        what to scan (required)
+    --output IMAGE       the image to write (required)
+    --chunksize BYTES    chunk size, a multiple of 4096 from 65536 to 16777216 (default 1048576)
+    --overwrite          replace IMAGE if it exists
+    --puppetstrings      machine-readable progress (see 'asr help restore')
+
+EXAMPLE
+    asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr
+`
+
+const manInfo = `NAME
+    asr info - describe a prepared image
+
+SYNOPSIS
+    asr info --source IMAGE [--plist]
+
+DESCRIPTION
+    Checks IMAGE's header and manifest and prints its logical size, chunk size and count,
+    stored and used bytes, compression ratio, digest, creation time, the asr version that
+    made it and a summary of its partition table. --plist prints the same as an XML
+    property list.
+`
+
+func runHelp(e env, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(e.stdout, usageMain)
+		return nil
+	}
+	switch args[0] {
+	case "restore":
+		fmt.Fprint(e.stdout, manRestore)
+	case "imagescan":
+		fmt.Fprint(e.stdout, manImagescan)
+	case "info":
+		fmt.Fprint(e.stdout, manInfo)
+	default:
+		return usageError("help: no manual for %q (verbs: restore, imagescan, info)", args[0])
+	}
+	return nil
+}

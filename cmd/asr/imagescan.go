@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/restore"
+	"github.com/asrlinux/asr/internal/source"
+)
+
+func runImagescan(ctx context.Context, e env, args []string) error {
+	fs := newFlags("imagescan")
+	src := fs.String("source", "", "")
+	output := fs.String("output", "", "")
+	chunk := fs.Int("chunksize", image.DefaultChunkSize, "")
+	overwrite := fs.Bool("overwrite", false, "")
+	puppet := fs.Bool("puppetstrings", false, "")
+	if err := parse(e, fs, manImagescan, args); err != nil {
+		return err
+	}
+	switch {
+	case *src == "":
+		return usageError("imagescan: --source is required (a raw disk image, .gz/.xz/.zst image, or block device)")
+	case *output == "":
+		return usageError("imagescan: --output is required (the prepared image file to write)")
+	case *chunk < image.MinChunkSize || *chunk > image.MaxChunkSize || *chunk%4096 != 0:
+		return usageError("imagescan: --chunksize %d must be a multiple of 4096 from %d to %d", *chunk, image.MinChunkSize, image.MaxChunkSize)
+	}
+	out := progress.New(e.stdout, *puppet)
+
+	out.Step("Validating source")
+	st, err := source.OpenStream(*src)
+	if err != nil {
+		out.Fail(err)
+		return err
+	}
+	defer st.Close()
+	out.Done()
+
+	if _, err := os.Stat(*output); err == nil && !*overwrite {
+		return fmt.Errorf("%s already exists: add --overwrite to replace it", *output)
+	}
+	created, err := creationTime(e, st.ModTime)
+	if err != nil {
+		return err
+	}
+	// Write to a temporary name and rename at the end, so a failed scan
+	// never leaves a file that looks like an image.
+	tmp, err := os.CreateTemp(filepath.Dir(*output), "."+filepath.Base(*output)+".partial-")
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", *output, err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+
+	total := st.Size
+	done := func(n int64) int64 { return n }
+	if total < 0 { // compressed: count the compressed bytes read instead
+		fi, _ := os.Stat(*src)
+		total = fi.Size()
+		done = func(int64) int64 { return st.Consumed() }
+	}
+	out.Start("Scanning", total)
+	var last int64
+	start := time.Now()
+	m, d, err := image.Scan(ctx, st, tmp, image.ScanOptions{
+		ChunkSize: *chunk, Created: created, Name: filepath.Base(*src), Tool: "asr " + Version,
+		Progress: func(n int64) {
+			cur := done(n)
+			out.Add(cur - last)
+			last = cur
+		},
+	})
+	if err != nil {
+		out.Fail(err)
+		return fmt.Errorf("scanning %s: %w", *src, err)
+	}
+	out.Finish()
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), *output); err != nil {
+		return fmt.Errorf("naming the image %s: %w", *output, err)
+	}
+	s := m.Stats()
+	out.Info("Scanned %s (%s) in %s: %s in %d chunks, %s used, stored in %s (%.2fx)",
+		*src, st.Kind, secs(time.Since(start)), restore.HumanBytes(m.LogicalSize), s.Chunks,
+		restore.HumanBytes(s.UsedBytes), restore.HumanBytes(s.StoredBytes), ratio(s.UsedBytes, s.StoredBytes))
+	out.Info("Image %s, digest sha256:%s", *output, d)
+	return nil
+}
+
+// creationTime is what the image records as its creation time. For
+// reproducible images it honours SOURCE_DATE_EPOCH; otherwise a file's
+// modification time, so scanning the same file twice gives the same image.
+func creationTime(e env, mod time.Time) (time.Time, error) {
+	if s := e.getenv("SOURCE_DATE_EPOCH"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return time.Time{}, errors.New("SOURCE_DATE_EPOCH must be a number of seconds since 1970")
+		}
+		return time.Unix(n, 0), nil
+	}
+	if !mod.IsZero() {
+		return mod, nil
+	}
+	return time.Now(), nil
+}
+
+func ratio(used, stored int64) float64 {
+	if stored == 0 {
+		return 0
+	}
+	return float64(used) / float64(stored)
+}

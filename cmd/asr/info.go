@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"howett.net/plist"
+
+	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/partition"
+	"github.com/asrlinux/asr/internal/restore"
+)
+
+// imageInfo is what `asr info` reports; the plist keys follow Apple's
+// capitalised style so admins' scripts read it like other macOS plists.
+type imageInfo struct {
+	Path             string          `plist:"Path"`
+	FormatVersion    int             `plist:"Format Version"`
+	Digest           string          `plist:"Digest"`
+	LogicalSize      int64           `plist:"Logical Size"`
+	ChunkSize        int             `plist:"Chunk Size"`
+	ChunkCount       int             `plist:"Chunk Count"`
+	StoredChunks     int             `plist:"Stored Chunks"`
+	ZeroChunks       int             `plist:"Zero Chunks"`
+	UsedBytes        int64           `plist:"Used Bytes"`
+	StoredBytes      int64           `plist:"Stored Bytes"`
+	FileSize         int64           `plist:"File Size"`
+	CompressionRatio float64         `plist:"Compression Ratio"`
+	Created          time.Time       `plist:"Creation Date"`
+	Tool             string          `plist:"Tool Version"`
+	SourceName       string          `plist:"Source Name"`
+	PartitionScheme  string          `plist:"Partition Scheme"`
+	Partitions       []partitionInfo `plist:"Partitions"`
+}
+
+type partitionInfo struct {
+	Number int    `plist:"Number"`
+	Start  int64  `plist:"Start"`
+	Size   int64  `plist:"Size"`
+	Type   string `plist:"Type"`
+	Name   string `plist:"Name,omitempty"`
+}
+
+func runInfo(e env, args []string) error {
+	fs := newFlags("info")
+	src := fs.String("source", "", "")
+	asPlist := fs.Bool("plist", false, "")
+	if err := parse(e, fs, manInfo, args); err != nil {
+		return err
+	}
+	if *src == "" {
+		return usageError("info: --source is required (a prepared image)")
+	}
+	f, err := os.Open(*src)
+	if err != nil {
+		return fmt.Errorf("source %s is not readable: %w", *src, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	im, err := image.Open(f, st.Size())
+	if err != nil {
+		return fmt.Errorf("source %s: %w", *src, err)
+	}
+	defer im.Close()
+	info, err := describe(*src, im)
+	if err != nil {
+		return err
+	}
+	if *asPlist {
+		b, err := plist.MarshalIndent(info, plist.XMLFormat, "\t")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s\n", b)
+		return err
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "Image:\t%s\n", info.Path)
+	fmt.Fprintf(w, "Digest:\tsha256:%s\n", info.Digest)
+	fmt.Fprintf(w, "Format:\tasr prepared image, version %d\n", info.FormatVersion)
+	fmt.Fprintf(w, "Logical size:\t%s (%d bytes)\n", restore.HumanBytes(info.LogicalSize), info.LogicalSize)
+	fmt.Fprintf(w, "Chunks:\t%d of %s (%d stored, %d zero)\n", info.ChunkCount, restore.HumanBytes(int64(info.ChunkSize)), info.StoredChunks, info.ZeroChunks)
+	fmt.Fprintf(w, "Used bytes:\t%s (%d bytes)\n", restore.HumanBytes(info.UsedBytes), info.UsedBytes)
+	fmt.Fprintf(w, "Stored bytes:\t%s (%d bytes), compression %.2fx\n", restore.HumanBytes(info.StoredBytes), info.StoredBytes, info.CompressionRatio)
+	fmt.Fprintf(w, "File size:\t%s\n", restore.HumanBytes(info.FileSize))
+	fmt.Fprintf(w, "Created:\t%s\n", info.Created.Format(time.RFC3339))
+	fmt.Fprintf(w, "Created by:\t%s\n", info.Tool)
+	fmt.Fprintf(w, "Scanned from:\t%s\n", info.SourceName)
+	fmt.Fprintf(w, "Partitions:\t%s\n", info.PartitionScheme)
+	for _, p := range info.Partitions {
+		name := ""
+		if p.Name != "" {
+			name = fmt.Sprintf(" %q", p.Name)
+		}
+		fmt.Fprintf(w, "  %d:\t%s at %d, %s%s\n", p.Number, restore.HumanBytes(p.Size), p.Start, p.Type, name)
+	}
+	return w.Flush()
+}
+
+func describe(path string, im *image.Image) (*imageInfo, error) {
+	m := im.Manifest
+	s := m.Stats()
+	info := &imageInfo{
+		Path: path, FormatVersion: image.Version, Digest: im.Digest.String(),
+		LogicalSize: m.LogicalSize, ChunkSize: int(m.ChunkSize), ChunkCount: s.Chunks,
+		StoredChunks: s.StoredChunks, ZeroChunks: s.ZeroChunks, UsedBytes: s.UsedBytes,
+		StoredBytes: s.StoredBytes, FileSize: m.FileSize(), CompressionRatio: ratio(s.UsedBytes, s.StoredBytes),
+		Created: m.Created, Tool: m.Tool, SourceName: m.Name,
+	}
+	// The partition table lives in the first chunk.
+	first, _, err := im.ReadChunk(0, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading the first chunk of %s: %w", path, err)
+	}
+	t := partition.Parse(first)
+	info.PartitionScheme = t.Summary()
+	for _, p := range t.Partitions {
+		info.Partitions = append(info.Partitions, partitionInfo{Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, Name: p.Name})
+	}
+	return info, nil
+}

@@ -1,0 +1,110 @@
+// Command asr restores prepared disk images onto disks, locally, from a web
+// server or from a multicast stream. See `asr help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "0.1.0-dev"
+
+// exitError carries an exit status through run.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func usageError(format string, a ...any) error {
+	return &exitError{2, fmt.Errorf(format, a...)}
+}
+
+// env is what a verb may use of the outside world; tests build their own.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	isTerminal     func() bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: stdinIsTerminal}
+	err := run(ctx, e, os.Args[1:])
+	stop()
+	if err != nil {
+		code := 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "asr: %v\n", err)
+		} else {
+			code = 0
+		}
+		os.Exit(code)
+	}
+}
+
+func run(ctx context.Context, e env, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usageMain)
+		return &exitError{2, errors.New("no verb given: see 'asr help'")}
+	}
+	verb, rest := args[0], args[1:]
+	switch verb {
+	case "restore", "restoreexact":
+		return runRestore(ctx, e, rest)
+	case "imagescan":
+		return runImagescan(ctx, e, rest)
+	case "info":
+		return runInfo(e, rest)
+	case "version", "-version", "--version":
+		fmt.Fprintf(e.stdout, "asr %s\n", Version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		return runHelp(e, rest)
+	case "server":
+		return &exitError{1, errors.New("the multicast server is not available in this version yet")}
+	}
+	return usageError("unknown verb %q: see 'asr help'", verb)
+}
+
+// newFlags makes a flag set whose errors go through run, not os.Exit.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parse parses args, turning flag errors into one-line usage errors and -h
+// into the verb's manual.
+func parse(e env, fs *flag.FlagSet, manual string, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(e.stdout, manual)
+			return flag.ErrHelp
+		}
+		return usageError("%s: %v (see 'asr help %s')", fs.Name(), err, fs.Name())
+	}
+	if fs.NArg() > 0 {
+		return usageError("%s: unexpected argument %q (options take the form --name value; see 'asr help %s')", fs.Name(), fs.Arg(0), fs.Name())
+	}
+	return nil
+}
+
+func stdinIsTerminal() bool {
+	_, err := ioctlGetTermios(0)
+	return err == nil
+}

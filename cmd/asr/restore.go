@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/restore"
+	"github.com/asrlinux/asr/internal/source"
+)
+
+func runRestore(ctx context.Context, e env, args []string) error {
+	fs := newFlags("restore")
+	src := fs.String("source", "", "")
+	tgt := fs.String("target", "", "")
+	file := fs.String("file", "", "")
+	erase := fs.Bool("erase", false, "")
+	noprompt := fs.Bool("noprompt", false, "")
+	noverify := fs.Bool("noverify", false, "")
+	puppet := fs.Bool("puppetstrings", false, "")
+	workers := fs.Int("workers", 0, "")
+	if err := parse(e, fs, manRestore, args); err != nil {
+		return err
+	}
+	switch {
+	case *src == "":
+		return usageError("restore: --source is required (a prepared image, raw image or block device)")
+	case *tgt == "" && *file == "":
+		return usageError("restore: --target is required (a block device or disk image file), or --file to write a new image file")
+	case *tgt != "" && *file != "":
+		return usageError("restore: give --target or --file, not both")
+	case *workers < 0:
+		return usageError("restore: --workers must be 0 (automatic) or more")
+	}
+
+	out := progress.New(e.stdout, *puppet)
+	req := restore.Request{
+		Source: *src, Target: *tgt, File: *file,
+		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
+		OpenSource: func(s string) (source.Source, error) { return source.Open(s, source.Options{}) },
+		Out:        out,
+	}
+	if e.isTerminal() && !*puppet {
+		in := bufio.NewReader(e.stdin)
+		req.Confirm = func(q string) (bool, error) {
+			fmt.Fprint(e.stdout, q)
+			line, err := in.ReadString('\n')
+			if err != nil {
+				return false, err
+			}
+			a := strings.ToLower(strings.TrimSpace(line))
+			return a == "y" || a == "yes", nil
+		}
+	}
+	res, err := restore.Run(ctx, req)
+	if err != nil {
+		return err
+	}
+	total := res.Elapsed + res.VerifyTime
+	out.Info("Restored %s (%s of data, %d of %d chunks zero) to %s in %s, %s",
+		restore.HumanBytes(res.Size), restore.HumanBytes(res.DataBytes), res.ZeroChunks, res.Chunks,
+		res.Target, secs(res.Elapsed), rate(res.Size, res.Elapsed))
+	if res.Verified {
+		how := "read back with O_DIRECT"
+		if !res.VerifyDirect {
+			how = "read back after dropping the page cache"
+		}
+		out.Info("Verified %s: every chunk matches the source (%s) in %s; total %s",
+			restore.HumanBytes(res.Size), how, secs(res.VerifyTime), secs(total))
+	}
+	return nil
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+func rate(n int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MB/s", float64(n)/1e6/d.Seconds())
+}

@@ -1,0 +1,319 @@
+// Package image reads and writes asr prepared images.
+//
+// A prepared image is one file: a 64-byte header, a manifest, then the stored
+// chunks in order. The manifest lists every chunk of the logical disk with its
+// codec, where its stored bytes are and the SHA-256 of its uncompressed bytes,
+// so any chunk can be fetched, decoded and checked on its own: from a local
+// file, an HTTP range request or a multicast packet group. The SHA-256 of the
+// manifest names the image. FORMAT.md at the top of the repository is the
+// specification; this package is its reference implementation.
+//
+// The package knows nothing of devices, networks or progress output.
+package image
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+)
+
+// Magic opens every prepared image.
+const Magic = "ASRIMG\r\n"
+
+// Version is the format version this package writes. Readers refuse others.
+const Version = 1
+
+// HeaderSize is the fixed size of the header.
+const HeaderSize = 64
+
+// DefaultChunkSize is the chunk size imagescan uses unless told otherwise.
+const DefaultChunkSize = 1 << 20
+
+// Limits on the chunk size: a chunk must be a whole number of 4 KiB pages so
+// it can be written and read back with O_DIRECT, and small enough that a few
+// dozen of them in flight stay far below the appliance's memory budget.
+const (
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 16 << 20
+)
+
+// Limits that protect readers from hostile headers: a manifest is 48 bytes per
+// chunk, so 256 MiB covers a 5 TiB disk at 1 MiB chunks.
+const (
+	maxManifestLen = 256 << 20
+	maxNameLen     = 4096
+	entrySize      = 48
+	fixedManifest  = 8 + 4 + 4 + 8 + 8 + 2 + 2
+)
+
+// Codec says how a chunk is stored.
+type Codec uint8
+
+const (
+	// CodecZero: the chunk is all zeros and is not stored.
+	CodecZero Codec = 0
+	// CodecRaw: the chunk is stored as it is (it did not compress).
+	CodecRaw Codec = 1
+	// CodecZstd: the chunk is one zstd frame.
+	CodecZstd Codec = 2
+)
+
+func (c Codec) String() string {
+	switch c {
+	case CodecZero:
+		return "zero"
+	case CodecRaw:
+		return "raw"
+	case CodecZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("codec(%d)", uint8(c))
+}
+
+// Stored reports whether chunks of this codec have bytes in the file.
+func (c Codec) Stored() bool { return c == CodecRaw || c == CodecZstd }
+
+// Sentinel errors, so callers can tell a damaged image from a failing disk.
+var (
+	ErrNotImage  = errors.New("not an asr prepared image (bad magic)")
+	ErrVersion   = errors.New("unsupported image format version")
+	ErrCorrupt   = errors.New("image is corrupt")
+	ErrTruncated = errors.New("image is truncated")
+)
+
+// Header is the fixed start of the file.
+type Header struct {
+	Version        uint32
+	Flags          uint32
+	ManifestLen    uint64
+	ManifestDigest [32]byte
+}
+
+// Digest is the SHA-256 of a manifest: the image's identity.
+type Digest [32]byte
+
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// Chunk is one manifest entry.
+type Chunk struct {
+	Offset int64 // where its stored bytes start in the file; 0 if not stored
+	Length uint32
+	Codec  Codec
+	Sum    [32]byte // SHA-256 of the uncompressed bytes; all zero for CodecZero
+}
+
+// Manifest describes the logical disk and where each chunk of it is stored.
+type Manifest struct {
+	LogicalSize int64
+	ChunkSize   uint32
+	Created     time.Time
+	DataOffset  int64  // where the first stored chunk starts
+	Name        string // what was scanned, for people reading `asr info`
+	Tool        string // the asr version that wrote the image
+	Chunks      []Chunk
+}
+
+// ChunkLen returns the uncompressed length of chunk i: ChunkSize, except for a
+// shorter last chunk.
+func (m *Manifest) ChunkLen(i int) int {
+	start := int64(i) * int64(m.ChunkSize)
+	if rest := m.LogicalSize - start; rest < int64(m.ChunkSize) {
+		return int(rest)
+	}
+	return int(m.ChunkSize)
+}
+
+// FileSize is the length a complete image file has.
+func (m *Manifest) FileSize() int64 {
+	end := m.DataOffset
+	for _, c := range m.Chunks {
+		if c.Codec.Stored() {
+			if e := c.Offset + int64(c.Length); e > end {
+				end = e
+			}
+		}
+	}
+	return end
+}
+
+// Stats sums up the manifest for people and benchmarks.
+type Stats struct {
+	Chunks       int
+	StoredChunks int
+	ZeroChunks   int
+	StoredBytes  int64 // bytes of chunk data in the file
+	UsedBytes    int64 // uncompressed bytes of the stored chunks
+}
+
+// Stats counts chunks by kind and sums their sizes.
+func (m *Manifest) Stats() Stats {
+	s := Stats{Chunks: len(m.Chunks)}
+	for i, c := range m.Chunks {
+		if c.Codec.Stored() {
+			s.StoredChunks++
+			s.StoredBytes += int64(c.Length)
+			s.UsedBytes += int64(m.ChunkLen(i))
+		} else {
+			s.ZeroChunks++
+		}
+	}
+	return s
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// MarshalHeader encodes h into its 64 bytes.
+func MarshalHeader(h Header) []byte {
+	b := make([]byte, HeaderSize)
+	copy(b, Magic)
+	binary.LittleEndian.PutUint32(b[8:], h.Version)
+	binary.LittleEndian.PutUint32(b[12:], h.Flags)
+	binary.LittleEndian.PutUint64(b[16:], h.ManifestLen)
+	copy(b[24:56], h.ManifestDigest[:])
+	binary.LittleEndian.PutUint32(b[56:], crc32.Checksum(b[:56], crcTable))
+	return b
+}
+
+// ParseHeader decodes and checks the 64-byte header.
+func ParseHeader(b []byte) (Header, error) {
+	var h Header
+	if len(b) < HeaderSize {
+		return h, fmt.Errorf("%w: header is %d bytes, want %d", ErrTruncated, len(b), HeaderSize)
+	}
+	if string(b[:8]) != Magic {
+		return h, ErrNotImage
+	}
+	if got, want := binary.LittleEndian.Uint32(b[56:]), crc32.Checksum(b[:56], crcTable); got != want {
+		return h, fmt.Errorf("%w: header checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	h.Version = binary.LittleEndian.Uint32(b[8:])
+	h.Flags = binary.LittleEndian.Uint32(b[12:])
+	h.ManifestLen = binary.LittleEndian.Uint64(b[16:])
+	copy(h.ManifestDigest[:], b[24:56])
+	if h.Version != Version {
+		return h, fmt.Errorf("%w %d (this asr reads version %d; use a newer asr)", ErrVersion, h.Version, Version)
+	}
+	if h.Flags != 0 {
+		return h, fmt.Errorf("%w: unknown header flags %#x (written by a newer asr?)", ErrVersion, h.Flags)
+	}
+	if h.ManifestLen < fixedManifest || h.ManifestLen > maxManifestLen {
+		return h, fmt.Errorf("%w: manifest length %d out of range", ErrCorrupt, h.ManifestLen)
+	}
+	return h, nil
+}
+
+// MarshalManifest encodes m. The encoding is canonical: equal manifests give
+// equal bytes, so equal images have equal digests.
+func MarshalManifest(m *Manifest) []byte {
+	n := fixedManifest + len(m.Name) + len(m.Tool) + entrySize*len(m.Chunks)
+	b := make([]byte, 0, n)
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.LogicalSize))
+	b = binary.LittleEndian.AppendUint32(b, m.ChunkSize)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Chunks)))
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.Created.Unix()))
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.DataOffset))
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(m.Name)))
+	b = append(b, m.Name...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(m.Tool)))
+	b = append(b, m.Tool...)
+	for _, c := range m.Chunks {
+		b = binary.LittleEndian.AppendUint64(b, uint64(c.Offset))
+		b = binary.LittleEndian.AppendUint32(b, c.Length)
+		b = append(b, byte(c.Codec), 0, 0, 0)
+		b = append(b, c.Sum[:]...)
+	}
+	return b
+}
+
+// ParseManifest decodes a manifest and checks that it is self-consistent:
+// every field in range, chunk count matching the logical size, stored chunks
+// laid out in order without overlap. It does not check the digest; Open does.
+func ParseManifest(b []byte) (*Manifest, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: manifest: %s", ErrCorrupt, fmt.Sprintf(format, a...))
+	}
+	if len(b) < fixedManifest {
+		return nil, bad("%d bytes is too short", len(b))
+	}
+	m := &Manifest{}
+	size := binary.LittleEndian.Uint64(b[0:])
+	m.ChunkSize = binary.LittleEndian.Uint32(b[8:])
+	count := binary.LittleEndian.Uint32(b[12:])
+	m.Created = time.Unix(int64(binary.LittleEndian.Uint64(b[16:])), 0).UTC()
+	dataOff := binary.LittleEndian.Uint64(b[24:])
+	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize || m.ChunkSize%4096 != 0 {
+		return nil, bad("chunk size %d out of range", m.ChunkSize)
+	}
+	if size == 0 || size > 1<<56 {
+		return nil, bad("logical size %d out of range", size)
+	}
+	m.LogicalSize = int64(size)
+	if want := (size + uint64(m.ChunkSize) - 1) / uint64(m.ChunkSize); uint64(count) != want {
+		return nil, bad("%d chunks for %d bytes, want %d", count, size, want)
+	}
+	p := 32
+	str := func() (string, error) {
+		if len(b) < p+2 {
+			return "", bad("short string")
+		}
+		n := int(binary.LittleEndian.Uint16(b[p:]))
+		p += 2
+		if n > maxNameLen || len(b) < p+n {
+			return "", bad("string of %d bytes out of range", n)
+		}
+		s := string(b[p : p+n])
+		p += n
+		return s, nil
+	}
+	var err error
+	if m.Name, err = str(); err != nil {
+		return nil, err
+	}
+	if m.Tool, err = str(); err != nil {
+		return nil, err
+	}
+	if rest := len(b) - p; rest != int(count)*entrySize {
+		return nil, bad("chunk table is %d bytes, want %d", rest, int(count)*entrySize)
+	}
+	minData := uint64(HeaderSize) + uint64(len(b))
+	if dataOff < minData || dataOff > 1<<60 {
+		return nil, bad("data offset %d before end of manifest %d", dataOff, minData)
+	}
+	m.DataOffset = int64(dataOff)
+	m.Chunks = make([]Chunk, count)
+	next := dataOff
+	for i := range m.Chunks {
+		e := b[p+i*entrySize:]
+		c := Chunk{
+			Offset: int64(binary.LittleEndian.Uint64(e[0:])),
+			Length: binary.LittleEndian.Uint32(e[8:]),
+			Codec:  Codec(e[12]),
+		}
+		copy(c.Sum[:], e[16:48])
+		switch c.Codec {
+		case CodecZero:
+			if c.Offset != 0 || c.Length != 0 || c.Sum != ([32]byte{}) {
+				return nil, bad("zero chunk %d has stored bytes or a digest", i)
+			}
+		case CodecRaw, CodecZstd:
+			if uint64(c.Offset) != next {
+				return nil, bad("chunk %d at offset %d, want %d", i, c.Offset, next)
+			}
+			// A chunk is stored compressed only when that saves space.
+			if c.Length == 0 || int(c.Length) > m.ChunkLen(i) {
+				return nil, bad("chunk %d stored length %d out of range", i, c.Length)
+			}
+			if c.Codec == CodecRaw && int(c.Length) != m.ChunkLen(i) {
+				return nil, bad("raw chunk %d is %d bytes, want %d", i, c.Length, m.ChunkLen(i))
+			}
+			next += uint64(c.Length)
+		default:
+			return nil, bad("chunk %d has unknown codec %d", i, c.Codec)
+		}
+		m.Chunks[i] = c
+	}
+	return m, nil
+}

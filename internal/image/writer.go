@@ -1,0 +1,218 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/asrlinux/asr/internal/blockmap"
+)
+
+// ScanOptions control how Scan builds an image.
+type ScanOptions struct {
+	ChunkSize int       // 0 means DefaultChunkSize
+	Workers   int       // compressing goroutines; 0 means one per CPU
+	Created   time.Time // recorded creation time; callers choose it so output can be reproducible
+	Name      string    // what was scanned, for `asr info`
+	Tool      string    // the writing program's version
+	// Progress, if set, is called from one goroutine with the number of
+	// source bytes consumed so far.
+	Progress func(done int64)
+}
+
+// Scan reads a raw disk from src to its end and writes a prepared image to
+// out. Chunks are compressed on all workers; the output is the same for the
+// same input and options. Because the manifest precedes the chunk data but
+// is known only at the end (a compressed source has no size until it is read),
+// chunk data is first spooled to a temporary file beside out and then copied
+// in with copy_file_range.
+func Scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions) (*Manifest, Digest, error) {
+	cs := opts.ChunkSize
+	if cs == 0 {
+		cs = DefaultChunkSize
+	}
+	if cs < MinChunkSize || cs > MaxChunkSize || cs%4096 != 0 {
+		return nil, Digest{}, fmt.Errorf("chunk size %d: must be a multiple of 4096 from %d to %d", cs, MinChunkSize, MaxChunkSize)
+	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderCRC(false), // chunks carry SHA-256 already
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithZeroFrames(true))
+	if err != nil {
+		return nil, Digest{}, fmt.Errorf("zstd encoder: %w", err)
+	}
+	defer enc.Close()
+
+	spool, err := os.CreateTemp(filepath.Dir(out.Name()), "."+filepath.Base(out.Name())+".spool-")
+	if err != nil {
+		return nil, Digest{}, fmt.Errorf("creating spool file: %w", err)
+	}
+	defer os.Remove(spool.Name())
+	defer spool.Close()
+
+	m := &Manifest{ChunkSize: uint32(cs), Created: opts.Created.UTC(), Name: opts.Name, Tool: opts.Tool}
+	if err := scanChunks(ctx, src, spool, enc, m, workers, opts.Progress); err != nil {
+		return nil, Digest{}, err
+	}
+	if m.LogicalSize == 0 {
+		return nil, Digest{}, errors.New("source is empty: nothing to scan")
+	}
+
+	// Lay out the file now that the chunk table is known. The data starts on
+	// a 4 KiB boundary so stored chunks can be read with aligned I/O.
+	mlen := len(MarshalManifest(m))
+	m.DataOffset = (int64(HeaderSize+mlen) + 4095) &^ 4095
+	for i := range m.Chunks {
+		if m.Chunks[i].Codec.Stored() {
+			m.Chunks[i].Offset += m.DataOffset
+		}
+	}
+	mb := MarshalManifest(m)
+	d := Digest(sha256.Sum256(mb))
+	head := append(MarshalHeader(Header{Version: Version, ManifestLen: uint64(len(mb)), ManifestDigest: d}), mb...)
+	head = append(head, make([]byte, int(m.DataOffset)-len(head))...)
+	if err := out.Truncate(0); err != nil {
+		return nil, Digest{}, fmt.Errorf("truncating %s: %w", out.Name(), err)
+	}
+	if _, err := out.WriteAt(head, 0); err != nil {
+		return nil, Digest{}, fmt.Errorf("writing manifest: %w", err)
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return nil, Digest{}, err
+	}
+	if _, err := out.Seek(m.DataOffset, io.SeekStart); err != nil {
+		return nil, Digest{}, err
+	}
+	if _, err := io.Copy(out, spool); err != nil {
+		return nil, Digest{}, fmt.Errorf("copying chunk data into %s: %w", out.Name(), err)
+	}
+	if err := out.Sync(); err != nil {
+		return nil, Digest{}, fmt.Errorf("syncing %s: %w", out.Name(), err)
+	}
+	return m, d, nil
+}
+
+type scanJob struct {
+	index int
+	buf   []byte // uncompressed; returned to the pool by the writer
+	out   []byte // stored bytes (nil for a zero chunk)
+	entry Chunk
+	done  chan struct{}
+}
+
+// scanChunks reads src in chunk-size pieces, hands them to workers and writes
+// the stored bytes to spool in chunk order, filling m.Chunks and m.LogicalSize.
+// Offsets are relative to the start of the data area.
+func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.Encoder, m *Manifest, workers int, progress func(int64)) error {
+	cs := int(m.ChunkSize)
+	// At most 2*workers chunks are in memory: bounded whatever the disk size.
+	pool := make(chan []byte, 2*workers)
+	for range cap(pool) {
+		pool <- make([]byte, cs)
+	}
+	work := make(chan *scanJob)
+	order := make(chan *scanJob, cap(pool))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for j := range work {
+				encodeChunk(enc, j)
+				close(j.done)
+			}
+		})
+	}
+
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(order)
+		defer close(work)
+		for i := 0; ; i++ {
+			var buf []byte
+			select {
+			case buf = <-pool:
+			case <-ctx.Done():
+				readErr <- ctx.Err()
+				return
+			}
+			n, err := io.ReadFull(src, buf[:cs])
+			if n > 0 {
+				j := &scanJob{index: i, buf: buf[:n], done: make(chan struct{})}
+				order <- j
+				work <- j
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				readErr <- nil
+				return
+			}
+			if err != nil {
+				readErr <- fmt.Errorf("reading source at byte %d: %w", int64(i)*int64(cs), err)
+				return
+			}
+		}
+	}()
+
+	var werr error
+	var pos, done int64
+	for j := range order {
+		<-j.done
+		if werr == nil {
+			if j.out != nil {
+				j.entry.Offset = pos
+				if _, err := spool.Write(j.out); err != nil {
+					werr = fmt.Errorf("writing spool: %w", err)
+					cancel()
+				}
+				pos += int64(len(j.out))
+			}
+			m.Chunks = append(m.Chunks, j.entry)
+			done += int64(len(j.buf))
+			if progress != nil {
+				progress(done)
+			}
+		}
+		pool <- j.buf[:cap(j.buf)]
+	}
+	wg.Wait()
+	if err := <-readErr; err != nil {
+		return err
+	}
+	if werr != nil {
+		return werr
+	}
+	m.LogicalSize = done
+	// A short chunk anywhere but the end would break offset arithmetic; the
+	// reader only ever returns one at EOF, so this holds by construction.
+	return nil
+}
+
+func encodeChunk(enc *zstd.Encoder, j *scanJob) {
+	if blockmap.IsZero(j.buf) {
+		j.entry = Chunk{Codec: CodecZero}
+		return
+	}
+	j.entry.Sum = sha256.Sum256(j.buf)
+	z := enc.EncodeAll(j.buf, make([]byte, 0, len(j.buf)))
+	if len(z) < len(j.buf) {
+		j.out, j.entry.Codec = z, CodecZstd
+	} else {
+		j.out, j.entry.Codec = j.buf, CodecRaw
+	}
+	j.entry.Length = uint32(len(j.out))
+}

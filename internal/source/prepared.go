@@ -1,0 +1,89 @@
+package source
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/asrlinux/asr/internal/image"
+)
+
+// prepared is a prepared image read by random access.
+type prepared struct {
+	im   *image.Image
+	info Info
+	f    *os.File
+}
+
+// OpenPrepared opens a prepared image file and checks its header, manifest
+// digest and length.
+func OpenPrepared(path string, f *os.File, size int64) (Source, error) {
+	im, err := image.Open(f, size)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
+	m := im.Manifest
+	return &prepared{im: im, f: f, info: Info{
+		Kind: "prepared image", Path: path, Size: m.LogicalSize, ChunkSize: int(m.ChunkSize),
+		Manifest: m, Digest: im.Digest,
+	}}, nil
+}
+
+func (p *prepared) Info() Info { return p.info }
+
+func (p *prepared) Close() error {
+	p.im.Close()
+	return p.f.Close()
+}
+
+func (p *prepared) Run(ctx context.Context, workers int, fn func(Chunk) error) error {
+	return RunImage(ctx, workers, p.im.Manifest, p.im.ReadChunk, fn)
+}
+
+// RunImage delivers the chunks of a manifest, reading each stored chunk with
+// read (which decodes and checks it), on workers goroutines. Zero chunks are
+// delivered without reading anything.
+func RunImage(ctx context.Context, workers int, m *image.Manifest,
+	read func(i int, dst, scratch []byte) ([]byte, []byte, error), fn func(Chunk) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range m.Chunks {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var dst, scratch []byte
+			for i := range next {
+				c := Chunk{Index: i, Zero: !m.Chunks[i].Codec.Stored()}
+				if !c.Zero {
+					var err error
+					dst, scratch, err = read(i, dst, scratch)
+					if err != nil {
+						cancel(err)
+						return
+					}
+					c.Data, c.Sum = dst, m.Chunks[i].Sum
+				}
+				if err := fn(c); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return nil
+}

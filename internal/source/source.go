@@ -1,0 +1,46 @@
+// Package source opens what asr restores from and delivers it as chunks.
+//
+// A source is a prepared image, a raw disk image (plain, or compressed with
+// gzip, xz or zstd) or a block device (a clone). Every source says up front how
+// big the disk is and how it is chunked, then delivers every chunk exactly
+// once, possibly from several goroutines and in any order, each one already
+// checked against its digest when the source has one. It never writes.
+package source
+
+import (
+	"context"
+
+	"github.com/asrlinux/asr/internal/image"
+)
+
+// Chunk is one chunk of the logical disk.
+type Chunk struct {
+	Index int
+	// Data holds the uncompressed bytes; it is nil for a zero chunk and valid
+	// only during the callback.
+	Data []byte
+	Zero bool
+	// Sum is the SHA-256 of Data: checked against the image for prepared
+	// images, computed while reading for raw sources. Unset for zero chunks.
+	Sum [32]byte
+}
+
+// Info describes a source before anything is read from its chunks.
+type Info struct {
+	Kind      string // "prepared image", "raw image", "xz-compressed raw image", "block device"
+	Path      string // local path, for overlap checks; empty for network sources
+	Size      int64  // logical disk size in bytes
+	ChunkSize int
+	// Manifest and Digest are set for prepared images.
+	Manifest *image.Manifest
+	Digest   image.Digest
+}
+
+// Source is an opened source.
+type Source interface {
+	Info() Info
+	// Run calls fn once for every chunk, from up to workers goroutines at a
+	// time. It stops at the first error, from fn or its own.
+	Run(ctx context.Context, workers int, fn func(Chunk) error) error
+	Close() error
+}

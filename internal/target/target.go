@@ -1,0 +1,305 @@
+// Package target opens what asr restores onto: a block device (a whole disk
+// or one partition) or an existing regular file.
+//
+// Opening runs every safety check before the caller can write a byte: the
+// target exists, is writable, is not mounted and holds no mounted partition,
+// is not stacked under device-mapper or RAID, is not swap, is not the disk
+// the running system lives on, and can be opened exclusively. It also knows
+// how to erase, zero, write and read back past the page cache. It does not
+// know about images or progress.
+package target
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrUnsafe marks a refusal to touch a target; the message says why.
+var ErrUnsafe = errors.New("unsafe target")
+
+// Kind is what a target is.
+type Kind int
+
+const (
+	Block Kind = iota
+	File
+)
+
+// Target is an opened, checked target.
+type Target struct {
+	Path string
+	Kind Kind
+	Size int64
+	f    *os.File
+	sys  System
+	dev  uint64 // block: the device number; file: the device of its filesystem
+	ino  uint64 // file only
+	// Erased is set once Erase has left every byte of the erased range
+	// reading as zero, so zero chunks need no further work.
+	Erased bool
+}
+
+func refuse(path, format string, a ...any) error {
+	return fmt.Errorf("%w: target %s %s", ErrUnsafe, path, fmt.Sprintf(format, a...))
+}
+
+// Open checks path against the running system and opens it for writing.
+func Open(path string) (*Target, error) { return open(path, Host()) }
+
+func open(path string, sys System) (*Target, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("target %s does not exist", path)
+		}
+		return nil, fmt.Errorf("target %s: %w", path, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFBLK:
+		return openBlock(path, st.Rdev, sys)
+	case unix.S_IFREG:
+		return openFile(path, st, sys)
+	case unix.S_IFDIR:
+		return nil, fmt.Errorf("target %s is a directory: give a block device or a disk image file (restoring into a mounted volume without --erase is not supported yet)", path)
+	}
+	return nil, fmt.Errorf("target %s is neither a block device nor a regular file", path)
+}
+
+func openBlock(path string, dev uint64, sys System) (*Target, error) {
+	family := append([]uint64{dev}, sys.partitions(dev)...)
+
+	mounts, err := sys.mounts()
+	if err != nil {
+		return nil, err
+	}
+	root := sys.RootDevice
+	for _, m := range mounts {
+		if m.point == "/" && root == 0 {
+			root = mountDev(m)
+		}
+	}
+	if root != 0 && (root == dev || sys.parent(root) == dev) {
+		return nil, refuse(path, "holds the running system's root filesystem (%s): choose another disk", sys.kname(root))
+	}
+	for _, m := range mounts {
+		md := mountDev(m)
+		if md == dev {
+			return nil, refuse(path, "is mounted at %s: unmount it first (umount %s)", m.point, m.point)
+		}
+		if slices.Contains(family[1:], md) {
+			return nil, refuse(path, "holds partition %s, mounted at %s: unmount it first (umount %s)", sys.kname(md), m.point, m.point)
+		}
+	}
+	for _, d := range family {
+		if h := sys.holders(d); len(h) > 0 {
+			return nil, refuse(path, "is in use by %s (device-mapper, LVM or RAID): stop that first", strings.Join(h, ", "))
+		}
+	}
+	for _, s := range sys.swaps() {
+		if slices.Contains(family, s) {
+			return nil, refuse(path, "is in use as swap (%s): swapoff it first", sys.kname(s))
+		}
+	}
+	if sys.readOnly(dev) {
+		return nil, fmt.Errorf("target %s is read-only (check the write-protect switch or blockdev --setrw)", path)
+	}
+	// O_EXCL on a block device fails with EBUSY while anything else has it
+	// claimed: a mount we did not see, another asr, mkfs, a partition tool.
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.EBUSY):
+			return nil, refuse(path, "is in use by another program (exclusive open failed): close it first")
+		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+			return nil, fmt.Errorf("target %s is not writable: run asr as root", path)
+		case errors.Is(err, unix.EROFS):
+			return nil, fmt.Errorf("target %s is read-only", path)
+		}
+		return nil, fmt.Errorf("opening target %s: %w", path, err)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("target %s: reading its size: %w", path, err)
+	}
+	return &Target{Path: path, Kind: Block, Size: size, f: f, sys: sys, dev: dev}, nil
+}
+
+func openFile(path string, st unix.Stat_t, sys System) (*Target, error) {
+	if loops := sys.loopBacking(path); len(loops) > 0 {
+		return nil, refuse(path, "is attached to %s: detach it first (losetup -d %s)", strings.Join(loops, ", "), loops[0])
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EROFS) {
+			return nil, fmt.Errorf("target %s is not writable: %v", path, errors.Unwrap(err))
+		}
+		return nil, fmt.Errorf("opening target %s: %w", path, err)
+	}
+	// A second asr on the same file would interleave two images.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, refuse(path, "is locked by another program: wait for it to finish")
+	}
+	return &Target{Path: path, Kind: File, Size: st.Size, f: f, sys: sys, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// Close releases the target.
+func (t *Target) Close() error { return t.f.Close() }
+
+// File is the open file, for positional writes.
+func (t *Target) File() *os.File { return t.f }
+
+// Overlaps reports whether the source at path shares storage with the target:
+// the same file, the same device, a partition of the other, or an image file
+// stored on the target device.
+func (t *Target) Overlaps(path string) (bool, string) {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return false, ""
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFBLK:
+		if t.Kind == File {
+			return false, ""
+		}
+		if st.Rdev == t.dev || t.sys.parent(st.Rdev) == t.dev || t.sys.parent(t.dev) == st.Rdev {
+			return true, "source and target are the same device (or one is a partition of the other)"
+		}
+	case unix.S_IFREG:
+		if t.Kind == File && st.Dev == t.dev && st.Ino == t.ino {
+			return true, "source and target are the same file"
+		}
+		if t.Kind == Block && (st.Dev == t.dev || t.sys.parent(st.Dev) == t.dev) {
+			return true, "the source image is stored on the target device"
+		}
+	}
+	return false, ""
+}
+
+// Erase discards [0,n) where the device supports it and, where that is cheap,
+// leaves the whole range reading as zero (setting Erased). The first part of
+// the range is always zeroed, so from here on the target no longer looks
+// like whatever disk it held before.
+func (t *Target) Erase(n int64, head int64) error {
+	switch t.Kind {
+	case File:
+		// A punched hole reads as zeros and frees the space.
+		if err := unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, n); err == nil {
+			t.Erased = true
+			return nil
+		}
+		return t.ZeroRange(0, min(head, n))
+	case Block:
+		// Discard is advisory: many devices lack it, and errors say nothing
+		// about the data, so they are not fatal.
+		_ = ioctlRange(t.f, unix.BLKDISCARD, 0, n)
+		if t.sys.zeroesCheap(t.dev) {
+			if err := ioctlRange(t.f, unix.BLKZEROOUT, 0, n); err == nil {
+				t.Erased = true
+				return nil
+			}
+		}
+		return t.ZeroRange(0, min(head, n))
+	}
+	return nil
+}
+
+// ZeroRange makes [off, off+n) read as zeros.
+func (t *Target) ZeroRange(off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	if t.Kind == Block {
+		if err := ioctlRange(t.f, unix.BLKZEROOUT, off, n); err != nil {
+			return fmt.Errorf("zeroing %s bytes %d to %d: %w", t.Path, off, off+n, err)
+		}
+		return nil
+	}
+	if unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n) == nil {
+		return nil
+	}
+	zero := make([]byte, min(n, 1<<20))
+	for done := int64(0); done < n; {
+		k := min(int64(len(zero)), n-done)
+		if _, err := t.f.WriteAt(zero[:k], off+done); err != nil {
+			return fmt.Errorf("zeroing %s at byte %d: %w", t.Path, off+done, err)
+		}
+		done += k
+	}
+	return nil
+}
+
+// WriteAt writes p at off (pwrite).
+func (t *Target) WriteAt(p []byte, off int64) (int, error) {
+	n, err := t.f.WriteAt(p, off)
+	if err != nil {
+		return n, fmt.Errorf("writing %s at byte %d: %w", t.Path, off, err)
+	}
+	return n, nil
+}
+
+// Sync flushes written data to the device.
+func (t *Target) Sync() error {
+	if err := unix.Fdatasync(int(t.f.Fd())); err != nil {
+		return fmt.Errorf("flushing %s: %w", t.Path, err)
+	}
+	return nil
+}
+
+func ioctlRange(f *os.File, req uint, off, n int64) error {
+	r := [2]uint64{uint64(off), uint64(n)}
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), uintptr(req), uintptrOf(&r))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// CheckNew checks that path can be created as a new image file: its folder
+// exists and it does not exist yet (unless overwrite).
+func CheckNew(path string, overwrite bool) error {
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		return fmt.Errorf("cannot create %s: folder %s does not exist", path, dir)
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Errorf("cannot create %s: folder %s is not writable", path, dir)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s exists and is not a regular file: use --target for devices", path)
+		}
+		if !overwrite {
+			return fmt.Errorf("%s already exists: add --erase to overwrite it, or choose another name", path)
+		}
+	}
+	return nil
+}
+
+// Create creates (or truncates) path as a sparse file of size bytes and opens
+// it as a target. Call CheckNew first, before anything else is written.
+func Create(path string, size int64) (*Target, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sizing %s to %d bytes: %w", path, size, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &Target{Path: path, Kind: File, Size: size, f: f, sys: Host(), dev: st.Dev, ino: st.Ino, Erased: true}, nil
+}

@@ -1,0 +1,23 @@
+#!/bin/bash
+# Installs what asr's tests, demo and benchmarks need on Debian, as root.
+# Quick when everything is there already.
+set -euo pipefail
+need=()
+for pair in losetup:mount partx:util-linux sgdisk:gdisk mkfs.ext4:e2fsprogs \
+	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip \
+	python3:python3; do
+	cmd=${pair%%:*} pkg=${pair#*:}
+	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	echo "deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+gobin=$(go env GOPATH)/bin
+if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$gobin/staticcheck" ]; then
+	echo "deps: installing staticcheck"
+	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+go mod download
