@@ -45,7 +45,9 @@ DESCRIPTION
                           they are written)
       a raw disk image    a plain file, or one compressed with gzip, xz or zstd (recognised
                           by content, not name; a compressed image is read once first to
-                          learn its size, because nothing is written before every check)
+                          learn its size, because nothing is written before every check).
+                          A file named *.asr is always taken for a prepared image, so a
+                          damaged one is refused rather than restored as raw bytes
       a block device      a clone: a whole disk or one partition onto another
 
     TARGET is a block device (a whole disk such as /dev/sdb, or a partition such as

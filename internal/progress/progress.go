@@ -39,13 +39,18 @@ func New(w io.Writer, puppet bool) *Printer {
 }
 
 // Step starts a short step: "Validating target...".
-func (p *Printer) Step(what string) {
+func (p *Printer) Step(what string) { p.StepNamed(what, what) }
+
+// StepNamed starts a step whose text holds more than its phase name
+// ("Erasing target device /dev/sdb" is phase "erasing"), so puppetstrings
+// phases stay fixed words a program can match.
+func (p *Printer) StepNamed(phase, what string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closeLine()
-	p.phase = what
+	p.phase = phase
 	if p.puppet {
-		fmt.Fprintf(p.w, "PSTART\t%s\n", phaseName(what))
+		fmt.Fprintf(p.w, "PSTART\t%s\n", phaseName(phase))
 		return
 	}
 	fmt.Fprintf(p.w, "%s...", what)

@@ -68,7 +68,7 @@ type Result struct {
 // Run performs a restore: validate, confirm, erase, write, verify.
 func Run(ctx context.Context, req Request) (*Result, error) {
 	out := req.Out
-	if !req.Erase {
+	if !req.Erase && req.File == "" {
 		return nil, errors.New("restore without --erase (copying files into an existing volume) is not supported yet: add --erase to erase the target and copy it block by block")
 	}
 	workers := req.Workers
@@ -145,14 +145,14 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	// Every check has passed: from here on the target changes.
 	start := time.Now()
 	if req.File != "" {
-		out.Step("Creating " + req.File)
+		out.StepNamed("Creating", "Creating "+req.File)
 		if tgt, err = target.Create(req.File, info.Size); err != nil {
 			out.Fail(err)
 			return nil, err
 		}
 		defer tgt.Close()
 	} else {
-		out.Step("Erasing target device " + req.Target)
+		out.StepNamed("Erasing", "Erasing target device "+req.Target)
 		if err := tgt.Erase(info.Size, int64(info.ChunkSize)); err != nil {
 			err = fmt.Errorf("erasing %s: %w", req.Target, err)
 			out.Fail(err)

@@ -74,7 +74,7 @@ func Open(path string, opts Options) (Source, error) {
 	head := make([]byte, 8)
 	n, _ := f.ReadAt(head, 0)
 	head = head[:n]
-	if bytes.HasPrefix(head, []byte(image.Magic)) {
+	if bytes.HasPrefix(head, []byte(image.Magic)) || looksPrepared(path, head) {
 		s, err := OpenPrepared(path, f, size)
 		if err != nil {
 			f.Close()
@@ -101,6 +101,25 @@ func Open(path string, opts Options) (Source, error) {
 		open:   func() (io.ReadCloser, error) { return sectionOf(f, size), nil },
 		closer: f,
 	}, nil
+}
+
+// looksPrepared catches a prepared image whose magic is damaged, so it is
+// refused rather than restored as if it were a raw disk: the name says .asr,
+// or the first bytes miss the magic by a byte or two.
+func looksPrepared(path string, head []byte) bool {
+	if strings.HasSuffix(strings.ToLower(path), ".asr") {
+		return true
+	}
+	if len(head) < len(image.Magic) {
+		return false
+	}
+	diff := 0
+	for i := range len(image.Magic) {
+		if head[i] != image.Magic[i] {
+			diff++
+		}
+	}
+	return diff <= 2
 }
 
 func sectionOf(f *os.File, size int64) io.ReadCloser {

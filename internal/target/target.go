@@ -46,8 +46,14 @@ type Target struct {
 	Erased bool
 }
 
+// unsafeError is a refusal; it matches ErrUnsafe without repeating its text.
+type unsafeError string
+
+func (e unsafeError) Error() string        { return string(e) }
+func (e unsafeError) Is(target error) bool { return target == ErrUnsafe }
+
 func refuse(path, format string, a ...any) error {
-	return fmt.Errorf("%w: target %s %s", ErrUnsafe, path, fmt.Sprintf(format, a...))
+	return unsafeError(fmt.Sprintf("target %s %s", path, fmt.Sprintf(format, a...)))
 }
 
 // Open checks path against the running system and opens it for writing.

@@ -1,0 +1,233 @@
+#!/bin/bash
+# mkdisk.sh OUT SIZE FILLPCT
+#
+# Makes OUT, a raw and sparse disk image of SIZE bytes (anything truncate
+# accepts: 64M, 1G, 1073741824) holding a GPT with one ext4 partition from
+# 1 MiB to the end, filled to about FILLPCT percent with a mix of content:
+# random data (incompressible), text (compressible) and many small files in
+# nested directories (metadata-heavy, scattered blocks). It is the input of
+# asr's tests, demo and benchmarks, so it has to look like a real disk while
+# staying cheap to make.
+#
+# The same arguments give the same content: the data comes from seeded
+# generators, the GPT and ext4 get fixed GUIDs, UUIDs, hash seed and creation
+# time, and every file gets a fixed mtime. Only what the kernel writes on
+# mount (mount times, write counters, journal state) differs between runs.
+#
+# Free space is never written, so it stays zero and OUT stays sparse: that is
+# what lets asr and bmaptool skip it.
+#
+# Needs root (loop devices, mount). Prints one line at the end:
+#   OUT size=BYTES used=BYTES fs_used_pct=N allocated=BYTES
+# where used is what the filesystem reports as used and allocated is what OUT
+# takes on the host disk (its non-hole bytes).
+set -euo pipefail
+
+usage() {
+	echo "usage: $0 OUT SIZE FILLPCT   (e.g. $0 disk.img 1G 40)" >&2
+	exit 2
+}
+[ $# -eq 3 ] || usage
+out=$1 size_arg=$2 fill=$3
+case $fill in '' | *[!0-9]*) usage ;; esac
+# Leading zeros would make bash read the number as octal.
+fill=$((10#$fill))
+[ "$fill" -le 95 ] || { echo "mkdisk: FILLPCT must be 0 to 95, not $fill" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "mkdisk: needs root (loop devices, mount)" >&2; exit 1; }
+for cmd in sgdisk partx losetup mkfs.ext4 e2fsck mount umount truncate base64 seq; do
+	command -v "$cmd" >/dev/null 2>&1 || { echo "mkdisk: $cmd not found (run testdata/deps.sh)" >&2; exit 1; }
+done
+
+# C locale: byte-wise string slicing below, and stable sorting/formatting.
+export LC_ALL=C
+umask 022
+
+# Fixed identities, so two runs make the same disk.
+readonly DISK_GUID=6173722d-6469-736b-0000-000000000001
+readonly PART_GUID=6173722d-7061-7274-0000-000000000001
+readonly FS_UUID=6173722d-6578-7434-0000-000000000001
+readonly HASH_SEED=6173722d-6861-7368-0000-000000000001
+readonly EPOCH=1700000000 # 2023-11-14T22:13:20Z: mkfs time and every file's mtime
+readonly SEED="asr-mkdisk-$size_arg-$fill"
+
+# Build under a temporary name next to OUT and rename at the end, so a
+# half-made image (interrupted, failed) never sits at OUT where the benchmark
+# would take it for a cached good one.
+outdir=$(cd "$(dirname "$out")" && pwd)
+tmp="$outdir/.$(basename "$out").tmp.$$"
+loop="" mnt="" mounted=0
+
+cleanup() {
+	local rc=$?
+	# Only what this script made, by exact name.
+	if [ "$mounted" = 1 ]; then umount "$mnt" || rc=1; fi
+	if [ -n "$mnt" ] && [ -d "$mnt" ]; then rmdir "$mnt" || true; fi
+	if [ -n "$loop" ]; then losetup -d "$loop" || rc=1; fi
+	rm -f "$tmp"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rm -f "$tmp"
+truncate -s "$size_arg" "$tmp"
+size=$(stat -c %s "$tmp")
+if [ "$size" -lt $((8 << 20)) ]; then
+	echo "mkdisk: SIZE $size_arg is too small: need at least 8 MiB" >&2
+	exit 2
+fi
+
+# GPT with one Linux partition from sector 2048 (1 MiB) to the last usable
+# sector; sgdisk keeps 1 MiB alignment.
+sgdisk -o -U "$DISK_GUID" -n 1:2048:0 -t 1:8300 -u 1:"$PART_GUID" -c 1:asr-test "$tmp" >/dev/null
+read -r pstart psectors < <(partx -g -o START,SECTORS -n 1 "$tmp")
+
+# A loop device over just the partition's bytes: the same sectors the kernel
+# would expose as loopNp1, without depending on partition scanning (which this
+# kernel does not do by itself) or on udev creating device nodes in time.
+loop=$(losetup --show -f -o $((pstart * 512)) --sizelimit $((psectors * 512)) "$tmp")
+
+# Deterministic ext4: fixed UUID, hash seed and creation time (E2FSPROGS_FAKE_TIME).
+# lazy_itable_init/lazy_journal_init: do not write zeros into inode tables and
+# the journal; the new file reads as zeros there anyway, and writing them
+# would allocate (un-sparse) the image. -m 0 so "used" is plain used/size.
+E2FSPROGS_FAKE_TIME=$EPOCH mkfs.ext4 -q -F -m 0 -L asr-test -U "$FS_UUID" \
+	-E root_owner=0:0,hash_seed="$HASH_SEED",lazy_itable_init=1,lazy_journal_init=1 "$loop"
+
+mnt=$(mktemp -d /tmp/asr-mkdisk.XXXXXX)
+# noinit_itable: no background thread zeroing inode tables while we fill,
+# which would allocate blocks of zeros in the image and race with us.
+mount -t ext4 -o noinit_itable "$loop" "$mnt"
+mounted=1
+
+# --- deterministic data -----------------------------------------------------
+
+# rand_stream NAME N: N pseudo-random bytes that depend only on NAME and SEED.
+# AES-256-CTR over zeros is a fast keyed generator; feeding it exactly N
+# zeros (instead of cutting its output with head) means no SIGPIPE, which
+# would fail the pipeline under pipefail. CTR mode adds no padding.
+if command -v openssl >/dev/null 2>&1; then
+	rand_stream() {
+		local key iv
+		key=$(printf '%s/%s' "$SEED" "$1" | sha256sum)
+		iv=$(printf 'iv/%s/%s' "$SEED" "$1" | sha256sum)
+		head -c "$2" /dev/zero | openssl enc -aes-256-ctr -nosalt -K "${key:0:64}" -iv "${iv:0:32}"
+	}
+elif command -v python3 >/dev/null 2>&1; then
+	rand_stream() {
+		python3 -c '
+import random, sys
+r = random.Random(sys.argv[1])
+n = int(sys.argv[2])
+out = sys.stdout.buffer
+while n > 0:
+    k = min(n, 1 << 20)
+    out.write(r.randbytes(k))
+    n -= k
+' "$SEED/$1" "$2"
+	}
+else
+	echo "mkdisk: needs openssl or python3 for deterministic random data" >&2
+	exit 1
+fi
+
+# A small linear congruential generator (Park-Miller) in shell arithmetic:
+# sizes and offsets that are the same on every machine and bash version,
+# unlike $RANDOM.
+lcg=20231114
+next_rand() { lcg=$((lcg * 16807 % 2147483647)); }
+
+# How much to write: FILLPCT of the filesystem's size, less what mkfs used
+# (journal, inode tables, bitmaps).
+read -r fs_size fs_used < <(df -B1 --output=size,used "$mnt" | tail -n 1)
+budget=$((fs_size * fill / 100 - fs_used))
+[ "$budget" -gt 0 ] || budget=0
+# The mix, by bytes: 45% random, 30% text, the rest small files.
+rand_budget=$((budget * 45 / 100))
+text_budget=$((budget * 30 / 100))
+small_budget=$((budget - rand_budget - text_budget))
+
+# Random data: a few big files of 256 KiB to 16 MiB, like media or archives.
+mkdir -p "$mnt/data/blobs"
+i=0
+while [ "$rand_budget" -ge 4096 ]; do
+	next_rand
+	n=$(((262144 + lcg % (16 << 20)) & ~4095))
+	[ "$n" -le "$rand_budget" ] || n=$rand_budget
+	rand_stream "blob$i" "$n" >"$(printf '%s/data/blobs/blob%04d.bin' "$mnt" "$i")"
+	rand_budget=$((rand_budget - n))
+	i=$((i + 1))
+done
+
+# Text: alternating log-like files (very compressible) and base64 dumps (a
+# little compressible), 128 KiB to 4 MiB each; written a bit long by the
+# generator, then cut to size.
+mkdir -p "$mnt/var/log" "$mnt/srv/dumps"
+i=0
+while [ "$text_budget" -ge 4096 ]; do
+	next_rand
+	n=$(((131072 + lcg % (4 << 20)) & ~4095))
+	[ "$n" -le "$text_budget" ] || n=$text_budget
+	if [ $((i % 2)) -eq 0 ]; then
+		f=$(printf '%s/var/log/app%03d.log' "$mnt" "$i")
+		# Every line is at least 48 bytes, so n/48+1 lines are enough.
+		seq -f "%010.0f INFO asr-test worker=$((i % 7)) request handled ok" \
+			$((i * 1000000)) $((i * 1000000 + n / 48 + 1)) >"$f"
+	else
+		f=$(printf '%s/srv/dumps/dump%03d.b64' "$mnt" "$i")
+		rand_stream "text$i" $((n * 3 / 4 + 3)) | base64 -w 76 >"$f"
+	fi
+	truncate -s "$n" "$f"
+	text_budget=$((text_budget - n))
+	i=$((i + 1))
+done
+
+# Small files: many files of 64 B to 64 KiB (mostly under 4 KiB) in a tree
+# three directories deep, 50 files a directory, like a source tree or /etc.
+# Written with shell builtins only (a substring of a 1 MiB text pool), so ten
+# thousand files take a second, not a fork each. The budget counts whole
+# 4 KiB blocks, since that is what each file really takes.
+pool=$(rand_stream pool 786432 | base64 -w 0)
+pool_len=${#pool}
+i=0 dir=""
+while [ "$small_budget" -ge 4096 ]; do
+	if [ $((i % 50)) -eq 0 ]; then
+		k=$((i / 50))
+		dir=$(printf '%s/home/src/d%02d/s%02d/t%02d' "$mnt" $((k / 100)) $((k / 10 % 10)) $((k % 10)))
+		mkdir -p "$dir"
+	fi
+	next_rand
+	r=$((lcg % 100))
+	next_rand
+	if [ "$r" -lt 70 ]; then
+		n=$((64 + lcg % 4032))
+	elif [ "$r" -lt 95 ]; then
+		n=$((4096 + lcg % 12288))
+	else
+		n=$((16384 + lcg % 49152))
+	fi
+	next_rand
+	off=$((lcg % (pool_len - n)))
+	printf -v name 'f%05d.txt' "$i"
+	printf 'file %d %s\n%s\n' "$i" "$name" "${pool:off:n}" >"$dir/$name"
+	small_budget=$((small_budget - ((n + 4095) / 4096) * 4096))
+	i=$((i + 1))
+done
+unset pool
+
+# Fixed timestamps on everything, the root and lost+found included.
+find "$mnt" -xdev -exec touch -h -d "@$EPOCH" {} +
+
+read -r fs_size fs_used < <(df -B1 --output=size,used "$mnt" | tail -n 1)
+umount "$mnt"
+mounted=0
+rmdir "$mnt"
+mnt=""
+# A cheap check that what we made is a clean filesystem.
+e2fsck -fn "$loop" >/dev/null
+losetup -d "$loop"
+loop=""
+
+mv -f "$tmp" "$out"
+allocated=$(($(stat -c %b "$out") * $(stat -c %B "$out")))
+echo "$out size=$size used=$fs_used fs_used_pct=$((fs_used * 100 / fs_size)) allocated=$allocated"
