@@ -1,8 +1,8 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +11,7 @@ import (
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/partition"
 	"github.com/asrlinux/asr/internal/restore"
+	"github.com/asrlinux/asr/internal/source"
 )
 
 // imageInfo is what `asr info` reports; the plist keys follow Apple's
@@ -43,31 +44,26 @@ type partitionInfo struct {
 	Name   string `plist:"Name,omitempty"`
 }
 
-func runInfo(e env, args []string) error {
+func runInfo(ctx context.Context, e env, args []string) error {
 	fs := newFlags("info")
 	src := fs.String("source", "", "")
 	asPlist := fs.Bool("plist", false, "")
+	sf := addSourceFlags(fs)
 	if err := parse(e, fs, manInfo, args); err != nil {
 		return err
 	}
+	if err := sf.check(); err != nil {
+		return err
+	}
 	if *src == "" {
-		return usageError("info: --source is required (a prepared image)")
+		return usageError("info: --source is required (a prepared image, a path or an http(s) URL)")
 	}
-	f, err := os.Open(*src)
-	if err != nil {
-		return fmt.Errorf("source %s is not readable: %w", *src, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	s, err := openSource(ctx, *src, sf, e.stderr)
 	if err != nil {
 		return err
 	}
-	im, err := image.Open(f, st.Size())
-	if err != nil {
-		return fmt.Errorf("source %s: %w", *src, err)
-	}
-	defer im.Close()
-	info, err := describe(*src, im)
+	defer s.Close()
+	info, err := describe(*src, s)
 	if err != nil {
 		return err
 	}
@@ -102,18 +98,23 @@ func runInfo(e env, args []string) error {
 	return w.Flush()
 }
 
-func describe(path string, im *image.Image) (*imageInfo, error) {
-	m := im.Manifest
+func describe(path string, src source.Source) (*imageInfo, error) {
+	si := src.Info()
+	m := si.Manifest
+	cr, ok := src.(source.ChunkReader)
+	if m == nil || !ok {
+		return nil, fmt.Errorf("source %s is a %s, not a prepared image: make one with asr imagescan", path, si.Kind)
+	}
 	s := m.Stats()
 	info := &imageInfo{
-		Path: path, FormatVersion: image.Version, Digest: im.Digest.String(),
+		Path: path, FormatVersion: image.Version, Digest: si.Digest.String(),
 		LogicalSize: m.LogicalSize, ChunkSize: int(m.ChunkSize), ChunkCount: s.Chunks,
 		StoredChunks: s.StoredChunks, ZeroChunks: s.ZeroChunks, UsedBytes: s.UsedBytes,
 		StoredBytes: s.StoredBytes, FileSize: m.FileSize(), CompressionRatio: ratio(s.UsedBytes, s.StoredBytes),
 		Created: m.Created, Tool: m.Tool, SourceName: m.Name,
 	}
 	// The partition table lives in the first chunk.
-	first, _, err := im.ReadChunk(0, nil, nil)
+	first, err := cr.ReadChunk(0)
 	if err != nil {
 		return nil, fmt.Errorf("reading the first chunk of %s: %w", path, err)
 	}

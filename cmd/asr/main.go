@@ -68,7 +68,7 @@ func run(ctx context.Context, e env, args []string) error {
 	case "imagescan":
 		return runImagescan(ctx, e, rest)
 	case "info":
-		return runInfo(e, rest)
+		return runInfo(ctx, e, rest)
 	case "version", "-version", "--version":
 		fmt.Fprintf(e.stdout, "asr %s\n", Version)
 		return nil

@@ -22,7 +22,11 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	noverify := fs.Bool("noverify", false, "")
 	puppet := fs.Bool("puppetstrings", false, "")
 	workers := fs.Int("workers", 0, "")
+	sf := addSourceFlags(fs)
 	if err := parse(e, fs, manRestore, args); err != nil {
+		return err
+	}
+	if err := sf.check(); err != nil {
 		return err
 	}
 	switch {
@@ -40,7 +44,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	req := restore.Request{
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
-		OpenSource: func(s string) (source.Source, error) { return source.Open(s, source.Options{}) },
+		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, sf, e.stderr) },
 		Out:        out,
 	}
 	if e.isTerminal() && !*puppet {

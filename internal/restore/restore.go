@@ -176,6 +176,9 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("%w: %w (its first chunk was left blank, so it will not pass as a good disk; run the restore again)", ErrIncomplete, err)
 	}
 	out.Finish()
+	if n, ok := src.(source.Noter); ok && n.Note() != "" {
+		out.Info("Source check: %s", n.Note())
+	}
 	res := &Result{
 		Target: name, Size: info.Size, DataBytes: w.dataBytes.Load(),
 		Chunks: len(w.sums), ZeroChunks: int(w.zeroChunks.Load()), Elapsed: time.Since(start),

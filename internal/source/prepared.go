@@ -87,3 +87,9 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest,
 	}
 	return nil
 }
+
+// ReadChunk reads, decodes and checks chunk i.
+func (p *prepared) ReadChunk(i int) ([]byte, error) {
+	data, _, err := p.im.ReadChunk(i, nil, nil)
+	return data, err
+}

@@ -44,3 +44,15 @@ type Source interface {
 	Run(ctx context.Context, workers int, fn func(Chunk) error) error
 	Close() error
 }
+
+// ChunkReader is a source that can read one chunk on its own (prepared
+// images, local or over HTTP), for `asr info`.
+type ChunkReader interface {
+	ReadChunk(i int) ([]byte, error)
+}
+
+// Noter is a source with something to say after its data has been read,
+// such as how the download was checked.
+type Noter interface {
+	Note() string
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/asrlinux/asr/internal/source"
+)
+
+// sourceFlags are the options that say how to reach a source.
+type sourceFlags struct {
+	cacert   *string
+	checksum *string
+	timeout  *int
+	retries  *int
+}
+
+func addSourceFlags(fs *flag.FlagSet) sourceFlags {
+	return sourceFlags{
+		cacert:   fs.String("cacert", "", ""),
+		checksum: fs.String("checksum", "", ""),
+		timeout:  fs.Int("timeout", 30, ""),
+		retries:  fs.Int("retries", 5, ""),
+	}
+}
+
+func (f sourceFlags) check() error {
+	if *f.timeout <= 0 {
+		return usageError("--timeout must be a positive number of seconds")
+	}
+	if *f.retries <= 0 {
+		return usageError("--retries must be at least 1")
+	}
+	return nil
+}
+
+// openSource routes --source to the package that reads it.
+func openSource(ctx context.Context, s string, f sourceFlags, log io.Writer) (source.Source, error) {
+	switch {
+	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
+		return source.OpenHTTP(ctx, s, source.HTTPOptions{
+			CACert: *f.cacert, Checksum: *f.checksum,
+			Stall: time.Duration(*f.timeout) * time.Second, Retries: *f.retries,
+			Log: func(format string, a ...any) { fmt.Fprintf(log, "asr: "+format+"\n", a...) },
+		})
+	case strings.HasPrefix(s, "asr://"):
+		return nil, fmt.Errorf("source %s: multicast sources are not supported in this version yet", s)
+	}
+	if *f.checksum != "" {
+		return nil, usageError("--checksum applies to raw images over HTTP; local sources are checked as they are read")
+	}
+	return source.Open(s, source.Options{})
+}
