@@ -5,7 +5,7 @@ set -euo pipefail
 need=()
 for pair in losetup:mount partx:util-linux sgdisk:gdisk mkfs.ext4:e2fsprogs \
 	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip \
-	python3:python3; do
+	python3:python3 nginx:nginx-light ip:iproute2; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -13,7 +13,9 @@ if [ ${#need[@]} -gt 0 ]; then
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# RUNLEVEL=1 keeps the packages' services (nginx) from starting on the host:
+	# the tests start their own, inside network namespaces.
+	RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 gobin=$(go env GOPATH)/bin
 if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$gobin/staticcheck" ]; then

@@ -44,7 +44,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	req := restore.Request{
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
-		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, sf, e.stderr) },
+		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, sf, out.Info) },
 		Out:        out,
 	}
 	if e.isTerminal() && !*puppet {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -39,13 +38,14 @@ func (f sourceFlags) check() error {
 }
 
 // openSource routes --source to the package that reads it.
-func openSource(ctx context.Context, s string, f sourceFlags, log io.Writer) (source.Source, error) {
+// log hears retries and checksum decisions, one line each.
+func openSource(ctx context.Context, s string, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
 	switch {
 	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
 		return source.OpenHTTP(ctx, s, source.HTTPOptions{
 			CACert: *f.cacert, Checksum: *f.checksum,
 			Stall: time.Duration(*f.timeout) * time.Second, Retries: *f.retries,
-			Log: func(format string, a ...any) { fmt.Fprintf(log, "asr: "+format+"\n", a...) },
+			Log: log,
 		})
 	case strings.HasPrefix(s, "asr://"):
 		return nil, fmt.Errorf("source %s: multicast sources are not supported in this version yet", s)

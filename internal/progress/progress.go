@@ -26,7 +26,8 @@ type Printer struct {
 	mu     sync.Mutex
 	w      io.Writer
 	puppet bool
-	open   bool // a step or bar line is open and waiting for its end
+	open   bool   // a step or bar line is open and waiting for its end
+	line   string // what the open line shows so far, to redraw it after an Info
 	phase  string
 	total  int64
 	done   int64
@@ -53,7 +54,8 @@ func (p *Printer) StepNamed(phase, what string) {
 		fmt.Fprintf(p.w, "PSTART\t%s\n", phaseName(phase))
 		return
 	}
-	fmt.Fprintf(p.w, "%s...", what)
+	p.line = what + "..."
+	io.WriteString(p.w, p.line)
 	p.open = true
 }
 
@@ -75,10 +77,15 @@ func (p *Printer) Done() {
 func (p *Printer) Info(format string, a ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.closeLine()
 	msg := fmt.Sprintf(format, a...)
 	if p.puppet {
 		fmt.Fprintf(p.w, "PINFO\t%s\n", msg)
+		return
+	}
+	// A message in the middle of a step gets a line of its own; the step's
+	// line is then drawn again so that its "done" still lands after it.
+	if p.open {
+		fmt.Fprintf(p.w, "\n%s\n%s", msg, p.line)
 		return
 	}
 	fmt.Fprintln(p.w, msg)
@@ -108,7 +115,8 @@ func (p *Printer) Start(phase string, total int64) {
 		fmt.Fprintf(p.w, "PSTART\t%s\nPPROG\t%s\t0\n", phaseName(phase), phaseName(phase))
 		return
 	}
-	fmt.Fprintf(p.w, "%-10s ", phase)
+	p.line = fmt.Sprintf("%-10s ", phase)
+	io.WriteString(p.w, p.line)
 	p.open = true
 }
 
@@ -157,6 +165,7 @@ func (p *Printer) draw() {
 		}
 	}
 	if b.Len() > 0 {
+		p.line += b.String()
 		io.WriteString(p.w, b.String())
 	}
 }

@@ -649,12 +649,14 @@ func (r *httpRaw) findChecksum(ctx context.Context, given string) error {
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	f := strings.Fields(string(body))
-	if len(f) == 0 {
-		return fmt.Errorf("source %s: %s is empty", r.hc.shown, redact(u.String()))
+	var b []byte
+	if len(f) > 0 {
+		b, _ = hex.DecodeString(f[0])
 	}
-	b, err := hex.DecodeString(f[0])
-	if err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("source %s: %s does not hold a SHA-256 (want 64 hex digits first)", r.hc.shown, redact(u.String()))
+	if len(b) != sha256.Size {
+		// Some servers answer every path with a page; that is no checksum.
+		r.hc.log("ignoring %s: it does not start with a SHA-256 (64 hex digits)", redact(u.String()))
+		return nil
 	}
 	r.want, r.wantFrom = b, redact(u.String())
 	return nil
