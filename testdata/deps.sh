@@ -3,7 +3,7 @@
 # Quick when everything is there already.
 set -euo pipefail
 need=()
-for pair in losetup:mount partx:util-linux sgdisk:gdisk mkfs.ext4:e2fsprogs \
+for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e2fsprogs \
 	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip \
 	python3:python3 nginx:nginx-light ip:iproute2; do
 	cmd=${pair%%:*} pkg=${pair#*:}

@@ -44,7 +44,7 @@ const (
 // chunk, so 256 MiB covers a 5 TiB disk at 1 MiB chunks.
 const (
 	maxManifestLen = 256 << 20
-	maxNameLen     = 4096
+	maxNameLen     = 4096 // bytes of Name and of Tool
 	entrySize      = 48
 	fixedManifest  = 8 + 4 + 4 + 8 + 8 + 2 + 2
 )
@@ -189,6 +189,9 @@ func ParseHeader(b []byte) (Header, error) {
 	if got, want := binary.LittleEndian.Uint32(b[56:]), crc32.Checksum(b[:56], crcTable); got != want {
 		return h, fmt.Errorf("%w: header checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
+	if binary.LittleEndian.Uint32(b[60:]) != 0 {
+		return h, fmt.Errorf("%w: reserved header bytes are not zero", ErrCorrupt)
+	}
 	h.Version = binary.LittleEndian.Uint32(b[8:])
 	h.Flags = binary.LittleEndian.Uint32(b[12:])
 	h.ManifestLen = binary.LittleEndian.Uint64(b[16:])
@@ -293,6 +296,9 @@ func ParseManifest(b []byte) (*Manifest, error) {
 			Codec:  Codec(e[12]),
 		}
 		copy(c.Sum[:], e[16:48])
+		if e[13] != 0 || e[14] != 0 || e[15] != 0 {
+			return nil, bad("chunk %d has non-zero reserved bytes", i)
+		}
 		switch c.Codec {
 		case CodecZero:
 			if c.Offset != 0 || c.Length != 0 || c.Sum != ([32]byte{}) {

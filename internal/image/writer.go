@@ -43,6 +43,9 @@ func Scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions) (*
 	if cs < MinChunkSize || cs > MaxChunkSize || cs%4096 != 0 {
 		return nil, Digest{}, fmt.Errorf("chunk size %d: must be a multiple of 4096 from %d to %d", cs, MinChunkSize, MaxChunkSize)
 	}
+	if len(opts.Name) > maxNameLen || len(opts.Tool) > maxNameLen {
+		return nil, Digest{}, fmt.Errorf("image name and tool version must be at most %d bytes", maxNameLen)
+	}
 	workers := opts.Workers
 	if workers <= 0 {
 		workers = runtime.NumCPU()
@@ -50,7 +53,10 @@ func Scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions) (*
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedDefault),
 		zstd.WithEncoderCRC(false), // chunks carry SHA-256 already
-		zstd.WithEncoderConcurrency(1),
+		// EncodeAll borrows one of this many encoder states: one per worker,
+		// or the workers queue for a single one. The output does not depend
+		// on it.
+		zstd.WithEncoderConcurrency(workers),
 		zstd.WithZeroFrames(true))
 	if err != nil {
 		return nil, Digest{}, fmt.Errorf("zstd encoder: %w", err)

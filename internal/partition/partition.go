@@ -148,7 +148,9 @@ func parseGPT(b []byte, ss int) *Table {
 	entLBA := int64(binary.LittleEndian.Uint64(h[72:]))
 	n := int(binary.LittleEndian.Uint32(h[80:]))
 	esz := int(binary.LittleEndian.Uint32(h[84:]))
-	if esz < 128 || n > 1024 {
+	// The entries must start inside what we were handed: a hostile LBA
+	// would otherwise overflow the offset arithmetic below.
+	if esz < 128 || esz > 4096 || n > 1024 || entLBA < 0 || entLBA > int64(len(b)/ss) {
 		return t
 	}
 	for i := range n {

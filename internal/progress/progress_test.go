@@ -25,16 +25,15 @@ func TestHumanBar(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name   string
-		phase  string
 		finish bool // call Finish after the steps
 	}{
-		{name: "steps then finish", phase: "Restoring", finish: true},
-		{name: "steps alone reach 100", phase: "Restoring", finish: false},
+		{name: "steps then finish", finish: true},
+		{name: "steps alone reach 100", finish: false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
 			p := New(&b, false)
-			p.Start(tt.phase, 1000)
+			p.Start("Restoring", 1000)
 			for _, n := range unevenSteps {
 				p.Add(n)
 			}
@@ -125,19 +124,60 @@ func TestHumanSequence(t *testing.T) {
 	p.Step("Validating target")
 	p.Done()
 	p.Step("Validating source")
-	p.Info("Source is %s", "disk.img") // closes the open step line
+	p.Info("Source is %s", "disk.img")
+	p.Done()
 	p.Start("Restoring", 10)
 	p.Add(10)
 	p.Finish()
 	p.Step("Verifying")
 	p.Fail(errors.New("boom"))
+	p.Info("Bye")
 	want := "Validating target...done\n" +
 		"Validating source...\n" +
 		"Source is disk.img\n" +
+		"Validating source...done\n" +
 		"Restoring  " + fullBar + "\n" +
-		"Verifying...failed\n"
+		"Verifying...failed\n" +
+		"Bye\n"
 	if got := b.String(); got != want {
 		t.Errorf("output = %q, want %q", got, want)
+	}
+}
+
+// TestHumanInfoDuringBar: a message in the middle of a bar gets a line of its
+// own, and the bar is drawn again below it and goes on from where it was.
+func TestHumanInfoDuringBar(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, false)
+	p.Start("Restoring", 100)
+	p.Add(11)
+	p.Info("retrying chunk %d", 7)
+	p.Add(89)
+	p.Finish()
+	want := "Restoring  ....10\n" +
+		"retrying chunk 7\n" +
+		"Restoring  ....10" + strings.TrimPrefix(fullBar, "....10") + "\n"
+	if got := b.String(); got != want {
+		t.Errorf("output = %q, want %q", got, want)
+	}
+}
+
+// TestStepNamed: the person sees the whole text, a program a fixed phase.
+func TestStepNamed(t *testing.T) {
+	for _, tt := range []struct {
+		puppet bool
+		want   string
+	}{
+		{false, "Erasing target device /dev/sdb...done\n"},
+		{true, "PSTART\terasing\nPSTOP\terasing\n"},
+	} {
+		var b bytes.Buffer
+		p := New(&b, tt.puppet)
+		p.StepNamed("Erasing", "Erasing target device /dev/sdb")
+		p.Done()
+		if got := b.String(); got != tt.want {
+			t.Errorf("StepNamed/Done (puppet %v) output = %q, want %q", tt.puppet, got, tt.want)
+		}
 	}
 }
 
