@@ -8,3 +8,9 @@ require (
 	golang.org/x/sys v0.50.0
 	howett.net/plist v1.0.1
 )
+
+require (
+	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
+	github.com/klauspost/reedsolomon v1.14.2 // indirect
+	golang.org/x/net v0.62.0 // indirect
+)

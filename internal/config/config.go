@@ -1,0 +1,196 @@
+// Package config reads the multicast server's configuration: a property list
+// with Apple's asr keys, in XML or binary form (what `defaults write`
+// produces), with the same defaults.
+//
+// It validates and nothing else: it opens no sockets.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"sort"
+
+	"howett.net/plist"
+)
+
+// Keys, as Apple's asr spells them.
+const (
+	KeyMulticastAddress = "Multicast Address"
+	KeyDataRate         = "Data Rate"
+	KeyClientDataRate   = "Client Data Rate"
+	KeyDNSSD            = "DNS Service Discovery"
+	KeyLoopSuspend      = "Loop Suspend"
+	KeyTTL              = "Multicast TTL"
+	KeyPort             = "Port"
+)
+
+// Server is a validated server configuration.
+type Server struct {
+	Group          netip.Addr // multicast group for data
+	DataRate       int64      // bytes per second
+	ClientDataRate int64      // bytes per second; 0: not set
+	DNSSD          bool
+	LoopSuspend    int // passes with no client before the stream pauses; 0: never
+	TTL            int
+	Port           int // TCP control port; the UDP data port is Port+1
+	// Warnings lists keys that were ignored, for the caller to print.
+	Warnings []string
+}
+
+// StreamRate is the rate the stream is sent at: Data Rate, lowered to
+// Client Data Rate when that is set and smaller.
+func (s *Server) StreamRate() int64 {
+	if s.ClientDataRate > 0 && s.ClientDataRate < s.DataRate {
+		return s.ClientDataRate
+	}
+	return s.DataRate
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Server, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	s, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Parse validates a configuration's bytes (XML, binary or OpenStep plist).
+func Parse(b []byte) (*Server, error) {
+	var m map[string]any
+	if _, err := plist.Unmarshal(b, &m); err != nil {
+		if bytes.Contains(b, []byte("<plist")) || bytes.HasPrefix(b, []byte("bplist")) {
+			return nil, fmt.Errorf("not a readable property list: %v", err)
+		}
+		return nil, fmt.Errorf("not a property list dictionary (want XML or binary plist): %v", err)
+	}
+	s := &Server{DNSSD: true, TTL: 3, Port: 7800}
+	known := map[string]bool{}
+	for _, k := range []string{KeyMulticastAddress, KeyDataRate, KeyClientDataRate, KeyDNSSD, KeyLoopSuspend, KeyTTL, KeyPort} {
+		known[k] = true
+	}
+	var unknown []string
+	for k := range m {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("unknown key %q ignored (known keys: Multicast Address, Data Rate, Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port)", k))
+	}
+
+	addr, ok := m[KeyMulticastAddress]
+	if !ok {
+		return nil, fmt.Errorf("%q is required (a multicast group such as 239.255.1.1)", KeyMulticastAddress)
+	}
+	as, ok := addr.(string)
+	if !ok {
+		return nil, fmt.Errorf("%q must be a string, not %s", KeyMulticastAddress, typeName(addr))
+	}
+	g, err := netip.ParseAddr(as)
+	if err != nil || !g.Is4() || !g.IsMulticast() {
+		return nil, fmt.Errorf("%q %q is not an IPv4 multicast address (224.0.0.0/4; use 239.x.x.x on a private network)", KeyMulticastAddress, as)
+	}
+	if g.IsLinkLocalMulticast() {
+		return nil, fmt.Errorf("%q %s is reserved for link-local control traffic: use 239.x.x.x", KeyMulticastAddress, as)
+	}
+	s.Group = g
+
+	if _, ok := m[KeyDataRate]; !ok {
+		return nil, fmt.Errorf("%q is required (bytes per second, such as 6000000)", KeyDataRate)
+	}
+	if s.DataRate, err = intKey(m, KeyDataRate, 1, 1<<40); err != nil {
+		return nil, err
+	}
+	if _, ok := m[KeyClientDataRate]; ok {
+		if s.ClientDataRate, err = intKey(m, KeyClientDataRate, 1, 1<<40); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := m[KeyDNSSD]; ok {
+		b, ok := v.(bool)
+		if !ok {
+			return nil, fmt.Errorf("%q must be a boolean (<true/> or <false/>), not %s", KeyDNSSD, typeName(v))
+		}
+		s.DNSSD = b
+	}
+	if _, ok := m[KeyLoopSuspend]; ok {
+		n, err := intKey(m, KeyLoopSuspend, 0, 1<<31)
+		if err != nil {
+			return nil, err
+		}
+		s.LoopSuspend = int(n)
+	}
+	if _, ok := m[KeyTTL]; ok {
+		n, err := intKey(m, KeyTTL, 1, 255)
+		if err != nil {
+			return nil, err
+		}
+		s.TTL = int(n)
+	}
+	if _, ok := m[KeyPort]; ok {
+		n, err := intKey(m, KeyPort, 1, 65534)
+		if err != nil {
+			return nil, err
+		}
+		s.Port = int(n)
+	}
+	return s, nil
+}
+
+// intKey reads a whole number in [lo, hi]. Property lists written by hand
+// sometimes say <real>6000000</real>; a real with no fraction is accepted.
+func intKey(m map[string]any, key string, lo, hi int64) (int64, error) {
+	var n int64
+	switch v := m[key].(type) {
+	case uint64:
+		if v > math.MaxInt64 {
+			return 0, fmt.Errorf("%q %d is out of range", key, v)
+		}
+		n = int64(v)
+	case int64:
+		n = v
+	case float64:
+		if v != math.Trunc(v) || math.IsInf(v, 0) || math.IsNaN(v) {
+			return 0, fmt.Errorf("%q must be a whole number, not %v", key, v)
+		}
+		n = int64(v)
+	default:
+		return 0, fmt.Errorf("%q must be an integer, not %s", key, typeName(m[key]))
+	}
+	if n < lo || n > hi {
+		if n == 0 {
+			return 0, fmt.Errorf("%q must not be 0 (allowed: %d to %d)", key, lo, hi)
+		}
+		return 0, fmt.Errorf("%q %d is out of range (allowed: %d to %d)", key, n, lo, hi)
+	}
+	return n, nil
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case uint64, int64:
+		return "an integer"
+	case float64:
+		return "a real"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a dictionary"
+	case []byte:
+		return "data"
+	}
+	return fmt.Sprintf("%T", v)
+}
