@@ -9,6 +9,7 @@ USAGE
     asr restore   --source SOURCE --file PATH [--erase] [--noverify]
     asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--overwrite]
     asr info      --source IMAGE [--plist]
+    asr server    --source IMAGE --config asrconfig.plist [--interface IF]
     asr help [VERB]
     asr version
 
@@ -18,6 +19,8 @@ VERBS
     imagescan   turn a raw disk image, compressed disk image or block device into a
                 prepared image: chunked, compressed, checksummed, with zeros left out
     info        describe a prepared image: sizes, digest, creation, partition table
+    server      stream a prepared image by multicast to any number of 'asr restore
+                --source asr://HOST' clients
     help        print this page, or a verb's manual: asr help restore
     version     print the version
 
@@ -49,6 +52,13 @@ DESCRIPTION
                           A file named *.asr is always taken for a prepared image, so a
                           damaged one is refused rather than restored as raw bytes
       a block device      a clone: a whole disk or one partition onto another
+      http(s)://HOST/IMG  a prepared image on a web server: fetched with range requests on
+                          several connections (one stream if the server ignores Range),
+                          resuming dropped connections; raw images (.img, .gz, .xz, .zst)
+                          stream sequentially. user:password@ in the URL is sent as basic
+                          authentication and never printed
+      asr://HOST[:PORT]   a multicast stream from 'asr server' (port 7800 by default): joins
+                          at any point of the loop and finishes when every chunk is in
 
     TARGET is a block device (a whole disk such as /dev/sdb, or a partition such as
     /dev/sdb2) or an existing regular file (a virtual machine's disk image). A target
@@ -97,6 +107,13 @@ OPTIONS
     --noverify          do not read the target back
     --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
     --workers N         parallel decode/write/verify workers (default: max(4, CPUs))
+    --timeout SECONDS   network sources: give up after this long without data (default 30)
+    --retries N         http(s): reconnections in a row without progress (default 5)
+    --cacert FILE       https: also trust the CA certificates in FILE
+    --checksum sha256:HEX
+                        raw images over http(s): the SHA-256 of the file as served; else
+                        IMG.sha256 beside it is used when the server has one
+    --interface IF      asr://: join the multicast group on this interface
 
 PUPPETSTRINGS
     One line per event, tab-separated, unbuffered:
@@ -158,6 +175,65 @@ DESCRIPTION
     property list.
 `
 
+const manServer = `NAME
+    asr server - stream a prepared image to many machines by multicast
+
+SYNOPSIS
+    asr server --source IMAGE --config asrconfig.plist [--interface IF] [--parity PCT]
+
+DESCRIPTION
+    Listens for clients on a TCP port and, once the first one asks, sends IMAGE to a
+    multicast group at a fixed rate, over and over, until stopped with Ctrl-C (SIGINT)
+    or SIGTERM. Clients ('asr restore --source asr://HOST --target DISK --erase') join at
+    any point of the loop and leave when they have every chunk, so a thousand machines
+    restore in about the time of one.
+
+    Every packet carries the stream's identity (the image digest and a number chosen
+    at start), so a client never takes data of another image or another server run.
+    Each chunk is sent with Reed-Solomon parity (--parity, default 5%), so a few percent
+    of lost packets are repaired in the same pass. A client that still lacks chunks after
+    a full pass fetches them over its TCP connection (up to a tenth of the image) instead
+    of waiting for the next loop. Clients report joined, progress, done and failed; the
+    server prints one line for each.
+
+CONFIGURATION
+    A property list (XML or binary, as written by 'defaults write' or plutil) with Apple's
+    asr keys:
+      Multicast Address       string, required: the group, e.g. 239.255.1.1
+      Data Rate               integer, required: bytes per second on the wire, e.g. 6000000
+      Client Data Rate        integer: the slowest client's disk speed in bytes per second;
+                              the stream is sent at the lower of the two rates
+      DNS Service Discovery   boolean, default true: advertise _asr._tcp over mDNS
+                              (not in this version yet)
+      Loop Suspend            integer, default 0: pause after this many passes with no
+                              client listening (0: only stop looping when nobody ever came)
+      Multicast TTL           integer, default 3: router hops the stream may cross
+      Port                    integer, default 7800: the TCP control port; data goes to
+                              the group on Port+1
+    Unknown keys are warned about; a missing required key, a wrong type, an address that
+    is not multicast, or a rate of 0 is refused naming the key.
+
+    Example:
+      <?xml version="1.0" encoding="UTF-8"?>
+      <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+      <plist version="1.0"><dict>
+        <key>Multicast Address</key><string>239.255.1.1</string>
+        <key>Data Rate</key><integer>25000000</integer>
+      </dict></plist>
+
+OPTIONS
+    --source IMAGE       the prepared image to stream (required)
+    --config PLIST       the configuration (required)
+    --interface IF       send the stream out of this interface (default: as routing says)
+    --parity PCT         Reed-Solomon parity per chunk, percent of its packets (default 5;
+                         0 turns it off)
+
+OUTPUT
+    Ready to start accepting clients
+    Starting stream 2026-11-26 10:00:00 +0000      (each pass)
+    Client 198.18.0.11 (lab-pc-07) joined / NN% / done / failed: reason
+`
+
 func runHelp(e env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(e.stdout, usageMain)
@@ -170,8 +246,10 @@ func runHelp(e env, args []string) error {
 		fmt.Fprint(e.stdout, manImagescan)
 	case "info":
 		fmt.Fprint(e.stdout, manInfo)
+	case "server":
+		fmt.Fprint(e.stdout, manServer)
 	default:
-		return usageError("help: no manual for %q (verbs: restore, imagescan, info)", args[0])
+		return usageError("help: no manual for %q (verbs: restore, imagescan, info, server)", args[0])
 	}
 	return nil
 }

@@ -75,7 +75,7 @@ func run(ctx context.Context, e env, args []string) error {
 	case "help", "-h", "-help", "--help":
 		return runHelp(e, rest)
 	case "server":
-		return &exitError{1, errors.New("the multicast server is not available in this version yet")}
+		return runServer(ctx, e, rest)
 	}
 	return usageError("unknown verb %q: see 'asr help'", verb)
 }

@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"strings"
 	"time"
 
+	"github.com/asrlinux/asr/internal/multicast"
 	"github.com/asrlinux/asr/internal/source"
 )
 
@@ -16,6 +16,7 @@ type sourceFlags struct {
 	checksum *string
 	timeout  *int
 	retries  *int
+	iface    *string
 }
 
 func addSourceFlags(fs *flag.FlagSet) sourceFlags {
@@ -24,6 +25,7 @@ func addSourceFlags(fs *flag.FlagSet) sourceFlags {
 		checksum: fs.String("checksum", "", ""),
 		timeout:  fs.Int("timeout", 30, ""),
 		retries:  fs.Int("retries", 5, ""),
+		iface:    fs.String("interface", "", ""),
 	}
 }
 
@@ -48,7 +50,9 @@ func openSource(ctx context.Context, s string, f sourceFlags, log func(format st
 			Log: log,
 		})
 	case strings.HasPrefix(s, "asr://"):
-		return nil, fmt.Errorf("source %s: multicast sources are not supported in this version yet", s)
+		return multicast.Open(ctx, s, multicast.ClientOptions{
+			Timeout: time.Duration(*f.timeout) * time.Second, Interface: *f.iface, Log: log,
+		})
 	}
 	if *f.checksum != "" {
 		return nil, usageError("--checksum applies to raw images over HTTP; local sources are checked as they are read")

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/asrlinux/asr/internal/config"
+	"github.com/asrlinux/asr/internal/multicast"
+)
+
+func runServer(ctx context.Context, e env, args []string) error {
+	fs := newFlags("server")
+	src := fs.String("source", "", "")
+	cfgPath := fs.String("config", "", "")
+	iface := fs.String("interface", "", "")
+	parity := fs.Int("parity", multicast.DefaultParity, "")
+	if err := parse(e, fs, manServer, args); err != nil {
+		return err
+	}
+	switch {
+	case *src == "":
+		return usageError("server: --source is required (a prepared image)")
+	case *cfgPath == "":
+		return usageError("server: --config is required (a property list with at least Multicast Address and Data Rate)")
+	case *parity < 0 || *parity > 100:
+		return usageError("server: --parity must be a percentage from 0 to 100")
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(e.stdout, format+"\n", a...) }
+	for _, w := range cfg.Warnings {
+		logf("asr: warning: config %s: %s", *cfgPath, w)
+	}
+	p := *parity
+	if p == 0 {
+		p = -1 // the package's zero means its default
+	}
+	srv, err := multicast.NewServer(multicast.ServerOptions{
+		Image: *src, Config: cfg, Interface: *iface, Parity: p, Log: logf,
+	})
+	if err != nil {
+		return err
+	}
+	logf("Serving %s (digest sha256:%s) on group %s port %d, control port %d, %d bytes/s, TTL %d",
+		*src, srv.Digest(), cfg.Group, cfg.Port+1, cfg.Port, cfg.StreamRate(), cfg.TTL)
+	if cfg.DNSSD {
+		logf("asr: note: DNS Service Discovery is not in this version yet; clients need asr://HOST")
+	}
+	start := time.Now()
+	if err := srv.Serve(ctx); err != nil {
+		return err
+	}
+	logf("Server stopped after %s", time.Since(start).Round(time.Second))
+	return nil
+}

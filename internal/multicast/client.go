@@ -1,0 +1,508 @@
+package multicast
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/source"
+)
+
+// DefaultPort is the control port when an asr:// URL names none.
+const DefaultPort = 7800
+
+// ClientOptions configure a client.
+type ClientOptions struct {
+	// Timeout: give up after this long without data (and as the connect
+	// timeout). Zero means 60 s.
+	Timeout   time.Duration
+	Interface string // where to join the group; "" lets the system choose
+	Name      string // how the server's log names this client; "" means the host name
+	Log       func(format string, a ...any)
+}
+
+// Client is an asr:// source: the control connection and, once Run starts,
+// membership of the stream's multicast group.
+type Client struct {
+	opts   ClientOptions
+	host   string
+	conn   net.Conn
+	r      *bufio.Reader
+	wmu    sync.Mutex
+	w      *bufio.Writer
+	sess   session
+	stream StreamID
+	info   source.Info
+	dec    *image.Decoder
+
+	// counters, for the closing note and the tests
+	packets, foreign, bogus, forged, rebuilt, repairedN atomic.Int64
+}
+
+// Open connects to the server named by rawurl (asr://host[:port]), checks the
+// protocol version, and reads the manifest and the stream's parameters.
+func Open(ctx context.Context, rawurl string, opts ClientOptions) (*Client, error) {
+	u, err := url.Parse(rawurl)
+	if err != nil || u.Scheme != "asr" || u.Hostname() == "" {
+		return nil, fmt.Errorf("source %q is not an asr://host[:port] URL", rawurl)
+	}
+	port := DefaultPort
+	if p := u.Port(); p != "" {
+		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
+			return nil, fmt.Errorf("source %s: bad port %q", rawurl, p)
+		}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = func(string, ...any) {}
+	}
+	if opts.Name == "" {
+		opts.Name, _ = os.Hostname()
+	}
+	host := net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+	d := net.Dialer{Timeout: opts.Timeout}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: cannot reach the asr server: %w", rawurl, unwrapOp(err))
+	}
+	c := &Client{opts: opts, host: host, conn: conn, r: bufio.NewReaderSize(conn, 1<<20), w: bufio.NewWriter(conn)}
+	if err := c.handshake(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("source %s: %w", rawurl, err)
+	}
+	return c, nil
+}
+
+func unwrapOp(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Err
+	}
+	return err
+}
+
+func (c *Client) handshake() error {
+	c.conn.SetDeadline(time.Now().Add(c.opts.Timeout))
+	defer c.conn.SetDeadline(time.Time{})
+	if err := c.send(msgHello, hello{Version: WireVersion, Client: c.opts.Name}); err != nil {
+		return err
+	}
+	typ, b, err := readFrame(c.r, 64<<10)
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if typ == msgError {
+		return fmt.Errorf("the server refused: %s", b)
+	}
+	if typ != msgSession || json.Unmarshal(b, &c.sess) != nil {
+		return errors.New("handshake: the server did not describe its stream (not an asr server?)")
+	}
+	if c.sess.ShardSize != ShardSize {
+		return fmt.Errorf("the server uses %d-byte shards, this client %d: use the same asr version on both", c.sess.ShardSize, ShardSize)
+	}
+	sid, err := hex.DecodeString(c.sess.Stream)
+	if err != nil || len(sid) != len(c.stream) {
+		return errors.New("handshake: bad stream identity")
+	}
+	copy(c.stream[:], sid)
+	typ, b, err = readFrame(c.r, maxFrame)
+	if err != nil || typ != msgManifest {
+		return fmt.Errorf("handshake: no manifest: %v", err)
+	}
+	m, dg, err := image.ReadManifest(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	if dg.String() != c.sess.Digest || !bytes.Equal(c.stream[:8], dg[:8]) {
+		return errors.New("handshake: the manifest does not match the stream's digest")
+	}
+	if c.dec, err = image.NewDecoder(); err != nil {
+		return err
+	}
+	c.info = source.Info{
+		Kind: "multicast stream from " + c.host, Size: m.LogicalSize, ChunkSize: int(m.ChunkSize),
+		Manifest: m, Digest: dg,
+	}
+	return nil
+}
+
+func (c *Client) send(typ byte, v any) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := writeJSON(c.w, typ, v); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+func (c *Client) report(event string, pct int, msg string) {
+	_ = c.send(msgStatus, status{Event: event, Percent: pct, Message: msg})
+}
+
+// Info describes the image being streamed.
+func (c *Client) Info() source.Info { return c.info }
+
+// Close leaves the server.
+func (c *Client) Close() error {
+	c.dec.Close()
+	return c.conn.Close()
+}
+
+// Note sums up what the stream delivered.
+func (c *Client) Note() string {
+	return fmt.Sprintf("%d packets received; %d chunks rebuilt from parity, %d fetched by repair; ignored %d packets of another stream, %d malformed, %d chunks that failed their check",
+		c.packets.Load(), c.rebuilt.Load(), c.repairedN.Load(), c.foreign.Load(), c.bogus.Load(), c.forged.Load())
+}
+
+// Stats are the client's counters.
+type Stats struct{ Packets, Foreign, Bogus, Forged, Rebuilt, Repaired int64 }
+
+// Stats returns the counters so far.
+func (c *Client) Stats() Stats {
+	return Stats{c.packets.Load(), c.foreign.Load(), c.bogus.Load(), c.forged.Load(), c.rebuilt.Load(), c.repairedN.Load()}
+}
+
+// job is a chunk ready to decode: shards from the stream, or stored bytes
+// from repair.
+type job struct {
+	i      int
+	shards [][]byte // K+M entries, nil where lost
+	k      int
+	stored []byte
+}
+
+// chunk states
+const (
+	missing  = 0
+	decoding = 1
+	done     = 2
+)
+
+// Run joins the stream and delivers every chunk: zero chunks at once, then
+// stored chunks as they arrive, in any order.
+func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) error) (err error) {
+	defer func() {
+		if err != nil {
+			c.report("failed", 0, err.Error())
+		} else {
+			c.report("done", 100, "")
+		}
+	}()
+	m := c.info.Manifest
+	stored := 0
+	for i, ch := range m.Chunks {
+		if !ch.Codec.Stored() {
+			if err := fn(source.Chunk{Index: i, Zero: true}); err != nil {
+				return err
+			}
+		} else {
+			stored++
+		}
+	}
+	c.report("joined", 0, "")
+	if stored == 0 {
+		return nil
+	}
+	pc, err := c.join()
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	state := make([]atomic.Uint32, len(m.Chunks))
+	var remaining atomic.Int64
+	remaining.Store(int64(stored))
+	var lastData atomic.Int64
+	lastData.Store(time.Now().UnixNano())
+	jobs := make(chan job, workers)
+	var rs codecs
+
+	// Decoders: rebuild, decompress, check, hand over.
+	var wg sync.WaitGroup
+	var progressMu sync.Mutex
+	lastPct := 0
+	for range workers {
+		wg.Go(func() {
+			var dst []byte
+			for j := range jobs {
+				data, err := c.decode(&rs, m, j, dst)
+				if err != nil {
+					c.forged.Add(1)
+					c.opts.Log("chunk %d failed its check and was dropped: %v", j.i, err)
+					state[j.i].Store(missing)
+					continue
+				}
+				dst = data
+				if err := fn(source.Chunk{Index: j.i, Data: data, Sum: m.Chunks[j.i].Sum}); err != nil {
+					cancel(err)
+					continue
+				}
+				state[j.i].Store(done)
+				left := remaining.Add(-1)
+				pct := int(100 * (int64(stored) - left) / int64(stored))
+				progressMu.Lock()
+				if pct/10 > lastPct/10 && pct < 100 {
+					lastPct = pct
+					c.report("progress", pct, "")
+				}
+				progressMu.Unlock()
+				if left == 0 {
+					cancel(nil)
+				}
+			}
+		})
+	}
+
+	// Repair answers arrive on the control connection.
+	repairIdle := make(chan struct{}, 1)
+	repairIdle <- struct{}{}
+	go func() {
+		for {
+			typ, b, err := readFrame(c.r, 32<<20)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.opts.Log("the control connection to %s closed: %v", c.host, err)
+				}
+				return
+			}
+			switch typ {
+			case msgChunk:
+				if len(b) < 4 {
+					continue
+				}
+				i := int(binary.LittleEndian.Uint32(b))
+				if i < len(state) && state[i].CompareAndSwap(missing, decoding) {
+					lastData.Store(time.Now().UnixNano())
+					c.repairedN.Add(1)
+					select {
+					case jobs <- job{i: i, stored: b[4:]}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			case msgRepaired:
+				select {
+				case repairIdle <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+
+	recvErr := c.receive(ctx, pc, m, state, jobs, &rs, &lastData, repairIdle)
+	close(jobs)
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if remaining.Load() == 0 {
+		return nil
+	}
+	if recvErr != nil {
+		return recvErr
+	}
+	return ctx.Err()
+}
+
+// join opens a socket in the stream's group with a large receive buffer.
+func (c *Client) join() (*net.UDPConn, error) {
+	var ifi *net.Interface
+	if c.opts.Interface != "" {
+		var err error
+		if ifi, err = net.InterfaceByName(c.opts.Interface); err != nil {
+			return nil, fmt.Errorf("--interface %s: %w", c.opts.Interface, err)
+		}
+	}
+	group := &net.UDPAddr{IP: net.ParseIP(c.sess.Group), Port: c.sess.Port}
+	pc, err := net.ListenMulticastUDP("udp4", ifi, group)
+	if err != nil {
+		return nil, fmt.Errorf("joining multicast group %s: %w", group, err)
+	}
+	// Bursts outrun a default-sized buffer while a disk write stalls the
+	// decoders; as root the limit can be raised past rmem_max.
+	if rc, err := pc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) != nil {
+				_ = pc.SetReadBuffer(32 << 20)
+			}
+		})
+	}
+	return pc, nil
+}
+
+// assembly gathers one chunk's shards.
+type assembly struct {
+	i      int
+	k, n   int
+	got    int
+	shards [][]byte
+}
+
+// receive reads packets until every chunk is in, the context ends, or no
+// data came for the timeout.
+func (c *Client) receive(ctx context.Context, pc *net.UDPConn, m *image.Manifest, state []atomic.Uint32,
+	jobs chan<- job, rs *codecs, lastData *atomic.Int64, repairIdle chan struct{}) error {
+	// A handful of chunks assemble at once: the server sends a chunk's
+	// packets together, so an older one that is still short will not
+	// complete in this pass. Keeping few bounds memory whatever the image.
+	const window = 4
+	var open []*assembly
+	var firstPass, firstChunk uint32
+	started := false
+	repairedPass := uint32(0)
+	buf := make([]byte, packetSize+1)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, _, err := pc.ReadFromUDP(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EINTR) {
+				if idle := time.Since(time.Unix(0, lastData.Load())); idle > c.opts.Timeout {
+					return fmt.Errorf("no data from the asr server at %s for %s (--timeout): is it still streaming?", c.host, idle.Round(time.Second))
+				}
+				continue
+			}
+			return fmt.Errorf("receiving the stream: %w", err)
+		}
+		h, err := parseHeader(buf[:n])
+		if err != nil {
+			c.bogus.Add(1)
+			continue
+		}
+		if h.Stream != c.stream {
+			c.foreign.Add(1)
+			continue
+		}
+		i := int(h.Chunk)
+		if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() || int(h.K) != dataShards(int(m.Chunks[i].Length)) {
+			c.bogus.Add(1)
+			continue
+		}
+		c.packets.Add(1)
+		lastData.Store(time.Now().UnixNano())
+		if !started {
+			started, firstPass, firstChunk = true, h.Pass, h.Chunk
+		}
+		// A full loop since joining: ask for what is still missing by
+		// unicast rather than wait for another pass (once per pass).
+		if h.Pass > firstPass && h.Chunk >= firstChunk && h.Pass != repairedPass {
+			select {
+			case <-repairIdle:
+				repairedPass = h.Pass
+				c.requestRepair(state)
+			default:
+			}
+		}
+		if state[i].Load() != missing {
+			continue
+		}
+		var a *assembly
+		for _, o := range open {
+			if o.i == i {
+				a = o
+			}
+		}
+		if a == nil || a.n != int(h.N) {
+			if a != nil { // the parity shape changed (a new server run?): start over
+				continue
+			}
+			a = &assembly{i: i, k: int(h.K), n: int(h.N), shards: make([][]byte, h.N)}
+			open = append(open, a)
+			if len(open) > window {
+				open = open[1:]
+			}
+		}
+		if a.shards[h.Shard] == nil {
+			a.shards[h.Shard] = bytes.Clone(buf[headerLen:n])
+			a.got++
+		}
+		if a.got >= a.k && state[i].CompareAndSwap(missing, decoding) {
+			for x, o := range open {
+				if o == a {
+					open = append(open[:x], open[x+1:]...)
+					break
+				}
+			}
+			select {
+			case jobs <- job{i: i, shards: a.shards, k: a.k}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// requestRepair asks the server for every stored chunk still missing, up to
+// what the server said it would send.
+func (c *Client) requestRepair(state []atomic.Uint32) {
+	m := c.info.Manifest
+	var want []byte
+	n := 0
+	for i := range state {
+		if m.Chunks[i].Codec.Stored() && state[i].Load() == missing {
+			want = binary.LittleEndian.AppendUint32(want, uint32(i))
+			n++
+		}
+	}
+	if n == 0 || int64(n)+c.repairedN.Load() > int64(c.sess.RepairLimit) {
+		return // nothing to ask, or more than repair may carry: the next pass will
+	}
+	c.opts.Log("asking %s for %d missing chunks by unicast", c.host, n)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if writeFrame(c.w, msgRepair, want) == nil {
+		c.w.Flush()
+	}
+}
+
+// decode turns a job into the chunk's checked bytes.
+func (c *Client) decode(rs *codecs, m *image.Manifest, j job, dst []byte) ([]byte, error) {
+	storedBytes := j.stored
+	if storedBytes == nil {
+		lost := false
+		for x := range j.k {
+			if j.shards[x] == nil {
+				lost = true
+			}
+		}
+		if lost {
+			enc, err := rs.get(j.k, len(j.shards)-j.k)
+			if err != nil {
+				return nil, err
+			}
+			if err := enc.ReconstructData(j.shards); err != nil {
+				return nil, fmt.Errorf("rebuilding from parity: %w", err)
+			}
+			c.rebuilt.Add(1)
+		}
+		l := int(m.Chunks[j.i].Length)
+		storedBytes = make([]byte, 0, j.k*ShardSize)
+		for x := range j.k {
+			storedBytes = append(storedBytes, j.shards[x]...)
+		}
+		storedBytes = storedBytes[:l]
+	}
+	return c.dec.DecodeChunk(m, j.i, storedBytes, dst)
+}

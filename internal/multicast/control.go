@@ -1,0 +1,85 @@
+package multicast
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// Control messages on the TCP connection are frames: a 4-byte little-endian
+// length, a type byte, then the payload (JSON unless said otherwise).
+const (
+	msgHello    = 1 // client → server: hello
+	msgSession  = 2 // server → client: session
+	msgManifest = 3 // server → client: the image's header and manifest bytes
+	msgStatus   = 4 // client → server: status
+	msgRepair   = 5 // client → server: chunk indices, u32 each
+	msgChunk    = 6 // server → client: u32 chunk index, then its stored bytes
+	msgRepaired = 7 // server → client: the repair batch is complete
+	msgError    = 8 // server → client: text, then the server closes
+)
+
+const maxFrame = 300 << 20 // a manifest of a multi-terabyte image fits
+
+type hello struct {
+	Version int    `json:"version"`
+	Client  string `json:"client"` // host name or MAC address, for the server's log
+	Disk    string `json:"disk,omitempty"`
+}
+
+type session struct {
+	Version   int    `json:"version"`
+	Stream    string `json:"stream"` // hex StreamID
+	Digest    string `json:"digest"` // hex image digest
+	Name      string `json:"name"`
+	Group     string `json:"group"`
+	Port      int    `json:"port"`
+	ShardSize int    `json:"shard_size"`
+	Parity    int    `json:"parity_percent"`
+	Rate      int64  `json:"rate"`
+	// RepairLimit is how many chunks the server will send this client by
+	// unicast in all; past it the client waits for the next pass.
+	RepairLimit int `json:"repair_limit"`
+}
+
+type status struct {
+	Event   string `json:"event"` // joined, progress, done, failed
+	Percent int    `json:"percent,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+func writeFrame(w io.Writer, typ byte, payload []byte) error {
+	var h [5]byte
+	binary.LittleEndian.PutUint32(h[:], uint32(len(payload)+1))
+	h[4] = typ
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
+	return err
+}
+
+func writeJSON(w io.Writer, typ byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeFrame(w, typ, b)
+}
+
+func readFrame(r io.Reader, limit int) (byte, []byte, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.LittleEndian.Uint32(h[:]))
+	if n < 1 || n > limit {
+		return 0, nil, fmt.Errorf("control frame of %d bytes out of range", n)
+	}
+	b := make([]byte, n-1)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return 0, nil, err
+	}
+	return h[4], b, nil
+}

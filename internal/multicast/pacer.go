@@ -1,0 +1,37 @@
+package multicast
+
+import (
+	"context"
+	"time"
+)
+
+// pacer keeps a sender at rate bytes per second on average and never ahead
+// of it: each send is due at start + bytes/rate, and the sender sleeps
+// until then once it is more than a millisecond early (finer sleeps cost
+// more than they smooth).
+type pacer struct {
+	rate  float64
+	start time.Time
+	sent  int64
+}
+
+func newPacer(rate int64) *pacer { return &pacer{rate: float64(rate), start: time.Now()} }
+
+// reset restarts the schedule, after a pause.
+func (p *pacer) reset() { p.start, p.sent = time.Now(), 0 }
+
+// wait blocks until n more bytes may be sent.
+func (p *pacer) wait(ctx context.Context, n int) error {
+	due := p.start.Add(time.Duration(float64(p.sent) / p.rate * float64(time.Second)))
+	p.sent += int64(n)
+	if d := time.Until(due); d > time.Millisecond {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

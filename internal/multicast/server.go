@@ -1,0 +1,387 @@
+package multicast
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/klauspost/reedsolomon"
+	"golang.org/x/net/ipv4"
+
+	"github.com/asrlinux/asr/internal/config"
+	"github.com/asrlinux/asr/internal/image"
+)
+
+// ServerOptions configure a server.
+type ServerOptions struct {
+	Image     string // prepared image path
+	Config    *config.Server
+	Interface string // network interface for the stream; "" lets routing choose
+	Parity    int    // percent; 0 means DefaultParity, -1 none
+	// Log receives one line per event.
+	Log func(format string, a ...any)
+	// Ready, if set, is called once the control port listens.
+	Ready func(addr net.Addr)
+}
+
+// Server streams one image.
+type Server struct {
+	opts   ServerOptions
+	im     *image.Image
+	raw    []byte // header and manifest, as sent to clients
+	stream StreamID
+	rate   int64
+	parity int
+	rs     codecs
+
+	mu      sync.Mutex
+	clients int           // connected clients that still want the stream
+	wake    chan struct{} // closed and replaced when a client arrives
+	pass    uint32
+}
+
+// NewServer opens the image and prepares a server; Serve runs it.
+func NewServer(opts ServerOptions) (*Server, error) {
+	f, err := os.Open(opts.Image)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", opts.Image, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	im, err := image.Open(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("source %s: %w (asr server streams prepared images: make one with asr imagescan)", opts.Image, err)
+	}
+	raw := make([]byte, image.HeaderSize+len(image.MarshalManifest(im.Manifest)))
+	if _, err := f.ReadAt(raw, 0); err != nil {
+		return nil, fmt.Errorf("source %s: %w", opts.Image, err)
+	}
+	s := &Server{opts: opts, im: im, raw: raw, rate: opts.Config.StreamRate(), wake: make(chan struct{})}
+	copy(s.stream[:8], im.Digest[:8])
+	if _, err := rand.Read(s.stream[8:]); err != nil {
+		return nil, err
+	}
+	switch {
+	case opts.Parity == 0:
+		s.parity = DefaultParity
+	case opts.Parity > 0:
+		s.parity = opts.Parity
+	}
+	if s.opts.Log == nil {
+		s.opts.Log = func(string, ...any) {}
+	}
+	return s, nil
+}
+
+// Stream is the run's identity, for logs and DNS-SD.
+func (s *Server) Stream() StreamID { return s.stream }
+
+// Digest is the image's digest.
+func (s *Server) Digest() image.Digest { return s.im.Digest }
+
+// Serve listens for clients and streams until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	cfg := s.opts.Config
+	var ifi *net.Interface
+	laddr := ""
+	if s.opts.Interface != "" {
+		var err error
+		if ifi, err = net.InterfaceByName(s.opts.Interface); err != nil {
+			return fmt.Errorf("--interface %s: %w", s.opts.Interface, err)
+		}
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(laddr, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listening on TCP port %d: %w", cfg.Port, err)
+	}
+	defer ln.Close()
+	conn, err := s.dialGroup(ifi)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if s.opts.Ready != nil {
+		s.opts.Ready(ln.Addr())
+	}
+	s.opts.Log("Ready to start accepting clients")
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		<-ctx.Done()
+		ln.Close()
+	})
+	wg.Go(func() { s.accept(ctx, ln) })
+	err = s.loop(ctx, conn)
+	cancel()
+	wg.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) dialGroup(ifi *net.Interface) (*net.UDPConn, error) {
+	cfg := s.opts.Config
+	group := net.UDPAddrFromAddrPort(netip.AddrPortFrom(cfg.Group, uint16(cfg.Port+1)))
+	c, err := net.DialUDP("udp4", nil, group)
+	if err != nil {
+		return nil, fmt.Errorf("sending to %s: %w (is there a route for multicast? give --interface)", group, err)
+	}
+	pc := ipv4.NewPacketConn(c)
+	if err := pc.SetMulticastTTL(cfg.TTL); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("setting multicast TTL %d: %w", cfg.TTL, err)
+	}
+	if ifi != nil {
+		if err := pc.SetMulticastInterface(ifi); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("sending multicast on %s: %w", ifi.Name, err)
+		}
+	}
+	_ = c.SetWriteBuffer(4 << 20)
+	return c, nil
+}
+
+// loop sends the image again and again while anyone listens.
+func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
+	m := s.im.Manifest
+	p := newPacer(s.rate)
+	idle := 0
+	for {
+		// The stream starts when the first client asks, and pauses after
+		// Loop Suspend passes that nobody listened to.
+		s.mu.Lock()
+		n, wake := s.clients, s.wake
+		s.mu.Unlock()
+		if n == 0 && (s.pass == 0 || (s.opts.Config.LoopSuspend > 0 && idle >= s.opts.Config.LoopSuspend)) {
+			if s.pass > 0 {
+				s.opts.Log("Stream suspended: no clients for %d passes", idle)
+			}
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			idle = 0
+			p.reset()
+		}
+		s.pass++
+		s.opts.Log("Starting stream %s", time.Now().Format("2006-01-02 15:04:05 -0700"))
+		heard := false
+		var stored, pkts []byte
+		for i, c := range m.Chunks {
+			if !c.Codec.Stored() {
+				continue
+			}
+			var err error
+			if stored, err = s.im.ReadStored(i, stored); err != nil {
+				return err
+			}
+			if pkts, err = s.packets(uint32(i), stored, pkts); err != nil {
+				return err
+			}
+			for off := 0; off < len(pkts); off += packetSize {
+				if err := p.wait(ctx, packetSize); err != nil {
+					return err
+				}
+				if _, err := conn.Write(pkts[off : off+packetSize]); err != nil {
+					// A full socket buffer or a flapping link loses this
+					// packet only; parity and repair cover it.
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+				}
+			}
+			s.mu.Lock()
+			heard = heard || s.clients > 0
+			s.mu.Unlock()
+		}
+		if heard {
+			idle = 0
+		} else {
+			idle++
+		}
+	}
+}
+
+// packets builds every packet of chunk i: data shards, then parity.
+func (s *Server) packets(i uint32, stored []byte, buf []byte) ([]byte, error) {
+	k := dataShards(len(stored))
+	m := 0
+	var enc reedsolomon.Encoder
+	if s.parity > 0 {
+		var err error
+		if m, enc, err = s.rs.parityFor(k, s.parity); err != nil {
+			return nil, err
+		}
+	}
+	n := k + m
+	need := n * packetSize
+	if cap(buf) < need {
+		buf = make([]byte, need)
+	}
+	buf = buf[:need]
+	shards := make([][]byte, n)
+	for j := range n {
+		pkt := buf[j*packetSize : (j+1)*packetSize]
+		h := header{Stream: s.stream, Pass: s.pass, Chunk: i, Shard: uint16(j), K: uint16(k), N: uint16(n)}
+		h.marshal(pkt)
+		sh := pkt[headerLen:]
+		if j < k {
+			c := copy(sh, stored[min(len(stored), j*ShardSize):])
+			clear(sh[c:])
+		}
+		shards[j] = sh
+	}
+	if enc != nil {
+		if err := enc.Encode(shards); err != nil {
+			return nil, fmt.Errorf("encoding parity for chunk %d: %w", i, err)
+		}
+	}
+	return buf, nil
+}
+
+func (s *Server) accept(ctx context.Context, ln net.Listener) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		wg.Go(func() {
+			defer c.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+			s.client(c)
+		})
+	}
+}
+
+// client serves one control connection.
+func (s *Server) client(c net.Conn) {
+	who := c.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(who); err == nil {
+		who = h
+	}
+	r := bufio.NewReader(c)
+	w := bufio.NewWriter(c)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	typ, b, err := readFrame(r, 64<<10)
+	if err != nil || typ != msgHello {
+		return
+	}
+	var h hello
+	if err := json.Unmarshal(b, &h); err != nil {
+		return
+	}
+	if h.Client != "" {
+		who += " (" + h.Client + ")"
+	}
+	if h.Version != WireVersion {
+		writeFrame(w, msgError, []byte(fmt.Sprintf("this server speaks asr multicast version %d, the client %d: use the same asr version on both", WireVersion, h.Version)))
+		w.Flush()
+		s.opts.Log("Client %s refused: protocol version %d", who, h.Version)
+		return
+	}
+	c.SetDeadline(time.Time{})
+	m := s.im.Manifest
+	limit := max(64, len(m.Chunks)/10)
+	cfg := s.opts.Config
+	sess := session{
+		Version: WireVersion, Stream: hex.EncodeToString(s.stream[:]), Digest: s.im.Digest.String(),
+		Name: m.Name, Group: cfg.Group.String(), Port: cfg.Port + 1, ShardSize: ShardSize,
+		Parity: s.parity, Rate: s.rate, RepairLimit: limit,
+	}
+	if writeJSON(w, msgSession, sess) != nil || writeFrame(w, msgManifest, s.raw) != nil || w.Flush() != nil {
+		return
+	}
+
+	listening := true
+	s.mu.Lock()
+	s.clients++
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+	leave := func() {
+		if listening {
+			listening = false
+			s.mu.Lock()
+			s.clients--
+			s.mu.Unlock()
+		}
+	}
+	defer leave()
+
+	repaired := 0
+	var stored []byte
+	for {
+		typ, b, err := readFrame(r, 4<<20)
+		if err != nil {
+			if listening {
+				s.opts.Log("Client %s disconnected", who)
+			}
+			return
+		}
+		switch typ {
+		case msgStatus:
+			var st status
+			if json.Unmarshal(b, &st) != nil {
+				return
+			}
+			switch st.Event {
+			case "progress":
+				s.opts.Log("Client %s: %d%%", who, st.Percent)
+			case "done", "failed":
+				leave()
+				s.opts.Log("Client %s %s%s", who, st.Event, suffix(st.Message))
+			default:
+				s.opts.Log("Client %s %s%s", who, st.Event, suffix(st.Message))
+			}
+		case msgRepair:
+			for off := 0; off+4 <= len(b); off += 4 {
+				i := int(binary.LittleEndian.Uint32(b[off:]))
+				if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() || repaired >= limit {
+					continue
+				}
+				if stored, err = s.im.ReadStored(i, stored); err != nil {
+					s.opts.Log("Repair for %s: %v", who, err)
+					return
+				}
+				msg := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(stored)), uint32(i))
+				if writeFrame(w, msgChunk, append(msg, stored...)) != nil {
+					return
+				}
+				repaired++
+			}
+			if writeFrame(w, msgRepaired, nil) != nil || w.Flush() != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func suffix(s string) string {
+	if s == "" {
+		return ""
+	}
+	return ": " + s
+}
