@@ -1,7 +1,7 @@
 # asr: Apple Software Restore for Linux.
 #   make demo   build, make a sample disk, scan it, restore it to a loop device, verify
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
-#   make bench  restore benchmarks against dd and bmaptool (needs root, ~5 min)
+#   make bench  restore benchmarks against dd, bmaptool and curl (needs root, ~5 min)
 #   make lint   gofmt, go vet, staticcheck
 
 GO       ?= go
@@ -44,6 +44,7 @@ lint:
 
 bench: deps build
 	./testdata/bench.sh
+	./testdata/bench-http.sh
 
 demo: deps build
 	./testdata/demo.sh

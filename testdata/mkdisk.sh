@@ -11,8 +11,10 @@
 #
 # The same arguments give the same content: the data comes from seeded
 # generators, the GPT and ext4 get fixed GUIDs, UUIDs, hash seed and creation
-# time, and every file gets a fixed mtime. Only what the kernel writes on
-# mount (mount times, write counters, journal state) differs between runs.
+# time, every file gets a fixed mtime, and ext4 allocates blocks in a fixed
+# order. What still differs between runs is what the kernel stamps on its
+# own: inode change and creation times, mount and write times and counters
+# in the superblock, the journal's state.
 #
 # Free space is never written, so it stays zero and OUT stays sparse: that is
 # what lets asr and bmaptool skip it.
@@ -34,11 +36,11 @@ case $fill in '' | *[!0-9]*) usage ;; esac
 fill=$((10#$fill))
 [ "$fill" -le 95 ] || { echo "mkdisk: FILLPCT must be 0 to 95, not $fill" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "mkdisk: needs root (loop devices, mount)" >&2; exit 1; }
-for cmd in sgdisk partx losetup mkfs.ext4 e2fsck mount umount truncate base64 seq; do
+for cmd in sgdisk partx losetup mkfs.ext4 e2fsck mount umount truncate base64 seq awk sha256sum; do
 	command -v "$cmd" >/dev/null 2>&1 || { echo "mkdisk: $cmd not found (run testdata/deps.sh)" >&2; exit 1; }
 done
 
-# C locale: byte-wise string slicing below, and stable sorting/formatting.
+# C locale: awk slices the text pool by bytes, not characters.
 export LC_ALL=C
 umask 022
 
@@ -80,7 +82,11 @@ fi
 # GPT with one Linux partition from sector 2048 (1 MiB) to the last usable
 # sector; sgdisk keeps 1 MiB alignment.
 sgdisk -o -U "$DISK_GUID" -n 1:2048:0 -t 1:8300 -u 1:"$PART_GUID" -c 1:asr-test "$tmp" >/dev/null
-read -r pstart psectors < <(partx -g -o START,SECTORS -n 1 "$tmp")
+read -r pstart psectors < <(partx -g -o START,SECTORS -n 1 "$tmp") || true
+if [ -z "${psectors:-}" ]; then
+	echo "mkdisk: cannot read back the partition sgdisk made in $tmp" >&2
+	exit 1
+fi
 
 # A loop device over just the partition's bytes: the same sectors the kernel
 # would expose as loopNp1, without depending on partition scanning (which this
@@ -97,8 +103,19 @@ E2FSPROGS_FAKE_TIME=$EPOCH mkfs.ext4 -q -F -m 0 -L asr-test -U "$FS_UUID" \
 mnt=$(mktemp -d /tmp/asr-mkdisk.XXXXXX)
 # noinit_itable: no background thread zeroing inode tables while we fill,
 # which would allocate blocks of zeros in the image and race with us.
-mount -t ext4 -o noinit_itable "$loop" "$mnt"
+# nodelalloc: blocks are allocated in write(), in our order, instead of by
+# writeback threads in whatever order and on whatever CPU they run; with
+# delayed allocation two runs place the small files differently.
+mount -t ext4 -o noinit_itable,nodelalloc "$loop" "$mnt"
 mounted=1
+
+# ext4 gives small files blocks from a per-CPU pool, so a writer that moves
+# between CPUs places them differently from run to run: stay on one CPU
+# (the first this process may use; children inherit it).
+if command -v taskset >/dev/null 2>&1; then
+	cpus=$(taskset -pc $$ | sed 's/.*: *//')
+	taskset -pc "${cpus%%[,-]*}" $$ >/dev/null || true
+fi
 
 # --- deterministic data -----------------------------------------------------
 
@@ -131,6 +148,13 @@ else
 	exit 1
 fi
 
+# take N: the first N bytes of stdin, then drain the rest, so the writer is
+# never killed by SIGPIPE (which pipefail would report as a failure).
+take() {
+	head -c "$1"
+	cat >/dev/null
+}
+
 # A small linear congruential generator (Park-Miller) in shell arithmetic:
 # sizes and offsets that are the same on every machine and bash version,
 # unlike $RANDOM.
@@ -160,8 +184,10 @@ while [ "$rand_budget" -ge 4096 ]; do
 done
 
 # Text: alternating log-like files (very compressible) and base64 dumps (a
-# little compressible), 128 KiB to 4 MiB each; written a bit long by the
-# generator, then cut to size.
+# little compressible), 128 KiB to 4 MiB each. The generators write a bit
+# more than n bytes and exactly n are kept: cutting them afterwards with
+# truncate would free blocks, which ext4 hands out again only after a journal
+# commit, so where the next file lands would depend on timing.
 mkdir -p "$mnt/var/log" "$mnt/srv/dumps"
 i=0
 while [ "$text_budget" -ge 4096 ]; do
@@ -169,51 +195,49 @@ while [ "$text_budget" -ge 4096 ]; do
 	n=$(((131072 + lcg % (4 << 20)) & ~4095))
 	[ "$n" -le "$text_budget" ] || n=$text_budget
 	if [ $((i % 2)) -eq 0 ]; then
-		f=$(printf '%s/var/log/app%03d.log' "$mnt" "$i")
 		# Every line is at least 48 bytes, so n/48+1 lines are enough.
 		seq -f "%010.0f INFO asr-test worker=$((i % 7)) request handled ok" \
-			$((i * 1000000)) $((i * 1000000 + n / 48 + 1)) >"$f"
+			$((i * 1000000)) $((i * 1000000 + n / 48 + 1)) |
+			take "$n" >"$(printf '%s/var/log/app%03d.log' "$mnt" "$i")"
 	else
-		f=$(printf '%s/srv/dumps/dump%03d.b64' "$mnt" "$i")
-		rand_stream "text$i" $((n * 3 / 4 + 3)) | base64 -w 76 >"$f"
+		rand_stream "text$i" $((n * 3 / 4 + 3)) | base64 -w 76 |
+			take "$n" >"$(printf '%s/srv/dumps/dump%03d.b64' "$mnt" "$i")"
 	fi
-	truncate -s "$n" "$f"
 	text_budget=$((text_budget - n))
 	i=$((i + 1))
 done
 
 # Small files: many files of 64 B to 64 KiB (mostly under 4 KiB) in a tree
 # three directories deep, 50 files a directory, like a source tree or /etc.
-# Written with shell builtins only (a substring of a 1 MiB text pool), so ten
-# thousand files take a second, not a fork each. The budget counts whole
-# 4 KiB blocks, since that is what each file really takes.
-pool=$(rand_stream pool 786432 | base64 -w 0)
-pool_len=${#pool}
-i=0 dir=""
-while [ "$small_budget" -ge 4096 ]; do
-	if [ $((i % 50)) -eq 0 ]; then
-		k=$((i / 50))
-		dir=$(printf '%s/home/src/d%02d/s%02d/t%02d' "$mnt" $((k / 100)) $((k / 10 % 10)) $((k % 10)))
-		mkdir -p "$dir"
-	fi
-	next_rand
-	r=$((lcg % 100))
-	next_rand
-	if [ "$r" -lt 70 ]; then
-		n=$((64 + lcg % 4032))
-	elif [ "$r" -lt 95 ]; then
-		n=$((4096 + lcg % 12288))
-	else
-		n=$((16384 + lcg % 49152))
-	fi
-	next_rand
-	off=$((lcg % (pool_len - n)))
-	printf -v name 'f%05d.txt' "$i"
-	printf 'file %d %s\n%s\n' "$i" "$name" "${pool:off:n}" >"$dir/$name"
-	small_budget=$((small_budget - ((n + 4095) / 4096) * 4096))
-	i=$((i + 1))
-done
-unset pool
+# One awk process writes them all, each a slice of a text pool at a pseudo-
+# random offset: a fork per file (or bash slicing a large string, which
+# copies it) would take minutes for the tens of thousands of files a 1 GiB
+# disk gets. The budget counts whole filesystem blocks (1 KiB on small
+# filesystems, 4 KiB otherwise), since that is what each file really takes. Sizes and offsets come from the same LCG, done in awk's
+# doubles, where every step (< 2^46) is exact.
+rand_stream pool $((3 << 20)) | base64 -w 0 | awk -v root="$mnt/home/src" -v budget="$small_budget" -v lcg="$lcg" -v bs="$(stat -f -c %S "$mnt")" '
+	function next_rand() { lcg = (lcg * 16807) % 2147483647; return lcg }
+	{ pool = pool $0 }
+	END {
+		pool_len = length(pool)
+		for (i = 0; budget >= bs; i++) {
+			if (i % 50 == 0) {
+				k = int(i / 50)
+				dir = sprintf("%s/d%02d/s%02d/t%02d", root, int(k / 100), int(k / 10) % 10, k % 10)
+				if (system("mkdir -p \"" dir "\"") != 0) exit 1
+			}
+			r = next_rand() % 100
+			if (r < 70) n = 64 + next_rand() % 4032
+			else if (r < 95) n = 4096 + next_rand() % 12288
+			else n = 16384 + next_rand() % 49152
+			off = next_rand() % (pool_len - n)
+			name = sprintf("f%05d.txt", i)
+			f = dir "/" name
+			printf "file %d %s\n%s\n", i, name, substr(pool, off + 1, n) > f
+			if (close(f) != 0) exit 1
+			budget -= int((n + bs - 1) / bs) * bs
+		}
+	}'
 
 # Fixed timestamps on everything, the root and lost+found included.
 find "$mnt" -xdev -exec touch -h -d "@$EPOCH" {} +
@@ -224,7 +248,11 @@ mounted=0
 rmdir "$mnt"
 mnt=""
 # A cheap check that what we made is a clean filesystem.
-e2fsck -fn "$loop" >/dev/null
+if ! fsck_out=$(e2fsck -fn "$loop" 2>&1); then
+	echo "mkdisk: the new filesystem does not check clean:" >&2
+	echo "$fsck_out" >&2
+	exit 1
+fi
 losetup -d "$loop"
 loop=""
 

@@ -191,19 +191,18 @@ func (t *Target) Overlaps(path string) (bool, string) {
 }
 
 // Erase discards [0,n) where the device supports it and, where that is cheap,
-// leaves the whole range reading as zero (setting Erased). The first part of
-// the range is always zeroed, so from here on the target no longer looks
-// like whatever disk it held before.
+// leaves the whole range reading as zero (setting Erased). The first head
+// bytes are always zeroed, so from here on the target no longer looks like
+// whatever disk it held before.
 func (t *Target) Erase(n int64, head int64) error {
-	switch t.Kind {
-	case File:
-		// A punched hole reads as zeros and frees the space.
-		if err := unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, n); err == nil {
-			t.Erased = true
-			return nil
-		}
-		return t.ZeroRange(0, min(head, n))
-	case Block:
+	// Punching a hole reads back as zeros and gives the space back: to a
+	// file's filesystem, to a thin pool, to an SSD. On a block device the
+	// kernel refuses (rather than writes zeros) where it cannot do it cheaply.
+	if t.punch(0, n) == nil {
+		t.Erased = true
+		return nil
+	}
+	if t.Kind == Block {
 		// Discard is advisory: many devices lack it, and errors say nothing
 		// about the data, so they are not fatal.
 		_ = ioctlRange(t.f, unix.BLKDISCARD, 0, n)
@@ -213,23 +212,25 @@ func (t *Target) Erase(n int64, head int64) error {
 				return nil
 			}
 		}
-		return t.ZeroRange(0, min(head, n))
 	}
-	return nil
+	return t.ZeroRange(0, min(head, n))
 }
 
-// ZeroRange makes [off, off+n) read as zeros.
+func (t *Target) punch(off, n int64) error {
+	return unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// ZeroRange makes [off, off+n) read as zeros: by punching a hole where the
+// file or device can, else by the kernel's zero-out (which writes zeros on
+// devices that cannot do better), else by writing zeros.
 func (t *Target) ZeroRange(off, n int64) error {
-	if n <= 0 {
+	if n <= 0 || t.punch(off, n) == nil {
 		return nil
 	}
 	if t.Kind == Block {
 		if err := ioctlRange(t.f, unix.BLKZEROOUT, off, n); err != nil {
 			return fmt.Errorf("zeroing %s bytes %d to %d: %w", t.Path, off, off+n, err)
 		}
-		return nil
-	}
-	if unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n) == nil {
 		return nil
 	}
 	zero := make([]byte, min(n, 1<<20))

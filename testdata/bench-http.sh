@@ -1,0 +1,126 @@
+#!/bin/bash
+# bench-http.sh: how fast asr restores from a web server, next to curl.
+#
+# Run by `make bench` after bench.sh (it reuses bench.sh's source disk when
+# it is there). Needs root. nginx serves BENCH_DIR on 127.0.0.1:8080 inside a
+# network namespace made for this run and removed after it; every client runs
+# in that namespace too, so nothing is sent on the machine's own interfaces.
+#
+# Contenders, interleaved, BENCH_RUNS times each, cold page cache each time:
+#   curl -o /dev/null  of the prepared image: the line rate the others chase
+#   curl | dd          of the raw image onto the target: the usual admin way
+#   asr restore        of the prepared image, --noverify and with verify
+# The target is a loop device backed by a file on tmpfs by default, so the
+# figures are about the network and the decoding, not this machine's disk
+# (BENCH_TARGET_DIR picks another folder). Correctness is checked with cmp
+# after every asr and curl|dd run.
+set -euo pipefail
+export LC_ALL=C
+
+root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+asr=$root/bin/asr
+dir=${BENCH_DIR:-/var/tmp/asr-bench}
+size_arg=${BENCH_SIZE:-1G}
+fill=${BENCH_FILL:-40}
+runs=${BENCH_RUNS:-3}
+tdir=${BENCH_TARGET_DIR:-/dev/shm}
+ns=asrbench-$$
+
+die() { echo "bench-http: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root"
+[ -x "$asr" ] || die "$asr not found: run make build first"
+for c in nginx curl ip losetup cmp; do command -v "$c" >/dev/null || die "$c not found (run testdata/deps.sh)"; done
+
+mkdir -p "$dir/http"
+loop="" nginx_pid="" target="$tdir/asr-bench-http-target.img"
+cleanup() {
+	local rc=$?
+	if [ -n "$nginx_pid" ]; then kill "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null || true; fi
+	if [ -n "$loop" ]; then losetup -d "$loop" || rc=1; fi
+	ip netns del "$ns" 2>/dev/null || true
+	rm -f "$target"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The source disk: bench.sh's when present, else a new one.
+raw=$(ls -t "$dir"/raw-"$size_arg"-"$fill"-*.img 2>/dev/null | head -1 || true)
+if [ -z "$raw" ]; then
+	raw=$dir/http/raw-$size_arg-$fill.img
+	[ -s "$raw" ] || "$root/testdata/mkdisk.sh" "$raw" "$size_arg" "$fill"
+fi
+ln -sf "$raw" "$dir/http/raw.img"
+"$asr" imagescan --source "$raw" --output "$dir/http/disk.asr" --overwrite >/dev/null
+bytes=$(stat -c %s "$raw")
+imgbytes=$(stat -c %s "$dir/http/disk.asr")
+
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+cat >"$dir/http/nginx.conf" <<CONF
+daemon off;
+master_process off;
+user root;
+pid $dir/http/nginx.pid;
+error_log $dir/http/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:8080; root $dir/http; }
+}
+CONF
+ip netns exec "$ns" nginx -c "$dir/http/nginx.conf" &
+nginx_pid=$!
+for _ in $(seq 50); do
+	ip netns exec "$ns" curl -s -o /dev/null http://127.0.0.1:8080/disk.asr -r 0-0 && break
+	sleep 0.1
+done
+
+truncate -s $((bytes + 64 * 1024 * 1024)) "$target"
+loop=$(losetup --show -f "$target")
+url=http://127.0.0.1:8080
+
+reset() {
+	blkdiscard "$loop"
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+}
+now() { date +%s.%N; }
+declare -A times
+contenders=(curl_devnull curl_dd asr_noverify asr_verify)
+run_one() {
+	local name=$1 t0 t1
+	reset
+	t0=$(now)
+	case $name in
+	curl_devnull) ip netns exec "$ns" curl -sf -o /dev/null "$url/disk.asr" ;;
+	curl_dd) ip netns exec "$ns" bash -c "curl -sf '$url/raw.img' | dd of='$loop' bs=4M iflag=fullblock conv=fsync status=none" ;;
+	asr_noverify) ip netns exec "$ns" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt --noverify >"$dir/http/last.log" ;;
+	asr_verify) ip netns exec "$ns" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt >"$dir/http/last.log" ;;
+	esac
+	t1=$(now)
+	if [ "$name" != curl_devnull ]; then
+		cmp -n "$bytes" "$raw" "$loop" || die "$name wrote the wrong bytes"
+	fi
+	times[$name]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}') "
+}
+for _ in $(seq "$runs"); do
+	for c in "${contenders[@]}"; do run_one "$c"; done
+done
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+declare -A med
+printf '\nHTTP restore from nginx (loopback in a namespace), %s disk, image %d bytes, target on %s, median of %d\n' "$size_arg" "$imgbytes" "$tdir" "$runs"
+printf '%-14s %9s %12s %s\n' contender seconds "image MB/s" runs
+for c in "${contenders[@]}"; do
+	med[$c]=$(echo "${times[$c]}" | median)
+	printf '%-14s %9.3f %12.1f %s\n' "$c" "${med[$c]}" "$(awk -v n="$imgbytes" -v s="${med[$c]}" 'BEGIN{print n/1e6/s}')" "${times[$c]}"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+tp=$(ratio "${med[curl_devnull]}" "${med[asr_noverify]}")
+printf '\nasr (no verify) throughput / curl -o /dev/null: %s (target >= 0.90) %s\n' "$tp" "$(awk -v r="$tp" 'BEGIN{print (r>=0.9)?"MET":"MISSED"}')"
+r2=$(ratio "${med[asr_noverify]}" "${med[curl_dd]}")
+printf 'asr (no verify) time / curl | dd of the raw image: %s (target < 1) %s\n' "$r2" "$(awk -v r="$r2" 'BEGIN{print (r<1)?"MET":"MISSED"}')"
+printf 'asr (verify) time / curl | dd: %s\n' "$(ratio "${med[asr_verify]}" "${med[curl_dd]}")"
