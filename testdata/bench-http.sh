@@ -83,7 +83,7 @@ loop=$(losetup --show -f "$target")
 url=http://127.0.0.1:8080
 
 reset() {
-	blkdiscard "$loop"
+	blkdiscard -f "$loop"
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
 }

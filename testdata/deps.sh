@@ -9,6 +9,7 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
+[ -x /usr/bin/time ] || need+=(time) # GNU time: peak memory in the benchmarks
 if [ ${#need[@]} -gt 0 ]; then
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

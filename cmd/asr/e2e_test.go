@@ -11,10 +11,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,125 +21,21 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/testenv"
 )
 
 const diskSize = 40 << 20
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := exec.LookPath("losetup"); err != nil {
-		why = "needs losetup (util-linux)"
-	} else if _, err := exec.LookPath("sgdisk"); err != nil {
-		why = "needs sgdisk (gdisk); run testdata/deps.sh"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("ASR_E2E") != "" {
-		t.Fatalf("end-to-end test cannot run: %s (ASR_E2E is set, so this is a failure, not a skip)", why)
-	}
-	t.Skipf("end-to-end test %s; set ASR_E2E=1 to make this a failure", why)
-}
+func requireRoot(t *testing.T) { testenv.Require(t, "losetup", "sgdisk", "mkfs.ext4") }
 
-func sh(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// makeDisk writes the sample disk to a new file and returns its path.
-func makeDisk(t *testing.T, dir string, size int64, seed uint64) string {
-	t.Helper()
-	p := filepath.Join(dir, fmt.Sprintf("disk-%d.img", seed))
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	sh(t, "sgdisk", "-n1:2048:0", "-t1:8300", "-c1:data", p)
-	rng := rand.New(rand.NewChaCha8([32]byte{byte(seed)}))
-	// Fill the partition in 256 KiB stretches: random, text, or left zero.
-	buf := make([]byte, 256<<10)
-	for off := int64(1 << 20); off+int64(len(buf)) <= size-(1<<20); off += int64(len(buf)) {
-		switch rng.IntN(4) {
-		case 0:
-			for i := range buf {
-				buf[i] = byte(rng.Uint32())
-			}
-		case 1:
-			var b bytes.Buffer
-			for b.Len() < len(buf) {
-				fmt.Fprintf(&b, "line %d of the sample disk, seed %d\n", rng.IntN(1e6), seed)
-			}
-			copy(buf, b.Bytes())
-		default:
-			continue
-		}
-		if _, err := f.WriteAt(buf, off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return p
-}
-
-// fillRandom writes pseudo-random bytes over a whole file: a target full of
-// old data, so a restore that skips a zero chunk shows.
-func fillRandom(t *testing.T, p string, size int64, seed uint64) {
-	t.Helper()
-	rng := rand.New(rand.NewChaCha8([32]byte{byte(seed), 1}))
-	b := make([]byte, size)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func loop(t *testing.T, file string, extra ...string) string {
-	t.Helper()
-	dev := sh(t, "losetup", append(append([]string{"--show", "-f"}, extra...), file)...)
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev
-}
-
-func hashRange(t *testing.T, p string, off, n int64) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatalf("reading %s: %v", p, err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
-func fileSize(t *testing.T, p string) int64 {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	n, err := f.Seek(0, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
+var (
+	sh         = testenv.Run
+	makeDisk   = testenv.Disk
+	fillRandom = testenv.FillRandom
+	loop       = testenv.Loop
+	hashRange  = testenv.Hash
+	fileSize   = testenv.Size
+)
 
 type result struct {
 	stdout, stderr string

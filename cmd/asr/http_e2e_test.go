@@ -11,10 +11,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -30,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/asrlinux/asr/internal/testenv"
 )
 
 // lab is a network namespace with an nginx in it.
@@ -43,14 +43,9 @@ type lab struct {
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	requireRoot(t)
-	if _, err := exec.LookPath("nginx"); err != nil {
-		t.Fatal("nginx is missing: run testdata/deps.sh")
-	}
+	testenv.Require(t, "nginx", "ip", "sgdisk")
 	l := &lab{t: t, ns: fmt.Sprintf("asrtest-%d", os.Getpid()), dir: t.TempDir()}
-	bin := filepath.Join(t.TempDir(), "asr")
-	sh(t, "go", "build", "-o", bin, ".")
-	l.asr = bin
+	l.asr = testenv.Asr(t)
 	exec.Command("ip", "netns", "del", l.ns).Run() // a leftover from a killed run
 	sh(t, "ip", "netns", "add", l.ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.ns).Run() })
@@ -285,15 +280,10 @@ func TestE2EHTTPFromNginx(t *testing.T) {
 		if code != 1 || !strings.Contains(got, "the download's SHA-256 is") {
 			t.Errorf("restore with a wrong --checksum: exit %d, want 1 naming the mismatch:\n%s", code, got)
 		}
-		if first := hashRange(t, out, 0, 1<<20); first != hex.EncodeToString(sha256Zero(1<<20)) {
+		if first := hashRange(t, out, 0, 1<<20); first != testenv.ZeroHash(1<<20) {
 			t.Errorf("after a failed checksum the first chunk is not blank")
 		}
 	})
-}
-
-func sha256Zero(n int) []byte {
-	s := sha256.Sum256(make([]byte, n))
-	return s[:]
 }
 
 // faultServer serves one file and misbehaves once per request that crosses
@@ -409,7 +399,7 @@ func TestE2EHTTPDroppedAndStalledConnections(t *testing.T) {
 				if took > 30*time.Second {
 					t.Errorf("gave up after %v; want within the timeout and retry bounds (~5 s)", took)
 				}
-				if first := hashRange(t, out, 0, 1<<20); first != hex.EncodeToString(sha256Zero(1<<20)) {
+				if first := hashRange(t, out, 0, 1<<20); first != testenv.ZeroHash(1<<20) {
 					t.Errorf("after giving up the first chunk is not blank")
 				}
 			}

@@ -221,6 +221,7 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 	if stored == 0 {
 		return nil
 	}
+	warmUp()
 	pc, err := c.join()
 	if err != nil {
 		return err

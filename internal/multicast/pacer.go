@@ -5,6 +5,9 @@ import (
 	"time"
 )
 
+// maxBurst is how far behind schedule the sender may catch up at full speed.
+const maxBurst = 5 * time.Millisecond
+
 // pacer keeps a sender at rate bytes per second on average and never ahead
 // of it: each send is due at start + bytes/rate, and the sender sleeps
 // until then once it is more than a millisecond early (finer sleeps cost
@@ -23,6 +26,13 @@ func (p *pacer) reset() { p.start, p.sent = time.Now(), 0 }
 // wait blocks until n more bytes may be sent.
 func (p *pacer) wait(ctx context.Context, n int) error {
 	due := p.start.Add(time.Duration(float64(p.sent) / p.rate * float64(time.Second)))
+	if lag := time.Since(due); lag > maxBurst {
+		// The sender fell behind (a slow read, the scheduler). It may catch
+		// up by maxBurst, no more: a longer burst would run a stretch of
+		// the stream above the rate, and overrun slow receivers.
+		p.start = p.start.Add(lag - maxBurst)
+		due = due.Add(lag - maxBurst)
+	}
 	p.sent += int64(n)
 	if d := time.Until(due); d > time.Millisecond {
 		t := time.NewTimer(d)

@@ -84,6 +84,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if s.opts.Log == nil {
 		s.opts.Log = func(string, ...any) {}
 	}
+	warmUp()
 	return s, nil
 }
 
@@ -182,36 +183,77 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 			p.reset()
 		}
 		s.pass++
-		s.opts.Log("Starting stream %s", time.Now().Format("2006-01-02 15:04:05 -0700"))
+		passStart := time.Now()
+		s.opts.Log("Starting stream %s", passStart.Format("2006-01-02 15:04:05 -0700"))
 		heard := false
-		var stored, pkts []byte
-		for i, c := range m.Chunks {
-			if !c.Codec.Stored() {
-				continue
-			}
-			var err error
-			if stored, err = s.im.ReadStored(i, stored); err != nil {
-				return err
-			}
-			if pkts, err = s.packets(uint32(i), stored, pkts); err != nil {
-				return err
-			}
-			for off := 0; off < len(pkts); off += packetSize {
-				if err := p.wait(ctx, packetSize); err != nil {
-					return err
+		var sent int64
+		// Chunks are read and encoded ahead of the sender, so a slow disk
+		// read never holds up the stream's clock.
+		ready := make(chan []byte, 2)
+		free := make(chan []byte, 3)
+		for range cap(free) {
+			free <- nil
+		}
+		prodErr := make(chan error, 1)
+		pctx, stop := context.WithCancel(ctx)
+		go func() {
+			defer close(ready)
+			var stored []byte
+			for i, c := range m.Chunks {
+				if !c.Codec.Stored() {
+					continue
 				}
-				if _, err := conn.Write(pkts[off : off+packetSize]); err != nil {
-					// A full socket buffer or a flapping link loses this
-					// packet only; parity and repair cover it.
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
+				var pkts []byte
+				select {
+				case pkts = <-free:
+				case <-pctx.Done():
+					return
 				}
+				var err error
+				if stored, err = s.im.ReadStored(i, stored); err == nil {
+					pkts, err = s.packets(uint32(i), stored, pkts)
+				}
+				if err != nil {
+					prodErr <- err
+					return
+				}
+				ready <- pkts
+			}
+		}()
+		var sendErr error
+		for pkts := range ready {
+			for off := 0; off < len(pkts) && sendErr == nil; off += packetSize {
+				if sendErr = p.wait(ctx, packetSize); sendErr != nil {
+					break
+				}
+				sent += packetSize
+				if _, err := conn.Write(pkts[off : off+packetSize]); err != nil && ctx.Err() != nil {
+					// Otherwise a full socket buffer or a flapping link loses
+					// this packet only; parity and repair cover it.
+					sendErr = ctx.Err()
+				}
+			}
+			free <- pkts
+			if sendErr != nil {
+				break
 			}
 			s.mu.Lock()
 			heard = heard || s.clients > 0
 			s.mu.Unlock()
 		}
+		stop()
+		for range ready {
+		}
+		if sendErr != nil {
+			return sendErr
+		}
+		select {
+		case err := <-prodErr:
+			return err
+		default:
+		}
+		secs := time.Since(passStart).Seconds()
+		s.opts.Log("Pass %d done: %d bytes in %.2f s, %.0f bytes/s", s.pass, sent, secs, float64(sent)/secs)
 		if heard {
 			idle = 0
 		} else {

@@ -115,9 +115,11 @@ func (c *codecs) get(k, m int) (reedsolomon.Encoder, error) {
 }
 
 // parityFor chooses the parity shards for k data shards: pct percent, at
-// least one, and a shape the codec accepts.
+// least two, and a shape the codec accepts. Small chunks get the floor of
+// two because one lost packet in ten is common and one parity shard would
+// leave them to repair.
 func (c *codecs) parityFor(k, pct int) (int, reedsolomon.Encoder, error) {
-	m := max(1, (k*pct+99)/100)
+	m := max(2, (k*pct+99)/100)
 	if pct == 0 {
 		return 0, nil, nil
 	}
@@ -130,4 +132,23 @@ func (c *codecs) parityFor(k, pct int) (int, reedsolomon.Encoder, error) {
 		m++
 	}
 	return 0, nil, fmt.Errorf("no Reed-Solomon codec for %d data shards: %w", k, err)
+}
+
+// warmUp builds the codecs' shared tables (Leopard GF(2^16) takes a good
+// fraction of a second the first time), so that the first pass of a stream
+// keeps its rate and a client's first rebuild is not late.
+func warmUp() {
+	for _, k := range []int{4, 300} {
+		enc, err := reedsolomon.New(k, 2)
+		if err != nil {
+			continue
+		}
+		shards := make([][]byte, k+2)
+		for i := range shards {
+			shards[i] = make([]byte, ShardSize)
+		}
+		_ = enc.Encode(shards)
+		shards[0] = nil
+		_ = enc.ReconstructData(shards)
+	}
 }

@@ -9,20 +9,11 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/asrlinux/asr/internal/testenv"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("losetup"); err == nil {
-			return
-		}
-	}
-	if os.Getenv("ASR_E2E") != "" {
-		t.Fatal("needs root and losetup (ASR_E2E is set, so this is a failure, not a skip)")
-	}
-	t.Skip("needs root and losetup; set ASR_E2E=1 to make this a failure")
-}
+func requireRoot(t *testing.T) { testenv.Require(t, "losetup") }
 
 func loop(t *testing.T, size int64) (dev, file string) {
 	t.Helper()
