@@ -217,8 +217,8 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 			stored++
 		}
 	}
-	c.report("joined", 0, "")
 	if stored == 0 {
+		c.report("joined", 0, "")
 		return nil
 	}
 	warmUp()
@@ -227,6 +227,7 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 		return err
 	}
 	defer pc.Close()
+	c.report("joined", 0, "")
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
