@@ -45,6 +45,7 @@ lint:
 bench: deps build
 	./testdata/bench.sh
 	./testdata/bench-http.sh
+	./testdata/bench-multicast.sh
 
 demo: deps build
 	./testdata/demo.sh

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/asrlinux/asr/internal/image"
@@ -311,7 +312,7 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 		}
 	}()
 
-	recvErr := c.receive(ctx, pc, m, state, jobs, &rs, &lastData, repairIdle)
+	recvErr := c.receive(ctx, pc, m, state, jobs, &lastData, repairIdle)
 	close(jobs)
 	wg.Wait()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
@@ -360,25 +361,41 @@ type assembly struct {
 	shards [][]byte
 }
 
-// receive reads packets until every chunk is in, the context ends, or no
-// data came for the timeout.
-func (c *Client) receive(ctx context.Context, pc *net.UDPConn, m *image.Manifest, state []atomic.Uint32,
-	jobs chan<- job, rs *codecs, lastData *atomic.Int64, repairIdle chan struct{}) error {
+// receiver is the state of the receive loop.
+type receiver struct {
+	c          *Client
+	m          *image.Manifest
+	state      []atomic.Uint32
+	jobs       chan<- job
+	lastData   *atomic.Int64
+	repairIdle chan struct{}
 	// A handful of chunks assemble at once: the server sends a chunk's
 	// packets together, so an older one that is still short will not
 	// complete in this pass. Keeping few bounds memory whatever the image.
-	const window = 4
-	var open []*assembly
-	var firstPass, firstChunk uint32
-	started := false
-	repairedPass := uint32(0)
-	buf := make([]byte, packetSize+1)
+	open                  []*assembly
+	started               bool
+	firstPass, firstChunk uint32
+	repairedPass          uint32
+}
+
+const assemblyWindow = 4
+
+// receive reads packets, a batch per system call, until every chunk is in,
+// the context ends, or no data came for the timeout.
+func (c *Client) receive(ctx context.Context, pc *net.UDPConn, m *image.Manifest, state []atomic.Uint32,
+	jobs chan<- job, lastData *atomic.Int64, repairIdle chan struct{}) error {
+	r := &receiver{c: c, m: m, state: state, jobs: jobs, lastData: lastData, repairIdle: repairIdle}
+	conn := ipv4.NewPacketConn(pc)
+	msgs := make([]ipv4.Message, 32)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, packetSize+1)}
+	}
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, _, err := pc.ReadFromUDP(buf)
+		n, err := conn.ReadBatch(msgs, 0)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EINTR) {
 				if idle := time.Since(time.Unix(0, lastData.Load())); idle > c.opts.Timeout {
@@ -388,72 +405,89 @@ func (c *Client) receive(ctx context.Context, pc *net.UDPConn, m *image.Manifest
 			}
 			return fmt.Errorf("receiving the stream: %w", err)
 		}
-		h, err := parseHeader(buf[:n])
-		if err != nil {
-			c.bogus.Add(1)
-			continue
-		}
-		if h.Stream != c.stream {
-			c.foreign.Add(1)
-			continue
-		}
-		i := int(h.Chunk)
-		if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() || int(h.K) != dataShards(int(m.Chunks[i].Length)) {
-			c.bogus.Add(1)
-			continue
-		}
-		c.packets.Add(1)
-		lastData.Store(time.Now().UnixNano())
-		if !started {
-			started, firstPass, firstChunk = true, h.Pass, h.Chunk
-		}
-		// A full loop since joining: ask for what is still missing by
-		// unicast rather than wait for another pass (once per pass).
-		if h.Pass > firstPass && h.Chunk >= firstChunk && h.Pass != repairedPass {
-			select {
-			case <-repairIdle:
-				repairedPass = h.Pass
-				c.requestRepair(state)
-			default:
+		for i := range msgs[:n] {
+			buf := msgs[i].Buffers[0]
+			kept, err := r.packet(ctx, buf[:msgs[i].N])
+			if err != nil {
+				return nil // the context ended while handing over a chunk
 			}
-		}
-		if state[i].Load() != missing {
-			continue
-		}
-		var a *assembly
-		for _, o := range open {
-			if o.i == i {
-				a = o
-			}
-		}
-		if a == nil || a.n != int(h.N) {
-			if a != nil { // the parity shape changed (a new server run?): start over
-				continue
-			}
-			a = &assembly{i: i, k: int(h.K), n: int(h.N), shards: make([][]byte, h.N)}
-			open = append(open, a)
-			if len(open) > window {
-				open = open[1:]
-			}
-		}
-		if a.shards[h.Shard] == nil {
-			a.shards[h.Shard] = bytes.Clone(buf[headerLen:n])
-			a.got++
-		}
-		if a.got >= a.k && state[i].CompareAndSwap(missing, decoding) {
-			for x, o := range open {
-				if o == a {
-					open = append(open[:x], open[x+1:]...)
-					break
-				}
-			}
-			select {
-			case jobs <- job{i: i, shards: a.shards, k: a.k}:
-			case <-ctx.Done():
-				return nil
+			if kept { // an assembly holds this buffer now
+				msgs[i].Buffers[0] = make([]byte, packetSize+1)
 			}
 		}
 	}
+}
+
+// packet handles one datagram; kept says an assembly holds on to b.
+func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) {
+	c, m := r.c, r.m
+	h, err := parseHeader(b)
+	if err != nil {
+		c.bogus.Add(1)
+		return false, nil
+	}
+	if h.Stream != c.stream {
+		c.foreign.Add(1)
+		return false, nil
+	}
+	i := int(h.Chunk)
+	if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() || int(h.K) != dataShards(int(m.Chunks[i].Length)) {
+		c.bogus.Add(1)
+		return false, nil
+	}
+	c.packets.Add(1)
+	r.lastData.Store(time.Now().UnixNano())
+	if !r.started {
+		r.started, r.firstPass, r.firstChunk = true, h.Pass, h.Chunk
+	}
+	// A full loop since joining: ask for what is still missing by unicast
+	// rather than wait for another pass (once per pass).
+	if h.Pass > r.firstPass && h.Chunk >= r.firstChunk && h.Pass != r.repairedPass {
+		select {
+		case <-r.repairIdle:
+			r.repairedPass = h.Pass
+			c.requestRepair(r.state)
+		default:
+		}
+	}
+	if r.state[i].Load() != missing {
+		return false, nil
+	}
+	var a *assembly
+	for _, o := range r.open {
+		if o.i == i {
+			a = o
+		}
+	}
+	if a != nil && a.n != int(h.N) {
+		return false, nil // the parity shape changed (a forger?): keep the first
+	}
+	if a == nil {
+		a = &assembly{i: i, k: int(h.K), n: int(h.N), shards: make([][]byte, h.N)}
+		r.open = append(r.open, a)
+		if len(r.open) > assemblyWindow {
+			r.open = r.open[1:]
+		}
+	}
+	if a.shards[h.Shard] == nil {
+		a.shards[h.Shard] = b[headerLen:]
+		a.got++
+		kept = true
+	}
+	if a.got >= a.k && r.state[i].CompareAndSwap(missing, decoding) {
+		for x, o := range r.open {
+			if o == a {
+				r.open = append(r.open[:x], r.open[x+1:]...)
+				break
+			}
+		}
+		select {
+		case r.jobs <- job{i: i, shards: a.shards, k: a.k}:
+		case <-ctx.Done():
+			return kept, ctx.Err()
+		}
+	}
+	return kept, nil
 }
 
 // requestRepair asks the server for every stored chunk still missing, up to

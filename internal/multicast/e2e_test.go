@@ -426,7 +426,9 @@ func TestE2EDataRate(t *testing.T) {
 	var ctl net.Conn
 	if err := l.clients[0].Do(func() (err error) {
 		if ctl, err = net.Dial("tcp", "198.18.0.1:7800"); err == nil {
-			err = writeJSON(ctl, msgHello, hello{Version: WireVersion, Client: "meter"})
+			if err = writeJSON(ctl, msgHello, hello{Version: WireVersion, Client: "meter"}); err == nil {
+				err = writeJSON(ctl, msgStatus, status{Event: "joined"})
+			}
 		}
 		return err
 	}); err != nil {

@@ -6,7 +6,7 @@ import (
 )
 
 // maxBurst is how far behind schedule the sender may catch up at full speed.
-const maxBurst = 5 * time.Millisecond
+const maxBurst = 20 * time.Millisecond
 
 // pacer keeps a sender at rate bytes per second on average and never ahead
 // of it: each send is due at start + bytes/rate, and the sender sleeps
