@@ -2,9 +2,13 @@
 # bench-http.sh: how fast asr restores from a web server, next to curl.
 #
 # Run by `make bench` after bench.sh (it reuses bench.sh's source disk when
-# it is there). Needs root. nginx serves BENCH_DIR on 127.0.0.1:8080 inside a
-# network namespace made for this run and removed after it; every client runs
-# in that namespace too, so nothing is sent on the machine's own interfaces.
+# it is there). Needs root. nginx serves BENCH_DIR at 198.18.0.1:8080 in one
+# network namespace, the clients run in another at 198.18.0.2, joined by a
+# veth pair; both are made for this run and removed after it, so nothing is
+# sent on the machine's own interfaces. The suite runs twice: on the bare
+# veth, where the "network" is faster than two cores can decode (CPU-bound),
+# and with the server's side shaped to BENCH_HTTP_RATE (default 1gbit, tc
+# tbf), a real imaging network's line rate.
 #
 # Contenders, interleaved, BENCH_RUNS times each, cold page cache each time:
 #   curl -o /dev/null  of the prepared image: the line rate the others chase
@@ -24,7 +28,7 @@ size_arg=${BENCH_SIZE:-1G}
 fill=${BENCH_FILL:-40}
 runs=${BENCH_RUNS:-3}
 tdir=${BENCH_TARGET_DIR:-/dev/shm}
-ns=asrbench-$$
+ns=abh$$
 
 die() { echo "bench-http: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root"
@@ -37,7 +41,8 @@ cleanup() {
 	local rc=$?
 	if [ -n "$nginx_pid" ]; then kill "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null || true; fi
 	if [ -n "$loop" ]; then losetup -d "$loop" || rc=1; fi
-	ip netns del "$ns" 2>/dev/null || true
+	ip netns del "${ns}s" 2>/dev/null || true
+	ip netns del "${ns}c" 2>/dev/null || true
 	rm -f "$target"
 	exit "$rc"
 }
@@ -55,8 +60,12 @@ ln -sf "$raw" "$dir/http/raw.img"
 bytes=$(stat -c %s "$raw")
 imgbytes=$(stat -c %s "$dir/http/disk.asr")
 
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+ip netns add "${ns}s"
+ip netns add "${ns}c"
+ip -n "${ns}s" link add eth0 type veth peer name eth0 netns "${ns}c"
+for h in s c; do ip -n "$ns$h" link set lo up; ip -n "$ns$h" link set eth0 up; done
+ip -n "${ns}s" addr add 198.18.0.1/24 dev eth0
+ip -n "${ns}c" addr add 198.18.0.2/24 dev eth0
 cat >"$dir/http/nginx.conf" <<CONF
 daemon off;
 master_process off;
@@ -68,37 +77,36 @@ http {
   access_log off;
   sendfile on;
   default_type application/octet-stream;
-  server { listen 127.0.0.1:8080; root $dir/http; }
+  server { listen 198.18.0.1:8080; root $dir/http; }
 }
 CONF
-ip netns exec "$ns" nginx -c "$dir/http/nginx.conf" &
+ip netns exec "${ns}s" nginx -c "$dir/http/nginx.conf" &
 nginx_pid=$!
 for _ in $(seq 50); do
-	ip netns exec "$ns" curl -s -o /dev/null http://127.0.0.1:8080/disk.asr -r 0-0 && break
+	ip netns exec "${ns}c" curl -s -o /dev/null http://198.18.0.1:8080/disk.asr -r 0-0 && break
 	sleep 0.1
 done
 
 truncate -s $((bytes + 64 * 1024 * 1024)) "$target"
 loop=$(losetup --show -f "$target")
-url=http://127.0.0.1:8080
+url=http://198.18.0.1:8080
 
 reset() {
-	blkdiscard -f "$loop"
+	blkdiscard -f "$loop" 2>/dev/null
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
 }
 now() { date +%s.%N; }
-declare -A times
 contenders=(curl_devnull curl_dd asr_noverify asr_verify)
 run_one() {
 	local name=$1 t0 t1
 	reset
 	t0=$(now)
 	case $name in
-	curl_devnull) ip netns exec "$ns" curl -sf -o /dev/null "$url/disk.asr" ;;
-	curl_dd) ip netns exec "$ns" bash -c "curl -sf '$url/raw.img' | dd of='$loop' bs=4M iflag=fullblock conv=fsync status=none" ;;
-	asr_noverify) ip netns exec "$ns" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt --noverify >"$dir/http/last.log" ;;
-	asr_verify) ip netns exec "$ns" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt >"$dir/http/last.log" ;;
+	curl_devnull) ip netns exec "${ns}c" curl -sf -o /dev/null "$url/disk.asr" ;;
+	curl_dd) ip netns exec "${ns}c" bash -c "curl -sf '$url/raw.img' | dd of='$loop' bs=4M iflag=fullblock conv=fsync status=none" ;;
+	asr_noverify) ip netns exec "${ns}c" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt --noverify >"$dir/http/last.log" ;;
+	asr_verify) ip netns exec "${ns}c" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt >"$dir/http/last.log" ;;
 	esac
 	t1=$(now)
 	if [ "$name" != curl_devnull ]; then
@@ -106,13 +114,19 @@ run_one() {
 	fi
 	times[$name]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}') "
 }
-for _ in $(seq "$runs"); do
-	for c in "${contenders[@]}"; do run_one "$c"; done
-done
 
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+suite() { # label
+	local c
+	times=()
+	for _ in $(seq "$runs"); do
+		for c in "${contenders[@]}"; do run_one "$c"; done
+	done
+	report "$1"
+}
+report() {
 declare -A med
-printf '\nHTTP restore from nginx (loopback in a namespace), %s disk, image %d bytes, target on %s, median of %d\n' "$size_arg" "$imgbytes" "$tdir" "$runs"
+printf '\nHTTP restore from nginx, %s; %s disk, image %d bytes, target on %s, median of %d\n' "$1" "$size_arg" "$imgbytes" "$tdir" "$runs"
 printf '%-14s %9s %12s %s\n' contender seconds "image MB/s" runs
 for c in "${contenders[@]}"; do
 	med[$c]=$(echo "${times[$c]}" | median)
@@ -124,3 +138,10 @@ printf '\nasr (no verify) throughput / curl -o /dev/null: %s (target >= 0.90) %s
 r2=$(ratio "${med[asr_noverify]}" "${med[curl_dd]}")
 printf 'asr (no verify) time / curl | dd of the raw image: %s (target < 1) %s\n' "$r2" "$(awk -v r="$r2" 'BEGIN{print (r<1)?"MET":"MISSED"}')"
 printf 'asr (verify) time / curl | dd: %s\n' "$(ratio "${med[asr_verify]}" "${med[curl_dd]}")"
+}
+
+declare -A times
+suite "bare veth (CPU-bound)"
+rate=${BENCH_HTTP_RATE:-1gbit}
+ip netns exec "${ns}s" tc qdisc add dev eth0 root tbf rate "$rate" burst 256k latency 50ms
+suite "link shaped to $rate (tc tbf)"

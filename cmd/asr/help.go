@@ -10,6 +10,7 @@ USAGE
     asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--overwrite]
     asr info      --source IMAGE [--plist]
     asr server    --source IMAGE --config asrconfig.plist [--interface IF]
+    asr browse    [--timeout SECONDS] [--interface IF]
     asr help [VERB]
     asr version
 
@@ -21,6 +22,7 @@ VERBS
     info        describe a prepared image: sizes, digest, creation, partition table
     server      stream a prepared image by multicast to any number of 'asr restore
                 --source asr://HOST' clients
+    browse      list the asr servers on the network (DNS-SD, _asr._tcp)
     help        print this page, or a verb's manual: asr help restore
     version     print the version
 
@@ -203,8 +205,9 @@ CONFIGURATION
       Data Rate               integer, required: bytes per second on the wire, e.g. 6000000
       Client Data Rate        integer: the slowest client's disk speed in bytes per second;
                               the stream is sent at the lower of the two rates
-      DNS Service Discovery   boolean, default true: advertise _asr._tcp over mDNS
-                              (not in this version yet)
+      DNS Service Discovery   boolean, default true: advertise _asr._tcp over mDNS, with
+                              the image's name and digest in the TXT record ('asr
+                              browse', avahi-browse -r _asr._tcp and dns-sd list it)
       Loop Suspend            integer, default 0: pause after this many passes with no
                               client listening (0: only stop looping when nobody ever came)
       Multicast TTL           integer, default 3: router hops the stream may cross
@@ -234,6 +237,20 @@ OUTPUT
     Client 198.18.0.11 (lab-pc-07) joined / NN% / done / failed: reason
 `
 
+const manBrowse = `NAME
+    asr browse - list the asr servers on the network
+
+SYNOPSIS
+    asr browse [--timeout SECONDS] [--interface IF]
+
+DESCRIPTION
+    Asks over multicast DNS for DNS-SD services of type _asr._tcp (what 'asr server'
+    advertises unless its configuration sets DNS Service Discovery to false), waits
+    --timeout seconds (default 3) for answers, and prints one line per server: its name,
+    the asr:// source to restore from, the image it serves and the start of its digest.
+    Exits 1 when nobody answered.
+`
+
 func runHelp(e env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(e.stdout, usageMain)
@@ -248,8 +265,10 @@ func runHelp(e env, args []string) error {
 		fmt.Fprint(e.stdout, manInfo)
 	case "server":
 		fmt.Fprint(e.stdout, manServer)
+	case "browse":
+		fmt.Fprint(e.stdout, manBrowse)
 	default:
-		return usageError("help: no manual for %q (verbs: restore, imagescan, info, server)", args[0])
+		return usageError("help: no manual for %q (verbs: restore, imagescan, info, server, browse)", args[0])
 	}
 	return nil
 }

@@ -76,6 +76,8 @@ func run(ctx context.Context, e env, args []string) error {
 		return runHelp(e, rest)
 	case "server":
 		return runServer(ctx, e, rest)
+	case "browse":
+		return runBrowse(ctx, e, rest)
 	}
 	return usageError("unknown verb %q: see 'asr help'", verb)
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/asrlinux/asr/internal/config"
+	"github.com/asrlinux/asr/internal/dnssd"
 	"github.com/asrlinux/asr/internal/multicast"
 )
 
@@ -47,7 +50,18 @@ func runServer(ctx context.Context, e env, args []string) error {
 	logf("Serving %s (digest sha256:%s) on group %s port %d, control port %d, %d bytes/s, TTL %d",
 		*src, srv.Digest(), cfg.Group, cfg.Port+1, cfg.Port, cfg.StreamRate(), cfg.TTL)
 	if cfg.DNSSD {
-		logf("asr: note: DNS Service Discovery is not in this version yet; clients need asr://HOST")
+		var ifi *net.Interface
+		if *iface != "" {
+			if ifi, err = net.InterfaceByName(*iface); err != nil {
+				return fmt.Errorf("--interface %s: %w", *iface, err)
+			}
+		}
+		ad, err := dnssd.Advertise(cfg.Port, nil, filepath.Base(*src), srv.Digest().String(), ifi)
+		if err != nil {
+			return fmt.Errorf("%w (or set DNS Service Discovery to false in %s)", err, *cfgPath)
+		}
+		defer ad.Stop()
+		logf("Advertising %s over DNS-SD (%s)", filepath.Base(*src), dnssd.ServiceType)
 	}
 	start := time.Now()
 	if err := srv.Serve(ctx); err != nil {
