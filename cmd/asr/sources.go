@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
-	"strings"
 	"time"
 
-	"github.com/asrlinux/asr/internal/multicast"
 	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/sourceurl"
 )
 
 // sourceFlags are the options that say how to reach a source.
@@ -42,20 +42,12 @@ func (f sourceFlags) check() error {
 // openSource routes --source to the package that reads it.
 // log hears retries and checksum decisions, one line each.
 func openSource(ctx context.Context, s string, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
-	switch {
-	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
-		return source.OpenHTTP(ctx, s, source.HTTPOptions{
-			CACert: *f.cacert, Checksum: *f.checksum,
-			Stall: time.Duration(*f.timeout) * time.Second, Retries: *f.retries,
-			Log: log,
-		})
-	case strings.HasPrefix(s, "asr://"):
-		return multicast.Open(ctx, s, multicast.ClientOptions{
-			Timeout: time.Duration(*f.timeout) * time.Second, Interface: *f.iface, Log: log,
-		})
+	src, err := sourceurl.Open(ctx, s, sourceurl.Options{
+		CACert: *f.cacert, Checksum: *f.checksum, Timeout: time.Duration(*f.timeout) * time.Second,
+		Retries: *f.retries, Interface: *f.iface, Log: log,
+	})
+	if errors.Is(err, sourceurl.ErrChecksumLocal) {
+		return nil, usageError("%v", err)
 	}
-	if *f.checksum != "" {
-		return nil, usageError("--checksum applies to raw images over HTTP; local sources are checked as they are read")
-	}
-	return source.Open(s, source.Options{})
+	return src, err
 }

@@ -1,0 +1,172 @@
+// Package appliance is the boot sequence of the asr imaging appliance: the
+// program the kernel runs as /init from the initramfs.
+//
+// Main, step by step, one console line each:
+//  1. mount /proc, /sys, /dev (devtmpfs), /run, /tmp;
+//  2. read the asr.* keys of the kernel command line (ParseCmdline);
+//  3. load the storage and network drivers the hardware asks for (LoadDrivers);
+//  4. make sure the kernel has random numbers, or say why it waits;
+//  5. bring up every wired link and run DHCP on all of them at once;
+//  6. choose the target disk (ChooseTarget): the named one, else the only
+//     internal disk; refuse and list them when that is ambiguous;
+//  7. restore it from asr.source with erase and verify, through the same
+//     engine as `asr restore`;
+//  8. print the result, then reboot (or power off, or open a shell).
+//
+// A failure stops with the reason on the console and never loops; with
+// asr.debug it opens a shell. Tests and dashboards match the line
+// "asr-appliance: RESULT ...".
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/restore"
+	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/sourceurl"
+	"github.com/vishvananda/netlink"
+)
+
+// Options are what Run needs of the machine; tests point them elsewhere.
+type Options struct {
+	Console io.Writer
+	RootDir string // where lib/modules is: "/" on the appliance
+	SysRoot string // "/sys"
+	Version string
+	Name    string // how the multicast server names this machine
+}
+
+// Main is /init. It does not return.
+func Main(version string) {
+	out := os.Stdout
+	logf := func(format string, a ...any) { fmt.Fprintf(out, "asr: "+format+"\n", a...) }
+	fmt.Fprintf(out, "\nasr imaging appliance %s\n", version)
+	if err := MountAll(); err != nil {
+		stop(logf, Config{}, err)
+	}
+	b, _ := os.ReadFile("/proc/cmdline")
+	cfg, err := ParseCmdline(string(b))
+	if err != nil {
+		stop(logf, cfg, err)
+	}
+	host, _ := os.Hostname()
+	res, err := Run(context.Background(), cfg, Options{Console: out, RootDir: "/", SysRoot: "/sys", Version: version, Name: host})
+	if err != nil {
+		stop(logf, cfg, err)
+	}
+	fmt.Fprintf(out, "asr-appliance: RESULT success: restored %s to %s in %.1f s%s\n",
+		restore.HumanBytes(res.Size), res.Target, (res.Elapsed + res.VerifyTime).Seconds(), verified(res))
+	switch cfg.After {
+	case Shell:
+		logf("asr.after=shell: starting a shell")
+		if err := shell(); err != nil {
+			logf("%v", err)
+		}
+		select {}
+	default:
+		logf("%s in 3 s", cfg.After)
+		time.Sleep(3 * time.Second)
+		if err := powerAction(cfg.After); err != nil {
+			logf("%s failed: %v", cfg.After, err)
+		}
+		select {}
+	}
+}
+
+func verified(r *restore.Result) string {
+	if r.Verified {
+		return ", verified"
+	}
+	return ", NOT verified (asr.noverify)"
+}
+
+// stop reports a failure and waits for a person: it never reboots into a
+// loop of failed restores.
+func stop(logf func(string, ...any), cfg Config, err error) {
+	fmt.Fprintf(os.Stdout, "asr-appliance: RESULT failure: %v\n", err)
+	if cfg.Debug || cfg.After == Shell {
+		logf("starting a shell (asr.debug)")
+		if err := shell(); err != nil {
+			logf("%v", err)
+		}
+	}
+	logf("stopped. Fix the problem above and power the machine off and on again.")
+	select {}
+}
+
+// Run brings the machine up to the network and restores its disk.
+func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
+	logf := func(format string, a ...any) { fmt.Fprintf(o.Console, "asr: "+format+"\n", a...) }
+	mods, err := LoadDrivers(o.RootDir, o.SysRoot)
+	if err != nil {
+		logf("drivers: %v", err) // a missing optional driver is not fatal; a missing disk is, below
+	}
+	logf("drivers: %d loaded %v", len(mods), mods)
+	WaitEntropy(logf, func() error { return LoadNamed(o.RootDir, "virtio_rng") })
+
+	if cfg.Source == "" {
+		return nil, fmt.Errorf("no source: give asr.source=http://HOST/IMAGE or asr.source=asr://HOST on the kernel command line")
+	}
+	// Disks and links appear as their drivers probe them.
+	disks, err := waitDisks(o.SysRoot, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	tgt, err := ChooseTarget(cfg.Target, disks)
+	if err != nil {
+		return nil, err
+	}
+	logf("target: %s", tgt)
+
+	links, err := waitLinks(5 * time.Second)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	start := time.Now()
+	leases, err := DHCP(dctx, links, logf)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range leases {
+		logf("network: %s %s from DHCP server %s in %.1f s", l.Interface, l.Addr, l.Server, time.Since(start).Seconds())
+	}
+
+	logf("source: %s", cfg.Source)
+	logf("restore starts %.1f s after power-on", Uptime().Seconds())
+	return restore.Run(ctx, restore.Request{
+		Source: cfg.Source, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		OpenSource: func(s string) (source.Source, error) {
+			return sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5, Name: o.Name, Log: logf})
+		},
+		Out: progress.New(o.Console, false),
+	})
+}
+
+func waitDisks(sysRoot string, d time.Duration) ([]Disk, error) {
+	deadline := time.Now().Add(d)
+	for {
+		disks, err := Disks(sysRoot)
+		if err == nil && len(disks) > 0 || time.Now().After(deadline) {
+			return disks, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func waitLinks(d time.Duration) ([]netlink.Link, error) {
+	deadline := time.Now().Add(d)
+	for {
+		links, err := WiredLinks()
+		if err == nil && len(links) > 0 || time.Now().After(deadline) {
+			return links, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,121 @@
+package appliance
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// After is what the appliance does once the restore succeeded.
+type After string
+
+const (
+	Reboot   After = "reboot"
+	PowerOff After = "poweroff"
+	Shell    After = "shell"
+)
+
+// Config is the appliance's configuration, from the kernel command line.
+type Config struct {
+	Source   string        // asr.source=: http(s):// or asr:// URL
+	Target   string        // asr.target=: /dev/..., /dev/disk/by-id/..., or a disk serial
+	NoVerify bool          // asr.noverify
+	After    After         // asr.after=: reboot (default), poweroff, shell
+	Timeout  time.Duration // asr.timeout=: seconds for DHCP, reaching the source, and stream silence (default 60)
+	Debug    bool          // asr.debug: a failure opens a shell
+	Image    string        // asr.image=: which of several DNS-SD servers to use (by image name)
+}
+
+// ParseCmdline reads the asr.* keys of a kernel command line; others are
+// ignored. Unknown asr.* keys and bad values are errors: a typo must not be
+// silently ignored by a machine about to erase its disk.
+func ParseCmdline(cmdline string) (Config, error) {
+	c := Config{After: Reboot, Timeout: 60 * time.Second}
+	for _, f := range splitCmdline(cmdline) {
+		if !strings.HasPrefix(f, "asr.") {
+			continue
+		}
+		key, val, hasVal := strings.Cut(f, "=")
+		switch key {
+		case "asr.source":
+			if !strings.HasPrefix(val, "http://") && !strings.HasPrefix(val, "https://") && !strings.HasPrefix(val, "asr://") {
+				return c, fmt.Errorf("asr.source=%s: give an http://, https:// or asr:// URL", val)
+			}
+			c.Source = val
+		case "asr.target":
+			if val == "" {
+				return c, fmt.Errorf("asr.target= is empty: give a device such as /dev/sda, a /dev/disk/by-id/ name, or a disk serial")
+			}
+			c.Target = val
+		case "asr.noverify":
+			b, err := flag(key, val, hasVal)
+			if err != nil {
+				return c, err
+			}
+			c.NoVerify = b
+		case "asr.debug":
+			b, err := flag(key, val, hasVal)
+			if err != nil {
+				return c, err
+			}
+			c.Debug = b
+		case "asr.after":
+			switch After(val) {
+			case Reboot, PowerOff, Shell:
+				c.After = After(val)
+			default:
+				return c, fmt.Errorf("asr.after=%s: give reboot, poweroff or shell", val)
+			}
+		case "asr.timeout":
+			n, err := strconv.Atoi(val)
+			if err != nil || n <= 0 || n > 86400 {
+				return c, fmt.Errorf("asr.timeout=%s: give a number of seconds from 1 to 86400", val)
+			}
+			c.Timeout = time.Duration(n) * time.Second
+		case "asr.image":
+			c.Image = val
+		default:
+			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.after, asr.timeout, asr.debug, asr.image)", key)
+		}
+	}
+	return c, nil
+}
+
+func flag(key, val string, hasVal bool) (bool, error) {
+	if !hasVal {
+		return true, nil
+	}
+	switch val {
+	case "1", "yes", "true", "on":
+		return true, nil
+	case "0", "no", "false", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s=%s: give 1 or 0", key, val)
+}
+
+// splitCmdline splits on spaces, keeping double-quoted values together as
+// the kernel does ("asr.target=/dev/disk/by-id/ata-Some Disk" needs quotes).
+func splitCmdline(s string) []string {
+	var out []string
+	var b strings.Builder
+	quoted := false
+	for _, r := range strings.TrimSpace(s) {
+		switch {
+		case r == '"':
+			quoted = !quoted
+		case (r == ' ' || r == '\t' || r == '\n') && !quoted:
+			if b.Len() > 0 {
+				out = append(out, b.String())
+				b.Reset()
+			}
+		default:
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() > 0 {
+		out = append(out, b.String())
+	}
+	return out
+}
