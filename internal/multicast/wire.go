@@ -11,7 +11,8 @@
 // Reed-Solomon parity shards (github.com/klauspost/reedsolomon), so a few
 // percent of lost packets are repaired within the same pass. Every packet
 // carries the stream identity: a client never takes data of another image or
-// of another run of the server. The wire format is in docs/multicast.md.
+// of another run of the server. MULTICAST.md at the top of the repository
+// specifies the protocol.
 package multicast
 
 import (
