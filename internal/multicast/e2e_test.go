@@ -484,3 +484,47 @@ func TestE2EDataRate(t *testing.T) {
 		t.Errorf("stream rate %.0f bytes/s, want within 5%% of %d and not above (%.0f bytes/s of slack); server:\n%s", got, rate, slack, srv.log())
 	}
 }
+
+// A client of another protocol version is refused with a message that says
+// so, and the stream pauses after Loop Suspend passes with nobody listening.
+func TestE2EVersionCheckAndLoopSuspend(t *testing.T) {
+	l := newMLab(t, "f", 1)
+	disk, img := l.image(7)
+	srv := l.server(l.srv, img, l.config("239.255.10.6", 20000000, "<key>Loop Suspend</key><integer>1</integer>\n"))
+	var reply string
+	if err := l.clients[0].Do(func() error {
+		c, err := net.Dial("tcp", "198.18.0.1:7800")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := writeJSON(c, msgHello, hello{Version: 99, Client: "old"}); err != nil {
+			return err
+		}
+		typ, b, err := readFrame(bufio.NewReader(c), 1<<20)
+		if err != nil {
+			return err
+		}
+		if typ != msgError {
+			return fmt.Errorf("frame type %d, want an error frame", typ)
+		}
+		reply = string(b)
+		return nil
+	}); err != nil {
+		t.Fatalf("hello with version 99: %v", err)
+	}
+	if !strings.Contains(reply, "version 1") || !strings.Contains(reply, "99") {
+		t.Errorf("version refusal = %q, want it to name both versions", reply)
+	}
+	target := l.target("t.raw", 60)
+	if r := l.restore(l.clients[0], target); r.code != 0 || testenv.Hash(t, target, 0, diskSize) != testenv.Hash(t, disk, 0, diskSize) {
+		t.Fatalf("restore: exit %d, or target differs\n%s", r.code, r.out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(srv.log(), "Stream suspended: no clients for 1 passes") && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(srv.log(), "Stream suspended") {
+		t.Errorf("with Loop Suspend 1 the stream did not pause once the client was done:\n%s", srv.log())
+	}
+}
