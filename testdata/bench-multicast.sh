@@ -72,6 +72,7 @@ addhost() { # name n
 addhost s 1
 for i in 1 2 3 4; do addhost "c$i" $((10 + i)); done
 loss() { # pct: set the clients' loss
+	lossnow=$1
 	for i in 1 2 3 4; do
 		ip netns exec "${p}c$i" nft delete table inet asrloss 2>/dev/null || true
 		[ "$1" -gt 0 ] || continue
@@ -91,25 +92,34 @@ cat >"$dir/mc/asrconfig.plist" <<PLIST
 PLIST
 
 now() { date +%s.%N; }
+# Peak resident memory of the server and the clients, from GNU time.
+[ -x /usr/bin/time ] || die "/usr/bin/time not found (run testdata/deps.sh)"
+timer="/usr/bin/time -f %M"
+lossnow=0
+loss_now() { echo "$lossnow"; }
 check() { cmp -n "$bytes" "$raw" "$1" || die "$1 differs from the source disk"; }
 
 # asr_run N: a fresh server, N clients at once; prints the seconds.
 asr_run() {
 	local n=$1 t0 t1 i cp=()
 	rm -f "$tdir"/*
-	ip netns exec "${p}s" "$asr" server --source "$img" --config "$dir/mc/asrconfig.plist" >"$dir/mc/server.log" 2>&1 &
+	ip netns exec "${p}s" $timer -o "$dir/mc/server-$n-$(loss_now).rss" "$asr" server --source "$img" --config "$dir/mc/asrconfig.plist" >"$dir/mc/server.log" 2>&1 &
 	local spid=$!
 	pids+=("$spid")
 	for _ in $(seq 100); do grep -q "Ready to start" "$dir/mc/server.log" && break; sleep 0.1; done
 	t0=$(now)
 	for i in $(seq "$n"); do
-		ip netns exec "${p}c$i" "$asr" restore --source asr://198.18.0.1 --file "$tdir/c$i.raw" --noprompt --noverify --timeout 60 >"$dir/mc/c$i.log" 2>&1 &
+		ip netns exec "${p}c$i" $timer -o "$dir/mc/c$i.rss" "$asr" restore --source asr://198.18.0.1 --file "$tdir/c$i.raw" --noprompt --noverify --timeout 60 >"$dir/mc/c$i.log" 2>&1 &
 		cp+=($!)
 	done
-	for pid in "${cp[@]}"; do wait "$pid" || die "an asr client failed: $(tail -3 "$dir"/mc/c*.log)"; done
+	for pid in "${cp[@]}"; do wait "$pid" || die "an asr client failed: $(tail -q -n 3 "$dir"/mc/c*.log) server: $(tail -n 3 "$dir/mc/server.log")"; done
 	t1=$(now)
-	kill -INT "$spid"; wait "$spid" || true
+	# $spid is GNU time, which ignores SIGINT; the server is its child.
+	pkill -INT -P "$spid"; wait "$spid" || true
 	for i in $(seq "$n"); do check "$tdir/c$i.raw"; done
+	local worst=0 k
+	for i in $(seq "$n"); do k=$(tail -1 "$dir/mc/c$i.rss"); [ "$k" -gt "$worst" ] && worst=$k; done
+	echo "$worst" >"$dir/mc/clients-$n-$lossnow.rss"
 	awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'
 }
 
@@ -127,7 +137,7 @@ udp_run() {
 		--max-bitrate "$bits" --mcast-rdv-address 239.255.20.2 --mcast-data-address 239.255.20.3 >"$dir/mc/usender.log" 2>&1 &
 	local spid=$!
 	pids+=("$spid")
-	for pid in "${cp[@]}"; do wait "$pid" || die "a udp-receiver failed: $(tail -3 "$dir"/mc/u*.log)"; done
+	for pid in "${cp[@]}"; do wait "$pid" || die "a udp-receiver failed: $(tail -q -n 3 "$dir"/mc/u*.log)"; done
 	wait "$spid" || true
 	t1=$(now)
 	for i in $(seq "$n"); do check "$tdir/u$i.raw"; done
@@ -163,3 +173,6 @@ printf '2%% loss / lossless, 1 client:      %s (target <= 1.25) %s\n' "$b1" "$(v
 printf '2%% loss / lossless, 4 clients:     %s (target <= 1.25) %s\n' "$b" "$(verdict "$b" 1.25)"
 printf 'asr / udpcast, 1 client:           %s (target <= 1.00) %s\n' "$c" "$(verdict "$c" 1.00)"
 printf 'asr / udpcast, 4 clients:          %s (target <= 1.00) %s\n' "$d" "$(verdict "$d" 1.00)"
+kib() { awk -v k="$(tail -1 "$1")" 'BEGIN{printf "%.1f MiB", k/1024}'; }
+printf '\npeak RSS: server with 1 client %s, with 4 clients %s; a client (worst of 4, 2%% loss) %s\n' \
+	"$(kib "$dir/mc/server-1-0.rss")" "$(kib "$dir/mc/server-4-0.rss")" "$(kib "$dir/mc/clients-4-2.rss")"

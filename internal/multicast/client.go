@@ -54,6 +54,7 @@ type Client struct {
 
 	// counters, for the closing note and the tests
 	packets, foreign, bogus, forged, rebuilt, repairedN atomic.Int64
+	requested                                           atomic.Int64 // chunks asked for by repair
 }
 
 // Open connects to the server named by rawurl (asr://host[:port]), checks the
@@ -181,13 +182,20 @@ func (c *Client) Stats() Stats {
 	return Stats{c.packets.Load(), c.foreign.Load(), c.bogus.Load(), c.forged.Load(), c.rebuilt.Load(), c.repairedN.Load()}
 }
 
-// job is a chunk ready to decode: shards from the stream, or stored bytes
-// from repair.
+// job is a chunk ready to decode: its groups' shards from the stream, or
+// stored bytes from repair.
 type job struct {
 	i      int
-	shards [][]byte // K+M entries, nil where lost
-	k      int
+	groups []groupShards
 	stored []byte
+}
+
+// groupShards are the shards of one FEC group as they came: K+M entries,
+// nil where lost.
+type groupShards struct {
+	group
+	shards [][]byte
+	got    int
 }
 
 // chunk states
@@ -222,7 +230,6 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 		c.report("joined", 0, "")
 		return nil
 	}
-	warmUp()
 	pc, err := c.join()
 	if err != nil {
 		return err
@@ -353,12 +360,11 @@ func (c *Client) join() (*net.UDPConn, error) {
 	return pc, nil
 }
 
-// assembly gathers one chunk's shards.
+// assembly gathers one chunk's shards, group by group.
 type assembly struct {
 	i      int
-	k, n   int
-	got    int
-	shards [][]byte
+	groups []groupShards
+	short  int // groups that still lack shards
 }
 
 // receiver is the state of the receive loop.
@@ -373,6 +379,7 @@ type receiver struct {
 	// packets together, so an older one that is still short will not
 	// complete in this pass. Keeping few bounds memory whatever the image.
 	open                  []*assembly
+	lost                  []int // chunks the stream passed while missing
 	started               bool
 	firstPass, firstChunk uint32
 	repairedPass          uint32
@@ -431,26 +438,12 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 		return false, nil
 	}
 	i := int(h.Chunk)
-	if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() || int(h.K) != dataShards(int(m.Chunks[i].Length)) {
+	if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() {
 		c.bogus.Add(1)
 		return false, nil
 	}
-	c.packets.Add(1)
-	r.lastData.Store(time.Now().UnixNano())
-	if !r.started {
-		r.started, r.firstPass, r.firstChunk = true, h.Pass, h.Chunk
-	}
-	// A full loop since joining: ask for what is still missing by unicast
-	// rather than wait for another pass (once per pass).
-	if h.Pass > r.firstPass && h.Chunk >= r.firstChunk && h.Pass != r.repairedPass {
-		select {
-		case <-r.repairIdle:
-			r.repairedPass = h.Pass
-			c.requestRepair(r.state)
-		default:
-		}
-	}
 	if r.state[i].Load() != missing {
+		r.seen(h)
 		return false, nil
 	}
 	var a *assembly
@@ -459,22 +452,41 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 			a = o
 		}
 	}
-	if a != nil && a.n != int(h.N) {
-		return false, nil // the parity shape changed (a forger?): keep the first
-	}
 	if a == nil {
-		a = &assembly{i: i, k: int(h.K), n: int(h.N), shards: make([][]byte, h.N)}
+		a = &assembly{i: i}
+		for _, g := range layout(int(m.Chunks[i].Length), c.sess.Parity) {
+			a.groups = append(a.groups, groupShards{group: g, shards: make([][]byte, g.k+g.m)})
+		}
+		a.short = len(a.groups)
+	}
+	// The header must agree with the layout the manifest implies.
+	if int(h.Group) >= len(a.groups) || int(h.K) != a.groups[h.Group].k || int(h.N) != a.groups[h.Group].k+a.groups[h.Group].m {
+		c.bogus.Add(1)
+		return false, nil
+	}
+	r.seen(h)
+	if !slicesContains(r.open, a) {
 		r.open = append(r.open, a)
 		if len(r.open) > assemblyWindow {
+			// The stream has moved on: what this chunk still lacks will not
+			// come this pass. Ask for it by unicast rather than wait a loop.
+			if old := r.open[0]; r.state[old.i].Load() == missing {
+				r.lost = append(r.lost, old.i)
+				r.askRepair()
+			}
 			r.open = r.open[1:]
 		}
 	}
-	if a.shards[h.Shard] == nil {
-		a.shards[h.Shard] = b[headerLen:]
-		a.got++
+	g := &a.groups[h.Group]
+	if g.shards[h.Shard] == nil && g.got < g.k {
+		g.shards[h.Shard] = b[headerLen:]
+		g.got++
 		kept = true
+		if g.got == g.k {
+			a.short--
+		}
 	}
-	if a.got >= a.k && r.state[i].CompareAndSwap(missing, decoding) {
+	if a.short == 0 && r.state[i].CompareAndSwap(missing, decoding) {
 		for x, o := range r.open {
 			if o == a {
 				r.open = append(r.open[:x], r.open[x+1:]...)
@@ -482,7 +494,7 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 			}
 		}
 		select {
-		case r.jobs <- job{i: i, shards: a.shards, k: a.k}:
+		case r.jobs <- job{i: i, groups: a.groups}:
 		case <-ctx.Done():
 			return kept, ctx.Err()
 		}
@@ -490,55 +502,108 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 	return kept, nil
 }
 
-// requestRepair asks the server for every stored chunk still missing, up to
-// what the server said it would send.
-func (c *Client) requestRepair(state []atomic.Uint32) {
-	m := c.info.Manifest
-	var want []byte
-	n := 0
-	for i := range state {
-		if m.Chunks[i].Codec.Stored() && state[i].Load() == missing {
-			want = binary.LittleEndian.AppendUint32(want, uint32(i))
-			n++
+// seen notes a valid packet of this stream: data is flowing, and a full
+// loop since joining is the moment to ask for what is still missing by
+// unicast rather than wait for another pass (once per pass).
+func (r *receiver) seen(h header) {
+	r.c.packets.Add(1)
+	r.lastData.Store(time.Now().UnixNano())
+	if !r.started {
+		r.started, r.firstPass, r.firstChunk = true, h.Pass, h.Chunk
+	}
+	if h.Pass > r.firstPass && h.Chunk >= r.firstChunk && h.Pass != r.repairedPass {
+		r.repairedPass = h.Pass
+		r.lost = r.lost[:0]
+		for i := range r.state {
+			if r.m.Chunks[i].Codec.Stored() && r.state[i].Load() == missing {
+				r.lost = append(r.lost, i)
+			}
 		}
 	}
-	if n == 0 || int64(n)+c.repairedN.Load() > int64(c.sess.RepairLimit) {
-		return // nothing to ask, or more than repair may carry: the next pass will
+	r.askRepair()
+}
+
+// askRepair sends the chunks known lost to the server, if no repair is
+// under way and the server's limit allows; otherwise they wait.
+func (r *receiver) askRepair() {
+	if len(r.lost) == 0 {
+		return
 	}
-	c.opts.Log("asking %s for %d missing chunks by unicast", c.host, n)
+	select {
+	case <-r.repairIdle:
+	default:
+		return
+	}
+	var want []int
+	for _, i := range r.lost {
+		if r.state[i].Load() == missing {
+			want = append(want, i)
+		}
+	}
+	r.lost = r.lost[:0]
+	if len(want) == 0 || !r.c.requestRepair(want) {
+		r.repairIdle <- struct{}{} // nothing sent: no answer will come
+	}
+}
+
+func slicesContains(s []*assembly, a *assembly) bool {
+	for _, x := range s {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// requestRepair asks the server for chunks by unicast, if that stays
+// within what the server said it would send; it reports whether it asked.
+func (c *Client) requestRepair(chunks []int) bool {
+	if int64(len(chunks))+c.requested.Load() > int64(c.sess.RepairLimit) {
+		return false // more than repair may carry: the next pass will
+	}
+	c.requested.Add(int64(len(chunks)))
+	want := make([]byte, 0, 4*len(chunks))
+	for _, i := range chunks {
+		want = binary.LittleEndian.AppendUint32(want, uint32(i))
+	}
+	c.opts.Log("asking %s for %d missing chunks by unicast", c.host, len(chunks))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if writeFrame(c.w, msgRepair, want) == nil {
-		c.w.Flush()
+	if writeFrame(c.w, msgRepair, want) != nil || c.w.Flush() != nil {
+		return false
 	}
+	return true
 }
 
 // decode turns a job into the chunk's checked bytes.
 func (c *Client) decode(rs *codecs, m *image.Manifest, j job, dst []byte) ([]byte, error) {
 	storedBytes := j.stored
 	if storedBytes == nil {
-		lost := false
-		for x := range j.k {
-			if j.shards[x] == nil {
-				lost = true
+		storedBytes = make([]byte, 0, dataShards(int(m.Chunks[j.i].Length))*ShardSize)
+		rebuilt := false
+		for _, g := range j.groups {
+			lost := false
+			for x := range g.k {
+				lost = lost || g.shards[x] == nil
+			}
+			if lost {
+				enc, err := rs.get(g.k, g.m)
+				if err != nil {
+					return nil, err
+				}
+				if err := enc.ReconstructData(g.shards); err != nil {
+					return nil, fmt.Errorf("rebuilding from parity: %w", err)
+				}
+				rebuilt = true
+			}
+			for x := range g.k {
+				storedBytes = append(storedBytes, g.shards[x]...)
 			}
 		}
-		if lost {
-			enc, err := rs.get(j.k, len(j.shards)-j.k)
-			if err != nil {
-				return nil, err
-			}
-			if err := enc.ReconstructData(j.shards); err != nil {
-				return nil, fmt.Errorf("rebuilding from parity: %w", err)
-			}
+		if rebuilt {
 			c.rebuilt.Add(1)
 		}
-		l := int(m.Chunks[j.i].Length)
-		storedBytes = make([]byte, 0, j.k*ShardSize)
-		for x := range j.k {
-			storedBytes = append(storedBytes, j.shards[x]...)
-		}
-		storedBytes = storedBytes[:l]
+		storedBytes = storedBytes[:m.Chunks[j.i].Length]
 	}
 	return c.dec.DecodeChunk(m, j.i, storedBytes, dst)
 }

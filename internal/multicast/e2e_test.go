@@ -386,13 +386,14 @@ func TestE2EForgedPackets(t *testing.T) {
 			if !ch.Codec.Stored() {
 				continue
 			}
-			k := dataShards(int(ch.Length))
-			for s := range k {
-				(&header{Stream: sid, Pass: 1, Chunk: uint32(i), Shard: uint16(s), K: uint16(k), N: uint16(k)}).marshal(pkt)
-				for x := headerLen; x < packetSize; x++ {
-					pkt[x] = byte(x * (s + 1))
+			for gi, g := range layout(int(ch.Length), sess.Parity) {
+				for s := range g.k {
+					(&header{Stream: sid, Pass: 1, Chunk: uint32(i), Group: uint16(gi), Shard: uint16(s), K: uint16(g.k), N: uint16(g.k + g.m)}).marshal(pkt)
+					for x := headerLen; x < packetSize; x++ {
+						pkt[x] = byte(x * (s + 1))
+					}
+					c.Write(pkt)
 				}
-				c.Write(pkt)
 			}
 			forged++
 		}

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/asrlinux/asr/internal/image"
 )
 
-// A chunk cut into packets and rebuilt after losing as many packets as it has
-// parity gives back its stored bytes; one more loss is detected.
+// A chunk cut into packets and rebuilt after each group lost as many
+// packets as it has parity gives back its stored bytes.
 func TestPacketsRebuildAfterLoss(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, n := range []int{1, 100, ShardSize, ShardSize + 1, 300 * ShardSize, 1 << 20} {
@@ -22,37 +20,51 @@ func TestPacketsRebuildAfterLoss(t *testing.T) {
 		if err != nil {
 			t.Fatalf("packets(%d bytes) = %v", n, err)
 		}
-		k := dataShards(n)
-		total := len(pkts) / packetSize
-		m := total - k
-		if m < 1 || m < k*DefaultParity/100 {
-			t.Errorf("%d bytes: %d data and %d parity shards, want at least %d%% parity", n, k, m, DefaultParity)
-		}
-		shards := make([][]byte, total)
-		for j := range total {
-			h, err := parseHeader(pkts[j*packetSize : (j+1)*packetSize])
-			if err != nil || h.Chunk != 7 || int(h.Shard) != j || int(h.K) != k || int(h.N) != total {
-				t.Fatalf("packet %d header = %+v, %v", j, h, err)
+		groups := layout(n, DefaultParity)
+		sum := 0
+		for _, g := range groups {
+			if g.k+g.m > maxGroup || g.m < 2 || g.m*100 < g.k*DefaultParity {
+				t.Errorf("%d bytes: group %+v: want at most %d shards and at least %d%% (and 2) parity", n, g, maxGroup, DefaultParity)
 			}
-			shards[j] = bytes.Clone(pkts[j*packetSize+headerLen : (j+1)*packetSize])
+			sum += g.k
 		}
-		// Lose m packets, data shards first: the worst case.
-		for _, j := range rng.Perm(k)[:min(m, k)] {
-			shards[j] = nil
+		if sum != dataShards(n) {
+			t.Errorf("%d bytes: groups hold %d data shards, want %d", n, sum, dataShards(n))
 		}
+		got := make([][][]byte, len(groups))
+		for gi, g := range groups {
+			got[gi] = make([][]byte, g.k+g.m)
+		}
+		for p := 0; p < len(pkts)/packetSize; p++ {
+			pkt := pkts[p*packetSize : (p+1)*packetSize]
+			h, err := parseHeader(pkt)
+			if err != nil || h.Chunk != 7 || int(h.K) != groups[h.Group].k || int(h.N) != groups[h.Group].k+groups[h.Group].m {
+				t.Fatalf("packet %d header = %+v, %v", p, h, err)
+			}
+			if got[h.Group][h.Shard] != nil {
+				t.Fatalf("packet %d repeats group %d shard %d", p, h.Group, h.Shard)
+			}
+			got[h.Group][h.Shard] = bytes.Clone(pkt[headerLen:])
+		}
+		var rebuilt []byte
 		var rs codecs
-		enc, err := rs.get(k, m)
-		if err != nil {
-			t.Fatal(err)
+		for gi, g := range groups {
+			// Lose m packets, data shards first: the worst case.
+			for _, j := range rng.Perm(g.k)[:min(g.m, g.k)] {
+				got[gi][j] = nil
+			}
+			enc, err := rs.get(g.k, g.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := enc.ReconstructData(got[gi]); err != nil {
+				t.Fatalf("%d bytes, group %d: rebuilding after %d losses: %v", n, gi, g.m, err)
+			}
+			for j := range g.k {
+				rebuilt = append(rebuilt, got[gi][j]...)
+			}
 		}
-		if err := enc.ReconstructData(shards); err != nil {
-			t.Fatalf("%d bytes: rebuilding after %d losses: %v", n, m, err)
-		}
-		var got []byte
-		for j := range k {
-			got = append(got, shards[j]...)
-		}
-		if !bytes.Equal(got[:n], stored) {
+		if !bytes.Equal(rebuilt[:n], stored) {
 			t.Errorf("%d bytes: rebuilt data differs", n)
 		}
 	}
@@ -60,7 +72,7 @@ func TestPacketsRebuildAfterLoss(t *testing.T) {
 
 func TestParseHeaderRejects(t *testing.T) {
 	good := make([]byte, packetSize)
-	(&header{Chunk: 1, Shard: 2, K: 3, N: 4}).marshal(good)
+	(&header{Chunk: 1, Group: 1, Shard: 2, K: 3, N: 4}).marshal(good)
 	if _, err := parseHeader(good); err != nil {
 		t.Fatalf("parseHeader(good) = %v", err)
 	}
@@ -68,8 +80,9 @@ func TestParseHeaderRejects(t *testing.T) {
 		"short":        func(b []byte) []byte { return b[:100] },
 		"bad magic":    func(b []byte) []byte { b[0] ^= 1; return b },
 		"version":      func(b []byte) []byte { b[4] = 9; return b },
-		"shard beyond": func(b []byte) []byte { b[32] = 9; return b },
-		"k zero":       func(b []byte) []byte { b[34], b[35] = 0, 0; return b },
+		"shard beyond": func(b []byte) []byte { b[34] = 9; return b },
+		"k zero":       func(b []byte) []byte { b[36], b[37] = 0, 0; return b },
+		"n too big":    func(b []byte) []byte { b[38], b[39] = 1, 1; return b },
 	} {
 		if _, err := parseHeader(mut(bytes.Clone(good))); err == nil {
 			t.Errorf("parseHeader(%s) accepted", name)
@@ -91,5 +104,3 @@ func TestControlFrames(t *testing.T) {
 		t.Error("readFrame accepted a 2 GiB frame")
 	}
 }
-
-var _ = image.DefaultChunkSize

@@ -9,9 +9,9 @@ import (
 const maxBurst = 20 * time.Millisecond
 
 // pacer keeps a sender at rate bytes per second on average and never ahead
-// of it: each send is due at start + bytes/rate, and the sender sleeps
-// until then once it is more than a millisecond early (finer sleeps cost
-// more than they smooth).
+// of it: a send of n bytes is due once start + (sent+n)/rate has come, and
+// the sender sleeps until then once it is more than a millisecond early
+// (finer sleeps cost more than they smooth).
 type pacer struct {
 	rate  float64
 	start time.Time
@@ -23,9 +23,10 @@ func newPacer(rate int64) *pacer { return &pacer{rate: float64(rate), start: tim
 // reset restarts the schedule, after a pause.
 func (p *pacer) reset() { p.start, p.sent = time.Now(), 0 }
 
-// wait blocks until n more bytes may be sent.
+// wait blocks until n more bytes may be sent: until the schedule has room
+// for them, so that bytes sent never run ahead of rate × time since start.
 func (p *pacer) wait(ctx context.Context, n int) error {
-	due := p.start.Add(time.Duration(float64(p.sent) / p.rate * float64(time.Second)))
+	due := p.start.Add(time.Duration(float64(p.sent+int64(n)) / p.rate * float64(time.Second)))
 	if lag := time.Since(due); lag > maxBurst {
 		// The sender fell behind (a slow read, the scheduler). It may catch
 		// up by maxBurst, no more: a longer burst would run a stretch of

@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/reedsolomon"
 	"golang.org/x/net/ipv4"
 
 	"github.com/asrlinux/asr/internal/config"
@@ -84,7 +83,6 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if s.opts.Log == nil {
 		s.opts.Log = func(string, ...any) {}
 	}
-	warmUp()
 	return s, nil
 }
 
@@ -189,6 +187,9 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 		}
 		s.pass++
 		passStart := time.Now()
+		if p.sent == 0 {
+			passStart = p.start // the schedule starts with this pass
+		}
 		s.opts.Log("Starting stream %s", passStart.Format("2006-01-02 15:04:05 -0700"))
 		heard := false
 		var sent int64
@@ -273,37 +274,54 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 	}
 }
 
-// packets builds every packet of chunk i: data shards, then parity.
+// packets builds every packet of chunk i, group by group for the parity
+// and interleaved across groups for sending, so that a burst of losses
+// costs each group a few shards rather than one group all of them.
 func (s *Server) packets(i uint32, stored []byte, buf []byte) ([]byte, error) {
-	k := dataShards(len(stored))
-	m := 0
-	var enc reedsolomon.Encoder
-	if s.parity > 0 {
-		var err error
-		if m, enc, err = s.rs.parityFor(k, s.parity); err != nil {
-			return nil, err
-		}
+	groups := layout(len(stored), s.parity)
+	total, widest := 0, 0
+	for _, g := range groups {
+		total += g.k + g.m
+		widest = max(widest, g.k+g.m)
 	}
-	n := k + m
-	need := n * packetSize
+	need := total * packetSize
 	if cap(buf) < need {
 		buf = make([]byte, need)
 	}
 	buf = buf[:need]
-	shards := make([][]byte, n)
-	for j := range n {
-		pkt := buf[j*packetSize : (j+1)*packetSize]
-		h := header{Stream: s.stream, Pass: s.pass, Chunk: i, Shard: uint16(j), K: uint16(k), N: uint16(n)}
-		h.marshal(pkt)
-		sh := pkt[headerLen:]
-		if j < k {
-			c := copy(sh, stored[min(len(stored), j*ShardSize):])
-			clear(sh[c:])
-		}
-		shards[j] = sh
+	// Packet (group g, shard j) goes to slot j*len(groups)+g, compacted
+	// over groups that have fewer shards.
+	slot := 0
+	shards := make([][][]byte, len(groups))
+	for gi, g := range groups {
+		shards[gi] = make([][]byte, g.k+g.m)
 	}
-	if enc != nil {
-		if err := enc.Encode(shards); err != nil {
+	for j := range widest {
+		for gi, g := range groups {
+			if j >= g.k+g.m {
+				continue
+			}
+			pkt := buf[slot*packetSize : (slot+1)*packetSize]
+			slot++
+			h := header{Stream: s.stream, Pass: s.pass, Chunk: i, Group: uint16(gi), Shard: uint16(j), K: uint16(g.k), N: uint16(g.k + g.m)}
+			h.marshal(pkt)
+			sh := pkt[headerLen:]
+			if j < g.k {
+				from := min(len(stored), (g.first+j)*ShardSize)
+				clear(sh[copy(sh, stored[from:]):])
+			}
+			shards[gi][j] = sh
+		}
+	}
+	for gi, g := range groups {
+		if g.m == 0 {
+			continue
+		}
+		enc, err := s.rs.get(g.k, g.m)
+		if err != nil {
+			return nil, err
+		}
+		if err := enc.Encode(shards[gi]); err != nil {
 			return nil, fmt.Errorf("encoding parity for chunk %d: %w", i, err)
 		}
 	}
