@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,29 +10,35 @@ import (
 	"testing"
 )
 
-// writePlist writes d with Python's plistlib, an independent plist writer,
-// in XML or binary form. d is a Python expression.
-func writePlist(t *testing.T, d string, binary bool) string {
+// plists writes each Python dict expression twice with Python's plistlib,
+// an independent plist writer, as XML and as a binary plist, in one Python
+// run (starting Python costs more than the tests themselves). It returns the
+// XML and the binary path of each, in order.
+func plists(t *testing.T, dicts ...string) (xml, bin []string) {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Fatal("python3 is missing: run testdata/deps.sh")
 	}
-	p := filepath.Join(t.TempDir(), "asrconfig.plist")
-	fmtName := "FMT_XML"
-	if binary {
-		fmtName = "FMT_BINARY"
+	dir := t.TempDir()
+	var script strings.Builder
+	script.WriteString("import plistlib\n")
+	for i, d := range dicts {
+		x := filepath.Join(dir, fmt.Sprintf("%d.xml.plist", i))
+		b := filepath.Join(dir, fmt.Sprintf("%d.bin.plist", i))
+		fmt.Fprintf(&script, "d=%s\nopen(%q,'wb').write(plistlib.dumps(d, fmt=plistlib.FMT_XML))\nopen(%q,'wb').write(plistlib.dumps(d, fmt=plistlib.FMT_BINARY))\n", d, x, b)
+		xml, bin = append(xml, x), append(bin, b)
 	}
-	script := "import plistlib,sys\nd=" + d + "\nopen(sys.argv[1],'wb').write(plistlib.dumps(d, fmt=plistlib." + fmtName + "))"
-	if out, err := exec.Command("python3", "-c", script, p).CombinedOutput(); err != nil {
+	if out, err := exec.Command("python3", "-c", script.String()).CombinedOutput(); err != nil {
 		t.Fatalf("plistlib: %v: %s", err, out)
 	}
-	return p
+	return xml, bin
 }
 
 func TestLoadValid(t *testing.T) {
-	for _, binary := range []bool{false, true} {
-		p := writePlist(t, `{"Multicast Address": "239.255.1.2", "Data Rate": 25000000, "Client Data Rate": 12000000,
-			"DNS Service Discovery": False, "Loop Suspend": 3, "Multicast TTL": 5, "Port": 7900, "Comment": "lab"}`, binary)
+	xml, bin := plists(t, `{"Multicast Address": "239.255.1.2", "Data Rate": 25000000, "Client Data Rate": 12000000,
+			"DNS Service Discovery": False, "Loop Suspend": 3, "Multicast TTL": 5, "Port": 7900, "Comment": "lab"}`)
+	for x, p := range []string{xml[0], bin[0]} {
+		binary := x == 1
 		s, err := Load(p)
 		if err != nil {
 			t.Fatalf("Load(binary=%v) = %v", binary, err)
@@ -52,7 +59,8 @@ func TestLoadValid(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	s, err := Load(writePlist(t, `{"Multicast Address": "239.255.0.9", "Data Rate": 6000000.0}`, false))
+	xml, _ := plists(t, `{"Multicast Address": "239.255.0.9", "Data Rate": 6000000.0}`)
+	s, err := Load(xml[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +70,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestLoadRefuses(t *testing.T) {
-	for _, c := range []struct{ plist, want string }{
+	cases := []struct{ plist, want string }{
 		{`{"Data Rate": 1000}`, `"Multicast Address" is required`},
 		{`{"Multicast Address": "239.255.1.1"}`, `"Data Rate" is required`},
 		{`{"Multicast Address": "10.0.0.1", "Data Rate": 1000}`, `is not an IPv4 multicast address`},
@@ -76,11 +84,17 @@ func TestLoadRefuses(t *testing.T) {
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000, "DNS Service Discovery": "yes"}`, `must be a boolean`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000, "Multicast TTL": 300}`, `"Multicast TTL" 300 is out of range`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000, "Port": 70000}`, `"Port" 70000 is out of range`},
-	} {
-		for _, binary := range []bool{false, true} {
-			_, err := Load(writePlist(t, c.plist, binary))
+	}
+	dicts := make([]string, len(cases))
+	for i, c := range cases {
+		dicts[i] = c.plist
+	}
+	xml, bin := plists(t, dicts...)
+	for i, c := range cases {
+		for _, p := range []string{xml[i], bin[i]} {
+			_, err := Load(p)
 			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("Load(%s, binary=%v) = %v, want one line with %q", c.plist, binary, err, c.want)
+				t.Errorf("Load(%s as %s) = %v, want one line with %q", c.plist, filepath.Base(p), err, c.want)
 			}
 		}
 	}

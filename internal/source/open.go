@@ -30,45 +30,23 @@ type Options struct {
 // name. URLs are not local sources; the caller routes them elsewhere.
 func Open(path string, opts Options) (Source, error) {
 	if strings.Contains(path, "://") {
-		return nil, fmt.Errorf("source %s: network sources are not supported yet; give a local image or device", path)
+		return nil, fmt.Errorf("source %s is a URL, not a local path or device", path)
 	}
 	cs := opts.ChunkSize
 	if cs == 0 {
 		cs = image.DefaultChunkSize
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	lf, err := openLocal(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("source %s does not exist", path)
-		}
-		return nil, fmt.Errorf("source %s is not readable: %w", path, errors.Unwrap(err))
+		return nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("source %s: %w", path, err)
-	}
-	var size int64
-	switch {
-	case st.Mode().IsRegular():
-		size = st.Size()
-	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("source %s: reading its size: %w", path, err)
-		}
+	f, size := lf.f, lf.size
+	if lf.device {
 		return &raw{
 			info:   Info{Kind: "block device", Path: path, Size: size, ChunkSize: cs},
 			open:   func() (io.ReadCloser, error) { return sectionOf(f, size), nil },
 			closer: f,
 		}, nil
-	default:
-		f.Close()
-		return nil, fmt.Errorf("source %s is neither a file nor a block device", path)
-	}
-	if size == 0 {
-		f.Close()
-		return nil, fmt.Errorf("source %s is empty", path)
 	}
 
 	head := make([]byte, 8)
@@ -189,35 +167,14 @@ type Stream struct {
 // OpenStream opens a raw or compressed raw image file, or a block device,
 // for reading once from start to end.
 func OpenStream(path string) (*Stream, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	lf, err := openLocal(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("source %s does not exist", path)
-		}
-		return nil, fmt.Errorf("source %s is not readable: %w", path, errors.Unwrap(err))
+		return nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("source %s: %w", path, err)
-	}
-	s := &Stream{Kind: "raw image", ModTime: st.ModTime()}
-	switch {
-	case st.Mode().IsRegular():
-		s.Size = st.Size()
-	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
-		s.Kind, s.ModTime = "block device", time.Time{}
-		if s.Size, err = f.Seek(0, io.SeekEnd); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("source %s: reading its size: %w", path, err)
-		}
-	default:
-		f.Close()
-		return nil, fmt.Errorf("source %s is neither a file nor a block device", path)
-	}
-	if s.Size == 0 {
-		f.Close()
-		return nil, fmt.Errorf("source %s is empty", path)
+	f := lf.f
+	s := &Stream{Kind: "raw image", Size: lf.size, ModTime: lf.mod}
+	if lf.device {
+		s.Kind = "block device"
 	}
 	head := make([]byte, 8)
 	n, _ := f.ReadAt(head, 0)
@@ -259,4 +216,48 @@ type closeBoth struct {
 func (c closeBoth) Close() error {
 	c.ReadCloser.Close()
 	return c.f.Close()
+}
+
+// local is an opened local file or block device with its size.
+type local struct {
+	f      *os.File
+	size   int64
+	device bool
+	mod    time.Time // zero for devices
+}
+
+// openLocal opens a regular file or a block device for reading and measures
+// it; anything else, and an empty file, is refused.
+func openLocal(path string) (*local, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("source %s does not exist", path)
+		}
+		return nil, fmt.Errorf("source %s is not readable: %w", path, errors.Unwrap(err))
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
+	l := &local{f: f}
+	switch {
+	case st.Mode().IsRegular():
+		l.size, l.mod = st.Size(), st.ModTime()
+	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+		l.device = true
+		if l.size, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("source %s: reading its size: %w", path, err)
+		}
+	default:
+		f.Close()
+		return nil, fmt.Errorf("source %s is neither a file nor a block device", path)
+	}
+	if l.size == 0 {
+		f.Close()
+		return nil, fmt.Errorf("source %s is empty", path)
+	}
+	return l, nil
 }
