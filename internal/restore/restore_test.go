@@ -1,0 +1,75 @@
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/target"
+)
+
+// A target whose bytes changed after they were written fails verification,
+// and the message names the byte range of the chunk that differs.
+func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
+	const cs = 64 << 10
+	data := make([]byte, 5*cs+1000)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range data[:3*cs] { // two chunks stay zero
+		data[i] = byte(rng.Uint32())
+	}
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	info := source.Info{Size: int64(len(data)), ChunkSize: cs}
+	sums := make([]sum, 6)
+	for i := range sums {
+		c := data[i*cs : min(len(data), (i+1)*cs)]
+		if i >= 3 {
+			sums[i] = sum{zero: true}
+		} else {
+			sums[i] = sum{sha: sha256.Sum256(c)}
+		}
+	}
+	tgt, err := target.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	out := progress.New(io.Discard, false)
+	if _, err := verify(context.Background(), tgt, info, sums, 4, out); err != nil {
+		t.Fatalf("verify(intact) = %v", err)
+	}
+	for _, off := range []int64{cs + 17, 4*cs + 3} { // a data chunk, then a zero chunk
+		f, _ := os.OpenFile(p, os.O_RDWR, 0)
+		f.WriteAt([]byte{0xAA}, off)
+		f.Close()
+		_, err := verify(context.Background(), tgt, info, sums, 4, out)
+		chunk := off / cs
+		want := "bytes " + itoa(chunk*cs) + " to " + itoa(min(int64(len(data)), (chunk+1)*cs))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("verify after changing byte %d = %v, want an error naming %q", off, err, want)
+		}
+		f, _ = os.OpenFile(p, os.O_RDWR, 0)
+		f.WriteAt(data[off:off+1], off)
+		f.Close()
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1 << 30: "1.0 GiB", 3 << 39: "1.5 TiB"} {
+		if got := HumanBytes(n); got != want {
+			t.Errorf("HumanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
