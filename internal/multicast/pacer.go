@@ -10,8 +10,8 @@ const maxBurst = 20 * time.Millisecond
 
 // pacer keeps a sender at rate bytes per second on average and never ahead
 // of it: a send of n bytes is due once start + (sent+n)/rate has come, and
-// the sender sleeps until then once it is more than a millisecond early
-// (finer sleeps cost more than they smooth).
+// the sender sleeps until then. Senders send a batch at a time, so the
+// sleeps stay well above the timer's resolution.
 type pacer struct {
 	rate  float64
 	start time.Time
@@ -35,7 +35,7 @@ func (p *pacer) wait(ctx context.Context, n int) error {
 		due = due.Add(lag - maxBurst)
 	}
 	p.sent += int64(n)
-	if d := time.Until(due); d > time.Millisecond {
+	if d := time.Until(due); d > 0 {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
