@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"time"
 
@@ -45,6 +46,9 @@ type Options struct {
 func Main(version string) {
 	out := os.Stdout
 	logf := func(format string, a ...any) { fmt.Fprintf(out, "asr: "+format+"\n", a...) }
+	// The DHCP client logs whole packets through the standard logger; the
+	// console gets one line per step from us instead.
+	log.SetOutput(io.Discard)
 	fmt.Fprintf(out, "\nasr imaging appliance %s\n", version)
 	if err := MountAll(); err != nil {
 		stop(logf, Config{}, err)
@@ -67,14 +71,23 @@ func Main(version string) {
 		if err := shell(); err != nil {
 			logf("%v", err)
 		}
-		select {}
+		halt()
 	default:
 		logf("%s in 3 s", cfg.After)
 		time.Sleep(3 * time.Second)
 		if err := powerAction(cfg.After); err != nil {
 			logf("%s failed: %v", cfg.After, err)
 		}
-		select {}
+		halt()
+	}
+}
+
+// halt blocks forever. /init must never return (the kernel panics), and a
+// bare select{} is a deadlock the Go runtime kills the process for once no
+// timer or network poller is left.
+func halt() {
+	for {
+		time.Sleep(time.Hour)
 	}
 }
 
@@ -96,13 +109,13 @@ func stop(logf func(string, ...any), cfg Config, err error) {
 		}
 	}
 	logf("stopped. Fix the problem above and power the machine off and on again.")
-	select {}
+	halt()
 }
 
 // Run brings the machine up to the network and restores its disk.
 func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	logf := func(format string, a ...any) { fmt.Fprintf(o.Console, "asr: "+format+"\n", a...) }
-	mods, err := LoadDrivers(o.RootDir, o.SysRoot)
+	mods, err := loadAllDrivers(o.RootDir, o.SysRoot)
 	if err != nil {
 		logf("drivers: %v", err) // a missing optional driver is not fatal; a missing disk is, below
 	}
@@ -149,12 +162,52 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	})
 }
 
+// loadAllDrivers loads drivers until no new device asks for one: a
+// controller's driver (virtio_pci, ahci, xhci_pci) makes the devices behind
+// it appear, and those want drivers of their own (virtio_blk, sd_mod).
+func loadAllDrivers(rootDir, sysRoot string) ([]string, error) {
+	var all []string
+	seen := map[string]bool{}
+	var errs error
+	for range 5 {
+		mods, err := LoadDrivers(rootDir, sysRoot)
+		if err != nil {
+			errs = err
+		}
+		fresh := 0
+		for _, m := range mods {
+			if !seen[m] {
+				seen[m] = true
+				all = append(all, m)
+				fresh++
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+		time.Sleep(300 * time.Millisecond) // let the new drivers probe their devices
+	}
+	return all, errs
+}
+
+// waitDisks waits until disks have appeared and their number has held for
+// settle: a slow controller may show its second disk later than its first,
+// and choosing "the only internal disk" too early would be wrong.
 func waitDisks(sysRoot string, d time.Duration) ([]Disk, error) {
+	const settle = time.Second
 	deadline := time.Now().Add(d)
+	var last []Disk
+	stableSince := time.Now()
 	for {
 		disks, err := Disks(sysRoot)
-		if err == nil && len(disks) > 0 || time.Now().After(deadline) {
-			return disks, err
+		if err != nil {
+			return nil, err
+		}
+		if len(disks) != len(last) {
+			last, stableSince = disks, time.Now()
+		}
+		if len(last) > 0 && time.Since(stableSince) >= settle || time.Now().After(deadline) {
+			return last, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
