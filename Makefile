@@ -3,6 +3,7 @@
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
 #   make bench  restore benchmarks against dd, bmaptool and curl (needs root, ~5 min)
 #   make lint   gofmt, go vet, staticcheck
+#   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules)
 
 GO       ?= go
 BIN      := bin
@@ -11,15 +12,25 @@ LDFLAGS  := -s -w -X main.Version=$(VERSION)
 export CGO_ENABLED := 0
 STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck)
 FUZZTIME ?= 10s
+# KVER is the kernel whose modules go into the initramfs; empty: the newest installed.
+KVER     ?=
 
 SHELL    := /bin/bash
 
-.PHONY: all build test unit fuzz bench lint demo deps clean
+.PHONY: all build test unit fuzz bench lint demo deps clean initramfs
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/asr ./cmd/asr
+
+# initramfs builds the appliance: out/asr-initramfs.cpio.gz (/init is asr-init,
+# with the disk and NIC drivers of kernel KVER) and out/vmlinuz, that kernel.
+# Boot the pair: qemu-system-x86_64 -kernel out/vmlinuz -initrd
+# out/asr-initramfs.cpio.gz -append "console=ttyS0 asr.source=http://..."
+initramfs: deps
+	$(GO) run ./cmd/asr-mkinitramfs -o out/asr-initramfs.cpio.gz -kernel out/vmlinuz \
+		-version $(VERSION) $(if $(KVER),-kver $(KVER))
 
 # deps installs what the tests, the demo and the benchmarks use on Debian.
 deps:
@@ -36,6 +47,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./internal/image/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadManifest$$' -fuzztime $(FUZZTIME) ./internal/image/
 	$(GO) test -run '^$$' -fuzz '^FuzzPartition$$' -fuzztime $(FUZZTIME) ./internal/partition/
+	$(GO) test -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) -parallel 1 ./internal/blockmap/
+	$(GO) test -run '^$$' -fuzz '^FuzzBuildPatched$$' -fuzztime $(FUZZTIME) -parallel 1 ./internal/blockmap/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

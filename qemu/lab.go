@@ -147,3 +147,31 @@ func (l *Lab) Close() error {
 	}
 	return exec.Command("ip", "netns", "del", l.Name).Run()
 }
+
+// Command prepares a command to run inside the lab's bridge namespace, where
+// the taps of its virtual machines are.
+func (l *Lab) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.Name, name}, args...)...)
+}
+
+// AddTap creates a tap interface in the bridge namespace and attaches it to
+// the bridge, for a virtual machine's NIC. DelTap removes it; Close removes
+// it with the namespace anyway.
+func (l *Lab) AddTap(name string) error {
+	exec.Command("ip", "-n", l.Name, "link", "del", name).Run() // a leftover of a killed run
+	for _, s := range [][]string{
+		{"ip", "-n", l.Name, "tuntap", "add", "dev", name, "mode", "tap"},
+		{"ip", "-n", l.Name, "link", "set", name, "master", "br0", "up"},
+	} {
+		if err := run(s...); err != nil {
+			l.DelTap(name)
+			return err
+		}
+	}
+	return nil
+}
+
+// DelTap removes a tap AddTap made.
+func (l *Lab) DelTap(name string) error {
+	return run("ip", "-n", l.Name, "link", "del", name)
+}

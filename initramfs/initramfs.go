@@ -1,0 +1,253 @@
+// Package initramfs builds the asr appliance's initramfs with u-root's
+// builder (mkuimage's uimage, binary mode): a gzip-compressed newc cpio
+// holding /init (the static asr-init), the kernel modules for common storage
+// and network hardware with every module they depend on, the modules.dep,
+// modules.alias and modules.builtin that describe exactly those, and the
+// device nodes the kernel needs before /init mounts devtmpfs.
+//
+// It does not build kernels: it takes an installed one's modules (FindKernel),
+// and the appliance boots that kernel's image. The same inputs give the same
+// bytes: files go in sorted, with zero times and owners, and the binaries are
+// built with -trimpath and no build ID.
+package initramfs
+
+import (
+	"compress/gzip"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/u-root/gobusybox/src/pkg/golang"
+	"github.com/u-root/mkuimage/cpio"
+	"github.com/u-root/mkuimage/uimage"
+	"github.com/u-root/mkuimage/uimage/builder"
+	uinitramfs "github.com/u-root/mkuimage/uimage/initramfs"
+	"github.com/u-root/uio/llog"
+)
+
+// InitPackage is the Go command that becomes /init.
+const InitPackage = "github.com/asrlinux/asr/cmd/asr-init"
+
+// Options say what goes into the initramfs.
+type Options struct {
+	Output  string   // the .cpio.gz to write; replaced only once complete
+	Kernel  Kernel   // whose modules to include (FindKernel)
+	Modules []string // module names; nil means DefaultModules
+	Version string   // stamped into /init as main.Version
+	// Init is the Go package built as /init; "" means InitPackage.
+	Init string
+	// Commands are more Go packages to build into /bin, such as a shell
+	// for asr.debug (github.com/u-root/u-root/cmds/core/gosh).
+	Commands []string
+	// Dir is where go build runs: inside the module that has the packages
+	// ("" is the current directory).
+	Dir    string
+	GOARCH string // "" is the architecture of this program
+	// Log hears each step, one line each; nil is silent.
+	Log func(format string, a ...any)
+}
+
+// Result describes the initramfs written.
+type Result struct {
+	Path    string
+	Size    int64
+	Kernel  Kernel
+	Modules []string // module files included, by name
+	Builtin []string // wanted modules the kernel has built in
+}
+
+// Build writes the initramfs o describes:
+//  1. picks the modules and their dependencies from the kernel's modules.dep;
+//  2. puts them (decompressed), their indexes and /dev/console into a base
+//     archive;
+//  3. builds /init and the other commands as static binaries (CGO off);
+//  4. lets u-root's uimage assemble it all, written through gzip.
+func Build(o Options) (*Result, error) {
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if o.Output == "" {
+		return nil, fmt.Errorf("initramfs: no output path")
+	}
+	if o.Kernel.ModulesDir == "" {
+		return nil, fmt.Errorf("initramfs: no kernel given (see FindKernel)")
+	}
+	if strings.ContainsAny(o.Version, " \t'\"") {
+		return nil, fmt.Errorf("initramfs: version %q: spaces and quotes do not survive -ldflags", o.Version)
+	}
+	names := o.Modules
+	if names == nil {
+		names = DefaultModules
+	}
+	set, err := Modules(o.Kernel.ModulesDir, names)
+	if err != nil {
+		return nil, err
+	}
+	logf("kernel %s: %d module files for %d drivers (%d built in)", o.Kernel.Version, len(set.Modules), len(names), len(set.Builtin))
+	base, err := baseArchive(o.Kernel.Version, set)
+	if err != nil {
+		return nil, err
+	}
+
+	tmp, err := os.MkdirTemp("", "asr-initramfs-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	initPkg := o.Init
+	if initPkg == "" {
+		initPkg = InitPackage
+	}
+	arch := o.GOARCH
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	env := golang.Default(golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH(arch),
+		golang.WithWorkingDir(o.Dir),
+		// The go found on PATH, not one under build.Default.GOROOT, which
+		// is empty in a binary built with -trimpath.
+		golang.WithCompiler("go"))
+	bin := binaryBuilder{ldflags: "-s -w -buildid= -X main.Version=" + o.Version, logf: logf}
+
+	part := o.Output + ".part"
+	defer os.Remove(part)
+	logger := llog.New(slog.LevelWarn, func(format string, a ...any) { logf(format, a...) })
+	err = uimage.Create(logger,
+		uimage.WithReplaceEnv(env),
+		uimage.WithTempDir(tmp),
+		uimage.WithCommands(nil, bin, append([]string{initPkg}, o.Commands...)...),
+		uimage.WithInit(path.Base(initPkg)),
+		uimage.WithBaseArchive(base),
+		// Our binaries are static and the modules are not programs: there
+		// are no shared libraries to look for.
+		uimage.WithSkipLDD(),
+		uimage.WithOutput(gzipCPIO{path: part}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	if err := os.Rename(part, o.Output); err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	st, err := os.Stat(o.Output)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Path: o.Output, Size: st.Size(), Kernel: o.Kernel, Modules: set.Names(), Builtin: set.Builtin}, nil
+}
+
+// baseArchive holds what is not a Go program: the device nodes the kernel
+// opens before /init runs (without /dev/console, init has no stdout), the
+// mount points, and the kernel modules with their indexes.
+func baseArchive(kver string, set *ModuleSet) (*cpio.Archive, error) {
+	modDir := path.Join("lib", "modules", kver)
+	recs := []cpio.Record{
+		cpio.Directory("dev", 0o755),
+		cpio.CharDev("dev/console", 0o600, 5, 1),
+		cpio.CharDev("dev/null", 0o666, 1, 3),
+		cpio.Directory("etc", 0o755),
+		cpio.Directory("proc", 0o555),
+		cpio.Directory("run", 0o755),
+		cpio.Directory("sys", 0o555),
+		cpio.Directory("tmp", 0o1777),
+		cpio.Directory("lib", 0o755),
+		cpio.Directory("lib/modules", 0o755),
+		cpio.Directory(modDir, 0o755),
+		cpio.StaticRecord(set.Dep, cpio.Info{Name: path.Join(modDir, "modules.dep"), Mode: cpio.S_IFREG | 0o644}),
+		cpio.StaticRecord(set.Alias, cpio.Info{Name: path.Join(modDir, "modules.alias"), Mode: cpio.S_IFREG | 0o644}),
+		cpio.StaticRecord(set.BuiltIn, cpio.Info{Name: path.Join(modDir, "modules.builtin"), Mode: cpio.S_IFREG | 0o644}),
+	}
+	for _, m := range set.Modules {
+		// uimage adds the missing parent directories and sorts all
+		// names, so each directory comes before what it holds.
+		b, err := m.Read()
+		if err != nil {
+			return nil, fmt.Errorf("initramfs: %w", err)
+		}
+		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join(modDir, m.Path), Mode: cpio.S_IFREG | 0o644}))
+	}
+	a, err := cpio.ArchiveFromRecords(recs)
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	return a, nil
+}
+
+// binaryBuilder is u-root's binary mode, one static binary per command in
+// /bin, without the `go build -a` of builder.Binary: forcing every package
+// to rebuild takes minutes here and buys nothing now that Go's build cache is
+// keyed by content. -trimpath and an empty build ID keep the binaries
+// reproducible; inlining stays on, since the restore's hot loops need it.
+type binaryBuilder struct {
+	ldflags string
+	logf    func(string, ...any)
+}
+
+var _ builder.Builder = binaryBuilder{}
+
+// DefaultBinaryDir implements builder.Builder.
+func (binaryBuilder) DefaultBinaryDir() string { return "bin" }
+
+// Build implements builder.Builder.
+func (b binaryBuilder) Build(_ *llog.Logger, af *uinitramfs.Files, o builder.Opts) error {
+	if o.Env == nil {
+		return builder.ErrEnvMissing
+	}
+	dir := filepath.Join(o.TempDir, o.BinaryDir)
+	for _, p := range o.Packages {
+		out := filepath.Join(dir, filepath.Base(p))
+		b.logf("go build %s", p)
+		cmd := o.Env.GoCmd("build", "-trimpath", "-ldflags", b.ldflags, "-o", out, p)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%w: go build %s: %v: %s", builder.ErrBinaryFailed, p, err, strings.TrimSpace(string(msg)))
+		}
+	}
+	return af.AddFile(dir, o.BinaryDir)
+}
+
+// gzipCPIO writes the archive as newc cpio through gzip, which every kernel
+// unpacks (CONFIG_RD_GZIP).
+type gzipCPIO struct{ path string }
+
+func (g gzipCPIO) OpenWriter() (uinitramfs.Writer, error) {
+	f, err := os.Create(g.path)
+	if err != nil {
+		return nil, err
+	}
+	zw, err := gzip.NewWriterLevel(f, gzip.BestCompression)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &gzipWriter{RecordWriter: cpio.Newc.Writer(zw), zw: zw, f: f}, nil
+}
+
+type gzipWriter struct {
+	cpio.RecordWriter
+	zw *gzip.Writer
+	f  *os.File
+}
+
+// Finish writes the trailer and flushes everything to disk.
+func (w *gzipWriter) Finish() error {
+	err := cpio.WriteTrailer(w.RecordWriter)
+	if e := w.zw.Close(); err == nil {
+		err = e
+	}
+	if e := w.f.Sync(); err == nil {
+		err = e
+	}
+	if e := w.f.Close(); err == nil {
+		err = e
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", w.f.Name(), err)
+	}
+	return nil
+}

@@ -1,0 +1,298 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A VM is a QEMU virtual machine booting a kernel and initramfs directly
+// (no firmware disk boot), with raw virtio disks and, optionally, a NIC on a
+// tap of a Lab's bridge. Its serial console is its Console. It runs under
+// TCG unless WithAccel says otherwise: no KVM is needed, only patience.
+//
+// QEMU runs with -no-reboot, so a guest that reboots ends the VM, and with
+// -nodefaults, so the only NIC is the lab's: never user-mode networking,
+// which would reach the outside through the host.
+type VM struct {
+	Name    string
+	Console *Console
+	Started time.Time // when QEMU was started
+
+	cmd  *exec.Cmd
+	lab  *Lab
+	tap  string
+	done chan struct{}
+	err  error // QEMU's exit, once done is closed
+	once sync.Once
+}
+
+type config struct {
+	qemu      string
+	kernel    string
+	initramfs string
+	cmdline   []string
+	disks     []disk
+	memory    int
+	cpus      int
+	accel     string
+	lab       *Lab
+	nic       int
+	nicModel  string
+	args      []string
+}
+
+type disk struct {
+	path   string
+	device string // QEMU's -device: "virtio-blk-pci", "nvme"
+}
+
+// Fn configures a VM.
+type Fn func(*config) error
+
+// WithKernel boots this kernel image (bzImage).
+func WithKernel(path string) Fn {
+	return func(c *config) error { c.kernel = path; return nil }
+}
+
+// WithInitramfs gives the kernel this initramfs.
+func WithInitramfs(path string) Fn {
+	return func(c *config) error { c.initramfs = path; return nil }
+}
+
+// WithAppend adds kernel command-line arguments (after console=ttyS0).
+func WithAppend(args ...string) Fn {
+	return func(c *config) error { c.cmdline = append(c.cmdline, args...); return nil }
+}
+
+// WithDisk attaches a file as a raw virtio disk: the first is /dev/vda, the
+// next /dev/vdb (disks are attached in the order given). The format is always given as raw: a probed format would
+// make QEMU refuse writes to the first sector.
+func WithDisk(path string) Fn {
+	return func(c *config) error {
+		if strings.ContainsAny(path, ",") {
+			return fmt.Errorf("disk %q: QEMU's -drive cannot take a comma in a file name", path)
+		}
+		c.disks = append(c.disks, disk{path, "virtio-blk-pci"})
+		return nil
+	}
+}
+
+// WithNVMeDisk attaches a file as a raw NVMe disk (/dev/nvmeNn1), as on
+// most PCs: the appliance's drivers for real hardware are tested too.
+func WithNVMeDisk(path string) Fn {
+	return func(c *config) error {
+		if strings.ContainsAny(path, ",") {
+			return fmt.Errorf("disk %q: QEMU's -drive cannot take a comma in a file name", path)
+		}
+		c.disks = append(c.disks, disk{path, "nvme"})
+		return nil
+	}
+}
+
+// WithMemory sets the guest's memory in MiB (default 1024).
+func WithMemory(mib int) Fn {
+	return func(c *config) error { c.memory = mib; return nil }
+}
+
+// WithCPUs sets the number of virtual CPUs (default 1).
+func WithCPUs(n int) Fn {
+	return func(c *config) error { c.cpus = n; return nil }
+}
+
+// WithAccel chooses QEMU's accelerator: "tcg" (the default, emulation) or
+// "kvm".
+func WithAccel(accel string) Fn {
+	return func(c *config) error {
+		if accel != "" {
+			c.accel = accel
+		}
+		return nil
+	}
+}
+
+// WithNIC gives the VM a virtio NIC on a tap of l's bridge. n (1-254) makes
+// the tap's name (tapN) and the MAC (52:54:00:12:34:NN) unique in the lab;
+// QEMU then runs inside the bridge namespace, where the tap is.
+func WithNIC(l *Lab, n int) Fn {
+	return func(c *config) error {
+		if n < 1 || n > 254 {
+			return fmt.Errorf("NIC number %d: want 1-254", n)
+		}
+		c.lab, c.nic = l, n
+		return nil
+	}
+}
+
+// WithNICModel sets the NIC's QEMU device model (default virtio-net-pci),
+// such as e1000e or e1000 to test the drivers of real NICs.
+func WithNICModel(model string) Fn {
+	return func(c *config) error { c.nicModel = model; return nil }
+}
+
+// WithQEMU runs this QEMU binary (default qemu-system-x86_64).
+func WithQEMU(path string) Fn {
+	return func(c *config) error { c.qemu = path; return nil }
+}
+
+// WithQEMUArgs adds arguments to QEMU's command line.
+func WithQEMUArgs(args ...string) Fn {
+	return func(c *config) error { c.args = append(c.args, args...); return nil }
+}
+
+// Start starts a VM. Close (or Kill) ends it.
+func Start(name string, fns ...Fn) (*VM, error) {
+	c := &config{qemu: "qemu-system-x86_64", memory: 1024, cpus: 1, accel: "tcg", nicModel: "virtio-net-pci"}
+	for _, f := range fns {
+		if err := f(c); err != nil {
+			return nil, fmt.Errorf("vm %s: %w", name, err)
+		}
+	}
+	if c.kernel == "" || c.initramfs == "" {
+		return nil, fmt.Errorf("vm %s: a kernel and an initramfs are needed", name)
+	}
+	args := []string{
+		"-name", name, "-nodefaults", "-no-user-config", "-display", "none",
+		"-serial", "stdio", "-no-reboot",
+		"-m", fmt.Sprint(c.memory), "-smp", fmt.Sprint(c.cpus),
+		// The default CPU model has no RDRAND: the guest's random pool (and
+		// so Go's crypto/rand) could then take minutes to fill.
+		"-cpu", "max", "-accel", c.accel,
+		"-device", "virtio-rng-pci",
+		"-kernel", c.kernel, "-initrd", c.initramfs,
+		// panic=-1: a kernel panic reboots at once, which ends QEMU, rather
+		// than hang until the test's timeout.
+		"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "),
+	}
+	for i, d := range c.disks {
+		id := fmt.Sprintf("d%d", i)
+		dev := fmt.Sprintf("%s,drive=%s", d.device, id)
+		if d.device == "nvme" {
+			dev += ",serial=" + id // NVMe wants one
+		}
+		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw", d.path, id), "-device", dev)
+	}
+	v := &VM{Name: name, Console: NewConsole(), done: make(chan struct{})}
+	if c.lab != nil {
+		v.lab, v.tap = c.lab, fmt.Sprintf("tap%d", c.nic)
+		if err := c.lab.AddTap(v.tap); err != nil {
+			return nil, fmt.Errorf("vm %s: %w", name, err)
+		}
+		args = append(args,
+			"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", v.tap),
+			// romfile=: no iPXE option ROM, which is not installed and is
+			// not needed to boot a kernel directly.
+			"-device", fmt.Sprintf("%s,netdev=n0,mac=52:54:00:12:34:%02x,romfile=", c.nicModel, c.nic))
+	}
+	args = append(args, c.args...)
+
+	if c.lab != nil {
+		v.cmd = c.lab.Command(context.Background(), c.qemu, args...)
+	} else {
+		v.cmd = exec.Command(c.qemu, args...)
+	}
+	v.cmd.Stdout, v.cmd.Stderr = v.Console, v.Console
+	// A process group of its own, killed as one; and QEMU dies with the
+	// test binary, even one killed by its timeout before any cleanup ran.
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	v.Started = time.Now()
+	err := startLocked(v.cmd, func(err error) {
+		v.err = err
+		v.Console.Close()
+		close(v.done)
+	})
+	if err != nil {
+		v.delTap()
+		return nil, fmt.Errorf("vm %s: starting %s: %w", name, c.qemu, err)
+	}
+	return v, nil
+}
+
+// StartT starts a VM for a test, and ends it when the test ends; when the
+// test failed, the console's whole log goes to the test's log.
+func StartT(t testing.TB, name string, fns ...Fn) *VM {
+	t.Helper()
+	v, err := Start(name, fns...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		v.Close()
+		if t.Failed() {
+			t.Logf("console of %s:\n%s", name, v.Console.Log())
+		}
+	})
+	return v
+}
+
+// Done is closed when QEMU has exited.
+func (v *VM) Done() <-chan struct{} { return v.done }
+
+// Wait waits for QEMU to exit and returns how it exited.
+func (v *VM) Wait() error {
+	<-v.done
+	return v.err
+}
+
+// WaitTimeout waits at most d for QEMU to exit. It fails if QEMU is still
+// running then, or exited with an error.
+func (v *VM) WaitTimeout(d time.Duration) error {
+	select {
+	case <-v.done:
+		if v.err != nil {
+			return fmt.Errorf("vm %s: qemu: %w", v.Name, v.err)
+		}
+		return nil
+	case <-time.After(d):
+		return fmt.Errorf("vm %s: still running after %v", v.Name, d)
+	}
+}
+
+// Running reports whether QEMU has not exited yet.
+func (v *VM) Running() bool {
+	select {
+	case <-v.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill ends QEMU (its whole process group) and waits for it.
+func (v *VM) Kill() error {
+	if v.Running() {
+		// The group of the process we started, by its id: ip netns exec
+		// has become QEMU.
+		if err := syscall.Kill(-v.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("vm %s: %w", v.Name, err)
+		}
+	}
+	select {
+	case <-v.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("vm %s: QEMU did not end within 10 s of SIGKILL", v.Name)
+	}
+}
+
+// Close kills QEMU if it still runs and removes the VM's tap.
+func (v *VM) Close() error {
+	var err error
+	v.once.Do(func() {
+		err = v.Kill()
+		v.delTap()
+	})
+	return err
+}
+
+func (v *VM) delTap() {
+	if v.lab != nil {
+		v.lab.DelTap(v.tap)
+	}
+}
