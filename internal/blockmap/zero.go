@@ -1,9 +1,3 @@
-// Package blockmap decides which parts of a disk carry data worth copying.
-//
-// For now it knows one method: a block that reads as all zeros carries nothing
-// and is restored by zeroing, not by copying. Filesystem-aware maps (ext4 and
-// FAT bitmaps) build on the same idea and live here too. It does not read
-// devices itself: callers hand it the bytes they already hold.
 package blockmap
 
 import (
