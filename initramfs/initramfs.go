@@ -47,9 +47,16 @@ type Options struct {
 	// ("" is the current directory).
 	Dir    string
 	GOARCH string // "" is the architecture of this program
+	// CACerts is a PEM bundle put at /etc/ssl/certs/ca-certificates.crt,
+	// where Go looks for the system's roots: without it no https:// source
+	// verifies. "" means DefaultCACerts when that exists; "-" means none.
+	CACerts string
 	// Log hears each step, one line each; nil is silent.
 	Log func(format string, a ...any)
 }
+
+// DefaultCACerts is Debian's bundle of trusted CAs (package ca-certificates).
+const DefaultCACerts = "/etc/ssl/certs/ca-certificates.crt"
 
 // Result describes the initramfs written.
 type Result struct {
@@ -115,6 +122,22 @@ func Build(o Options) (*Result, error) {
 		golang.WithCompiler("go"))
 	bin := binaryBuilder{ldflags: "-s -w -buildid= -X main.Version=" + o.Version, logf: logf}
 
+	var files []string
+	switch certs := o.CACerts; certs {
+	case "-":
+	case "":
+		if _, err := os.Stat(DefaultCACerts); err == nil {
+			files = append(files, DefaultCACerts+":etc/ssl/certs/ca-certificates.crt")
+		} else {
+			logf("no %s: https:// sources will not verify (install ca-certificates)", DefaultCACerts)
+		}
+	default:
+		if _, err := os.Stat(certs); err != nil {
+			return nil, fmt.Errorf("initramfs: CA bundle: %w", err)
+		}
+		files = append(files, certs+":etc/ssl/certs/ca-certificates.crt")
+	}
+
 	part := o.Output + ".part"
 	defer os.Remove(part)
 	logger := llog.New(slog.LevelWarn, func(format string, a ...any) { logf(format, a...) })
@@ -124,6 +147,7 @@ func Build(o Options) (*Result, error) {
 		uimage.WithCommands(nil, bin, append([]string{initPkg}, o.Commands...)...),
 		uimage.WithInit(path.Base(initPkg)),
 		uimage.WithBaseArchive(base),
+		uimage.WithFiles(files...),
 		// Our binaries are static and the modules are not programs: there
 		// are no shared libraries to look for.
 		uimage.WithSkipLDD(),
