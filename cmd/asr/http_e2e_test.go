@@ -21,20 +21,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/asrlinux/asr/internal/testenv"
+	"github.com/asrlinux/asr/qemu"
 )
 
-// lab is a network namespace with an nginx in it.
+// lab is one host of a qemu.Lab, with an nginx in it; asr runs there too
+// and reaches it on the host's loopback.
 type lab struct {
 	t     *testing.T
+	host  *qemu.Host
 	ns    string
 	dir   string // served folder
 	asr   string // the asr binary
@@ -44,13 +44,16 @@ type lab struct {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	testenv.Require(t, "nginx", "ip", "sgdisk")
-	l := &lab{t: t, ns: fmt.Sprintf("asrtest-%d", os.Getpid()), dir: t.TempDir()}
-	l.asr = testenv.Asr(t)
-	exec.Command("ip", "netns", "del", l.ns).Run() // a leftover from a killed run
-	sh(t, "ip", "netns", "add", l.ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.ns).Run() })
-	sh(t, "ip", "-n", l.ns, "link", "set", "lo", "up")
-	return l
+	nl, err := qemu.NewLab("ah")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nl.Close() })
+	h, err := nl.AddHost("h", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &lab{t: t, host: h, ns: h.NS, dir: t.TempDir(), asr: testenv.Asr(t)}
 }
 
 // startNginx serves l.dir on 127.0.0.1:8080 (HTTP) and :8443 (HTTPS with
@@ -130,33 +133,13 @@ func (l *lab) run(args ...string) (string, int) {
 	return string(out), code
 }
 
-// listen opens a TCP listener inside the lab's namespace from this process:
-// the socket belongs to the namespace it was made in.
+// listen opens a TCP listener inside the lab's host from this process.
 func (l *lab) listen(addr string) net.Listener {
-	t := l.t
-	var ln net.Listener
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // this thread is left in the lab and dies with the goroutine
-		f, e := os.Open("/var/run/netns/" + l.ns)
-		if e != nil {
-			err = e
-			return
-		}
-		defer f.Close()
-		if e := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); e != nil {
-			err = e
-			return
-		}
-		ln, err = net.Listen("tcp", addr)
-	}()
-	<-done
+	ln, err := l.host.Listen(addr)
 	if err != nil {
-		t.Fatalf("listening in %s: %v", l.ns, err)
+		l.t.Fatalf("listening in %s: %v", l.ns, err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	l.t.Cleanup(func() { ln.Close() })
 	return ln
 }
 
