@@ -1,5 +1,7 @@
 # asr: Apple Software Restore for Linux.
-#   make demo   build, make a sample disk, scan it, restore it to a loop device, verify
+#   make demo   build, make a sample disk, scan it, restore it to a loop device, verify,
+#               then boot 3 VMs that restore it over multicast and check their disks
+#   make lab    the demo's lab left running (asr server, DHCP, a VM) until Ctrl-C
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
 #   make bench  restore benchmarks against dd, bmaptool and curl (needs root, ~5 min)
 #   make lint   gofmt, go vet, staticcheck
@@ -20,7 +22,7 @@ KVER     ?=
 
 SHELL    := /bin/bash
 
-.PHONY: all build test unit fuzz bench lint demo deps clean initramfs
+.PHONY: all build test unit fuzz bench lint demo lab lab-tool deps clean initramfs
 
 all: build
 
@@ -63,8 +65,16 @@ bench: deps build
 	./testdata/bench-http.sh
 	./testdata/bench-multicast.sh
 
-demo: deps build
+demo: deps build lab-tool
 	./testdata/demo.sh
+
+lab-tool:
+	$(GO) build -trimpath -o $(BIN)/asr-lab ./cmd/asr-lab
+
+# lab leaves a lab (asr server, DHCP, one VM) running until Ctrl-C.
+lab: deps build lab-tool
+	@test -s out/demo/sample.asr || ./testdata/demo.sh
+	$(BIN)/asr-lab up --image out/demo/sample.asr
 
 clean:
 	rm -rf $(BIN) out

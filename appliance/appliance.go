@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"time"
 
@@ -149,6 +150,13 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	}
 	for _, l := range leases {
 		logf("network: %s %s from DHCP server %s in %.1f s", l.Interface, l.Addr, l.Server, time.Since(start).Seconds())
+	}
+	// A machine booted from the network has no host name ("(none)"): the
+	// server's log then names it by the MAC address of its first lease.
+	if o.Name == "" || o.Name == "(none)" {
+		if ifi, err := net.InterfaceByName(leases[0].Interface); err == nil {
+			o.Name = ifi.HardwareAddr.String()
+		}
 	}
 
 	logf("source: %s", cfg.Source)

@@ -49,3 +49,7 @@ step "6. Independent check: cmp of the restored range against the sample disk"
 cmp -n "$bytes" "$work/sample.img" "$loopdev"
 echo "OK: the first $bytes bytes of $loopdev equal $work/sample.img"
 printf '\nimage: %s (%s), sample disk: %s\n' "$work/sample.asr" "$(du -h --apparent-size "$work/sample.asr" | cut -f1)" "$work/sample.img"
+
+step "7. The appliance: 3 virtual machines boot it, get an address by DHCP, restore their empty disks from asr server by multicast, verify and reboot"
+echo "(QEMU emulation, no KVM: this takes a minute or two)"
+"$root/bin/asr-lab" demo --image "$work/sample.asr" --disk "$work/sample.img" --vms "${DEMO_VMS:-3}" --dir "$work/lab"
