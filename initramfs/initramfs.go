@@ -40,8 +40,8 @@ type Options struct {
 	Version string   // stamped into /init as main.Version
 	// Init is the Go package built as /init; "" means InitPackage.
 	Init string
-	// Commands are more Go packages to build into /bin, such as a shell
-	// for asr.debug (github.com/u-root/u-root/cmds/core/gosh).
+	// Commands are more Go packages to build into /bin; nil means
+	// DefaultCommands, the shell for asr.after=shell and asr.debug.
 	Commands []string
 	// Dir is where go build runs: inside the module that has the packages
 	// ("" is the current directory).
@@ -54,6 +54,10 @@ type Options struct {
 	// Log hears each step, one line each; nil is silent.
 	Log func(format string, a ...any)
 }
+
+// DefaultCommands is u-root's shell, for asr.after=shell and asr.debug: a
+// failed restore can be looked into on the machine itself (1.8 MiB).
+var DefaultCommands = []string{"github.com/u-root/u-root/cmds/core/gosh"}
 
 // DefaultCACerts is Debian's bundle of trusted CAs (package ca-certificates).
 const DefaultCACerts = "/etc/ssl/certs/ca-certificates.crt"
@@ -138,13 +142,18 @@ func Build(o Options) (*Result, error) {
 		files = append(files, certs+":etc/ssl/certs/ca-certificates.crt")
 	}
 
+	commands := o.Commands
+	if commands == nil {
+		commands = DefaultCommands
+	}
+
 	part := o.Output + ".part"
 	defer os.Remove(part)
 	logger := llog.New(slog.LevelWarn, func(format string, a ...any) { logf(format, a...) })
 	err = uimage.Create(logger,
 		uimage.WithReplaceEnv(env),
 		uimage.WithTempDir(tmp),
-		uimage.WithCommands(nil, bin, append([]string{initPkg}, o.Commands...)...),
+		uimage.WithCommands(nil, bin, append([]string{initPkg}, commands...)...),
 		uimage.WithInit(path.Base(initPkg)),
 		uimage.WithBaseArchive(base),
 		uimage.WithFiles(files...),

@@ -327,7 +327,7 @@ func TestApplianceUnreachableSource(t *testing.T) {
 	const timeout = 5
 	vm := qemu.StartT(t, "unreach", vmOpts(t,
 		qemu.WithDisk(target), qemu.WithNIC(l.lab, 12),
-		qemu.WithAppend("asr.source=http://198.18.0.1:9/x.asr", fmt.Sprintf("asr.timeout=%d", timeout)))...)
+		qemu.WithAppend("asr.source=http://198.18.0.1:9/x.asr", fmt.Sprintf("asr.timeout=%d", timeout), "asr.debug"))...)
 	restoreStarts(t, vm, 2*time.Minute)
 	start := time.Now()
 	why, at := expectFailure(t, vm, time.Minute)
@@ -339,6 +339,14 @@ func TestApplianceUnreachableSource(t *testing.T) {
 	}
 	if !strings.Contains(why, "198.18.0.1:9") {
 		t.Errorf("the failure does not name the source: %s", why)
+	}
+	// asr.debug: the failure opens the initramfs's shell for a person.
+	if _, err := vm.Console.Expect(`asr: starting a shell \(asr.debug\)`, 30*time.Second); err != nil {
+		t.Errorf("no debug shell after the failure: %v", err)
+	}
+	time.Sleep(3 * time.Second)
+	if strings.Contains(vm.Console.Log(), "has no shell") {
+		t.Errorf("asr.debug found no shell in the initramfs:\n%s", vm.Console.Log())
 	}
 	if err := vm.Close(); err != nil {
 		t.Fatal(err)
