@@ -1,5 +1,5 @@
 #!/bin/bash
-# mkdisk.sh OUT SIZE FILLPCT
+# mkdisk.sh OUT SIZE FILLPCT [OLDPCT]
 #
 # Makes OUT, a raw and sparse disk image of SIZE bytes (anything truncate
 # accepts: 64M, 1G, 1073741824) holding a GPT with one ext4 partition from
@@ -17,7 +17,11 @@
 # in the superblock, the journal's state.
 #
 # Free space is never written, so it stays zero and OUT stays sparse: that is
-# what lets asr and bmaptool skip it.
+# what lets asr and bmaptool skip it. Unless OLDPCT is given: then the
+# filesystem is first filled to OLDPCT percent with random files that are
+# deleted before the real content is written, so its free space holds old
+# data, as on a disk that has been in use (zero detection no longer finds it
+# free; only the filesystem's own bitmaps can).
 #
 # Needs root (loop devices, mount). Prints one line at the end:
 #   OUT size=BYTES used=BYTES fs_used_pct=N allocated=BYTES
@@ -26,14 +30,16 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 OUT SIZE FILLPCT   (e.g. $0 disk.img 1G 40)" >&2
+	echo "usage: $0 OUT SIZE FILLPCT [OLDPCT]   (e.g. $0 disk.img 1G 40)" >&2
 	exit 2
 }
-[ $# -eq 3 ] || usage
-out=$1 size_arg=$2 fill=$3
+[ $# -eq 3 ] || [ $# -eq 4 ] || usage
+out=$1 size_arg=$2 fill=$3 old=${4:-0}
 case $fill in '' | *[!0-9]*) usage ;; esac
+case $old in '' | *[!0-9]*) usage ;; esac
 # Leading zeros would make bash read the number as octal.
-fill=$((10#$fill))
+fill=$((10#$fill)) old=$((10#$old))
+[ "$old" -le 95 ] || { echo "mkdisk: OLDPCT must be 0 to 95, not $old" >&2; exit 2; }
 [ "$fill" -le 95 ] || { echo "mkdisk: FILLPCT must be 0 to 95, not $fill" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "mkdisk: needs root (loop devices, mount)" >&2; exit 1; }
 for cmd in sgdisk partx losetup mkfs.ext4 e2fsck mount umount truncate base64 seq awk sha256sum; do
@@ -50,7 +56,7 @@ readonly PART_GUID=6173722d-7061-7274-0000-000000000001
 readonly FS_UUID=6173722d-6578-7434-0000-000000000001
 readonly HASH_SEED=6173722d-6861-7368-0000-000000000001
 readonly EPOCH=1700000000 # 2023-11-14T22:13:20Z: mkfs time and every file's mtime
-readonly SEED="asr-mkdisk-$size_arg-$fill"
+readonly SEED="asr-mkdisk-$size_arg-$fill-$old"
 
 # Build under a temporary name next to OUT and rename at the end, so a
 # half-made image (interrupted, failed) never sits at OUT where the benchmark
@@ -160,6 +166,26 @@ take() {
 # unlike $RANDOM.
 lcg=20231114
 next_rand() { lcg=$((lcg * 16807 % 2147483647)); }
+
+# Old data: files filling OLDPCT of the filesystem, written, flushed and
+# deleted. Without discard (not a mount option here) their blocks keep
+# their bytes, and the real files below reuse some of them.
+read -r fs_size fs_used < <(df -B1 --output=size,used "$mnt" | tail -n 1)
+old_budget=$((fs_size * old / 100 - fs_used))
+if [ "$old_budget" -gt 0 ]; then
+	mkdir "$mnt/old"
+	i=0
+	while [ "$old_budget" -ge 4096 ]; do
+		n=$((16 << 20))
+		[ "$n" -le "$old_budget" ] || n=$((old_budget & ~4095))
+		rand_stream "old$i" "$n" >"$mnt/old/$i"
+		old_budget=$((old_budget - n))
+		i=$((i + 1))
+	done
+	sync -f "$mnt"
+	rm -rf "$mnt/old"
+	sync -f "$mnt"
+fi
 
 # How much to write: FILLPCT of the filesystem's size, less what mkfs used
 # (journal, inode tables, bitmaps).

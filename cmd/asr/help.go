@@ -135,7 +135,8 @@ const manImagescan = `NAME
     asr imagescan - make a prepared image from a disk
 
 SYNOPSIS
-    asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--overwrite] [--puppetstrings]
+    asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--allblocks] [--overwrite]
+                  [--puppetstrings]
 
 DESCRIPTION
     Reads DISK from start to end and writes IMAGE, a prepared image: the disk cut into
@@ -145,7 +146,21 @@ DESCRIPTION
 
     DISK is a raw disk image, a raw image compressed with gzip, xz or zstd, or a block
     device (a whole disk with its partitions, or one partition). Unmount it, or mount it
-    read-only, while it is scanned.
+    read-only, while it is scanned: a filesystem that changes during the scan gives an
+    image of no consistent moment.
+
+    Before reading the data, imagescan maps which bytes matter, from the disk's own
+    metadata: the partition table (MBR or GPT, both GPT copies kept), and in each
+    partition its filesystem's allocation maps: ext2/3/4 block bitmaps (flex_bg, meta_bg
+    and uninitialised groups included), the FAT of FAT12/16/32, the header of a Linux
+    swap area. Free space is not stored, whatever old data it holds: chunks with no used
+    byte are marked unused, and free bytes inside used chunks are stored as zeros. A
+    restore then leaves free space as the erase left it, and verification checks the
+    used data only. Areas asr cannot map (other filesystems, bytes outside any
+    partition, an ext filesystem whose journal needs replaying, damaged metadata) keep
+    every non-zero chunk, and imagescan prints a warning naming the area and the reason.
+    One line per area says which method mapped it and how much it uses; 'asr info'
+    shows the same.
 
     The same disk scanned with the same options gives the same image, byte for byte.
     The creation time recorded is SOURCE_DATE_EPOCH if set, else the source file's
@@ -157,6 +172,8 @@ OPTIONS
     --source DISK        what to scan (required)
     --output IMAGE       the image to write (required)
     --chunksize BYTES    chunk size, a multiple of 4096 from 65536 to 16777216 (default 1048576)
+    --allblocks          do not map filesystems: keep every non-zero chunk, free space
+                         included (for forensic copies, or to keep deleted data)
     --overwrite          replace IMAGE if it exists
     --puppetstrings      machine-readable progress (see 'asr help restore')
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
@@ -22,6 +23,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	chunk := fs.Int("chunksize", image.DefaultChunkSize, "")
 	overwrite := fs.Bool("overwrite", false, "")
 	puppet := fs.Bool("puppetstrings", false, "")
+	allBlocks := fs.Bool("allblocks", false, "")
 	if err := parse(e, fs, manImagescan, args); err != nil {
 		return err
 	}
@@ -51,6 +53,24 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Free space full of old data is the bulk of most disks: map what the
+	// filesystems use, from their own metadata, before reading the data.
+	var used *blockmap.Map
+	switch {
+	case *allBlocks:
+		out.Info("Mapping skipped (--allblocks): every non-zero chunk is kept, free space included")
+	case st.At == nil:
+		out.Info("%s is compressed, so its filesystems cannot be mapped before reading it: every non-zero chunk is kept (decompress it first for a smaller image)", *src)
+	default:
+		out.Step("Mapping used blocks")
+		var areas []areaInfo
+		if used, areas, err = mapDisk(st.At, st.Size); err != nil {
+			out.Fail(err)
+			return fmt.Errorf("mapping %s: %w", *src, err)
+		}
+		out.Done()
+		printAreas(out.Info, areas)
+	}
 	// Write to a temporary name and rename at the end, so a failed scan
 	// never leaves a file that looks like an image.
 	tmp, err := os.CreateTemp(filepath.Dir(*output), "."+filepath.Base(*output)+".partial-")
@@ -71,7 +91,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	var last int64
 	start := time.Now()
 	m, d, err := image.Scan(ctx, st, tmp, image.ScanOptions{
-		ChunkSize: *chunk, Created: created, Name: filepath.Base(*src), Tool: "asr " + Version,
+		ChunkSize: *chunk, Created: created, Name: filepath.Base(*src), Tool: "asr " + Version, Map: used,
 		Progress: func(n int64) {
 			cur := done(n)
 			out.Add(cur - last)
@@ -90,9 +110,13 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("naming the image %s: %w", *output, err)
 	}
 	s := m.Stats()
-	out.Info("Scanned %s (%s) in %s: %s in %d chunks, %s used, stored in %s (%.2fx)",
+	free := ""
+	if s.UnusedChunks > 0 {
+		free = fmt.Sprintf(", %d chunks of free space not stored", s.UnusedChunks)
+	}
+	out.Info("Scanned %s (%s) in %s: %s in %d chunks, %s used, stored in %s (%.2fx)%s",
 		*src, st.Kind, secs(time.Since(start)), restore.HumanBytes(m.LogicalSize), s.Chunks,
-		restore.HumanBytes(s.UsedBytes), restore.HumanBytes(s.StoredBytes), ratio(s.UsedBytes, s.StoredBytes))
+		restore.HumanBytes(s.UsedBytes), restore.HumanBytes(s.StoredBytes), ratio(s.UsedBytes, s.StoredBytes), free)
 	out.Info("Image %s, digest sha256:%s", *output, d)
 	return nil
 }

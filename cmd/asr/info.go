@@ -8,6 +8,7 @@ import (
 
 	"howett.net/plist"
 
+	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/partition"
 	"github.com/asrlinux/asr/internal/restore"
@@ -25,6 +26,7 @@ type imageInfo struct {
 	ChunkCount       int             `plist:"Chunk Count"`
 	StoredChunks     int             `plist:"Stored Chunks"`
 	ZeroChunks       int             `plist:"Zero Chunks"`
+	UnusedChunks     int             `plist:"Unused Chunks"`
 	UsedBytes        int64           `plist:"Used Bytes"`
 	StoredBytes      int64           `plist:"Stored Bytes"`
 	FileSize         int64           `plist:"File Size"`
@@ -34,6 +36,7 @@ type imageInfo struct {
 	SourceName       string          `plist:"Source Name"`
 	PartitionScheme  string          `plist:"Partition Scheme"`
 	Partitions       []partitionInfo `plist:"Partitions"`
+	Areas            []areaInfo      `plist:"Areas"`
 }
 
 type partitionInfo struct {
@@ -80,7 +83,7 @@ func runInfo(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(w, "Digest:\tsha256:%s\n", info.Digest)
 	fmt.Fprintf(w, "Format:\tasr prepared image, version %d\n", info.FormatVersion)
 	fmt.Fprintf(w, "Logical size:\t%s (%d bytes)\n", restore.HumanBytes(info.LogicalSize), info.LogicalSize)
-	fmt.Fprintf(w, "Chunks:\t%d of %s (%d stored, %d zero)\n", info.ChunkCount, restore.HumanBytes(int64(info.ChunkSize)), info.StoredChunks, info.ZeroChunks)
+	fmt.Fprintf(w, "Chunks:\t%d of %s (%d stored, %d zero, %d free space)\n", info.ChunkCount, restore.HumanBytes(int64(info.ChunkSize)), info.StoredChunks, info.ZeroChunks, info.UnusedChunks)
 	fmt.Fprintf(w, "Used bytes:\t%s (%d bytes)\n", restore.HumanBytes(info.UsedBytes), info.UsedBytes)
 	fmt.Fprintf(w, "Stored bytes:\t%s (%d bytes), compression %.2fx\n", restore.HumanBytes(info.StoredBytes), info.StoredBytes, info.CompressionRatio)
 	fmt.Fprintf(w, "File size:\t%s\n", restore.HumanBytes(info.FileSize))
@@ -94,6 +97,18 @@ func runInfo(ctx context.Context, e env, args []string) error {
 			name = fmt.Sprintf(" %q", p.Name)
 		}
 		fmt.Fprintf(w, "  %d:\t%s at %d, %s%s\n", p.Number, restore.HumanBytes(p.Size), p.Start, p.Type, name)
+	}
+	fmt.Fprintf(w, "Used blocks:\t%s\n", mapSummary(info))
+	for _, a := range info.Areas {
+		used := restore.HumanBytes(a.Used) + " used"
+		if a.Method == blockmap.MethodNonZero {
+			used = "non-zero chunks kept"
+		}
+		note := ""
+		if a.Note != "" {
+			note = " (" + a.Note + ")"
+		}
+		fmt.Fprintf(w, "  %s:\t%s at %d, %s: %s%s\n", a.Area, restore.HumanBytes(a.Size), a.Start, a.Method, used, note)
 	}
 	return w.Flush()
 }
@@ -109,7 +124,7 @@ func describe(path string, src source.Source) (*imageInfo, error) {
 	info := &imageInfo{
 		Path: path, FormatVersion: image.Version, Digest: si.Digest.String(),
 		LogicalSize: m.LogicalSize, ChunkSize: int(m.ChunkSize), ChunkCount: s.Chunks,
-		StoredChunks: s.StoredChunks, ZeroChunks: s.ZeroChunks, UsedBytes: s.UsedBytes,
+		StoredChunks: s.StoredChunks, ZeroChunks: s.ZeroChunks, UnusedChunks: s.UnusedChunks, UsedBytes: s.UsedBytes,
 		StoredBytes: s.StoredBytes, FileSize: m.FileSize(), CompressionRatio: ratio(s.UsedBytes, s.StoredBytes),
 		Created: m.Created, Tool: m.Tool, SourceName: m.Name,
 	}
@@ -123,5 +138,21 @@ func describe(path string, src source.Source) (*imageInfo, error) {
 	for _, p := range t.Partitions {
 		info.Partitions = append(info.Partitions, partitionInfo{Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, Name: p.Name})
 	}
+	// The image holds its filesystems' metadata, so mapping it again gives
+	// the map imagescan used (or, for an image scanned with --allblocks or
+	// from compressed input, the map it could have used).
+	m2, err := blockmap.Build(source.NewLogicalReader(m, cr), m.LogicalSize)
+	if err != nil {
+		return nil, fmt.Errorf("mapping the filesystems in %s: %w", path, err)
+	}
+	info.Areas = describeMap(m2, t)
 	return info, nil
+}
+
+// mapSummary says in a line whether the image was mapped by its filesystems.
+func mapSummary(info *imageInfo) string {
+	if info.UnusedChunks > 0 {
+		return "free space of the filesystems below is not stored"
+	}
+	return "every non-zero chunk is stored (scanned with --allblocks, from compressed input, or nothing to leave out)"
 }

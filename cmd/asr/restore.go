@@ -64,16 +64,25 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	total := res.Elapsed + res.VerifyTime
-	out.Info("Restored %s (%s of data, %d of %d chunks zero) to %s in %s, %s",
-		restore.HumanBytes(res.Size), restore.HumanBytes(res.DataBytes), res.ZeroChunks, res.Chunks,
+	free := ""
+	if res.UnusedBytes > 0 {
+		free = fmt.Sprintf(", %s of filesystem free space not copied", restore.HumanBytes(res.UnusedBytes))
+	}
+	out.Info("Restored %s (%s of data, %d of %d chunks zero%s) to %s in %s, %s",
+		restore.HumanBytes(res.Size), restore.HumanBytes(res.DataBytes), res.ZeroChunks, res.Chunks, free,
 		res.Target, secs(res.Elapsed), rate(res.Size, res.Elapsed))
 	if res.Verified {
 		how := "read back with O_DIRECT"
 		if !res.VerifyDirect {
 			how = "read back after dropping the page cache"
 		}
-		out.Info("Verified %s: every chunk matches the source (%s) in %s; total %s",
-			restore.HumanBytes(res.Size), how, secs(res.VerifyTime), secs(total))
+		if res.UnusedBytes > 0 {
+			out.Info("Verified %s of used data: every used chunk matches the source (%s) in %s; free space is not checked; total %s",
+				restore.HumanBytes(res.VerifiedBytes), how, secs(res.VerifyTime), secs(total))
+		} else {
+			out.Info("Verified %s: every chunk matches the source (%s) in %s; total %s",
+				restore.HumanBytes(res.Size), how, secs(res.VerifyTime), secs(total))
+		}
 	}
 	return nil
 }

@@ -292,12 +292,16 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 		if other != "" {
 			names = append(names, other+" signature")
 		}
-		return []Region{nonZero(off, n, "ambiguous: both "+strings.Join(names, " and "))}, nil
+		r := nonZero(off, n, "ambiguous: both "+strings.Join(names, " and "))
+		r.Fallback = true
+		return []Region{r}, nil
 	}
 	fm, err := found[0].fn(sr, n, head)
 	var fb *fallbackError
 	if errors.As(err, &fb) {
-		return []Region{nonZero(off, n, fb.msg)}, nil
+		r := nonZero(off, n, fb.msg)
+		r.Fallback = true
+		return []Region{r}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blockmap: area at %d: %w", off, err)

@@ -43,6 +43,10 @@ type Region struct {
 	// Note says why a method fell back, or what it saw: "ext4: needs journal
 	// recovery", "not in any partition".
 	Note string
+	// Fallback says the area holds a filesystem Build knows but could not
+	// map (damaged or stale metadata, or signatures of two kinds): a
+	// NonZero region that callers warn about.
+	Fallback bool
 }
 
 // End is the first byte after r.

@@ -26,6 +26,15 @@ const Magic = "ASRIMG\r\n"
 // Version is the format version this package writes. Readers refuse others.
 const Version = 1
 
+// FlagUnused in the header says the manifest may hold chunks of CodecUnused.
+// Readers that predate the codec refuse the flag ("written by a newer asr")
+// rather than mistake such an image for a corrupt one; images without unused
+// chunks leave it clear and stay readable by them.
+const FlagUnused uint32 = 1 << 0
+
+// knownFlags are the header flags this package understands.
+const knownFlags = FlagUnused
+
 // HeaderSize is the fixed size of the header.
 const HeaderSize = 64
 
@@ -59,6 +68,11 @@ const (
 	CodecRaw Codec = 1
 	// CodecZstd: the chunk is one zstd frame.
 	CodecZstd Codec = 2
+	// CodecUnused: no byte of the chunk is used by the filesystems that
+	// hold it (free space); it is not stored and its contents do not
+	// matter. A restore leaves it as the erase left it and a verification
+	// skips it. Readers decode it as zeros.
+	CodecUnused Codec = 3
 )
 
 func (c Codec) String() string {
@@ -69,6 +83,8 @@ func (c Codec) String() string {
 		return "raw"
 	case CodecZstd:
 		return "zstd"
+	case CodecUnused:
+		return "unused"
 	}
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }
@@ -139,11 +155,23 @@ func (m *Manifest) FileSize() int64 {
 	return end
 }
 
+// HasUnused reports whether any chunk is CodecUnused: the image was mapped
+// by its filesystems, and its header must carry FlagUnused.
+func (m *Manifest) HasUnused() bool {
+	for _, c := range m.Chunks {
+		if c.Codec == CodecUnused {
+			return true
+		}
+	}
+	return false
+}
+
 // Stats sums up the manifest for people and benchmarks.
 type Stats struct {
 	Chunks       int
 	StoredChunks int
 	ZeroChunks   int
+	UnusedChunks int   // free space, not stored
 	StoredBytes  int64 // bytes of chunk data in the file
 	UsedBytes    int64 // uncompressed bytes of the stored chunks
 }
@@ -152,11 +180,14 @@ type Stats struct {
 func (m *Manifest) Stats() Stats {
 	s := Stats{Chunks: len(m.Chunks)}
 	for i, c := range m.Chunks {
-		if c.Codec.Stored() {
+		switch {
+		case c.Codec.Stored():
 			s.StoredChunks++
 			s.StoredBytes += int64(c.Length)
 			s.UsedBytes += int64(m.ChunkLen(i))
-		} else {
+		case c.Codec == CodecUnused:
+			s.UnusedChunks++
+		default:
 			s.ZeroChunks++
 		}
 	}
@@ -199,8 +230,8 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Version != Version {
 		return h, fmt.Errorf("%w %d (this asr reads version %d; use a newer asr)", ErrVersion, h.Version, Version)
 	}
-	if h.Flags != 0 {
-		return h, fmt.Errorf("%w: unknown header flags %#x (written by a newer asr?)", ErrVersion, h.Flags)
+	if h.Flags&^knownFlags != 0 {
+		return h, fmt.Errorf("%w: unknown header flags %#x (written by a newer asr?)", ErrVersion, h.Flags&^knownFlags)
 	}
 	if h.ManifestLen < fixedManifest || h.ManifestLen > maxManifestLen {
 		return h, fmt.Errorf("%w: manifest length %d out of range", ErrCorrupt, h.ManifestLen)
@@ -300,9 +331,9 @@ func ParseManifest(b []byte) (*Manifest, error) {
 			return nil, bad("chunk %d has non-zero reserved bytes", i)
 		}
 		switch c.Codec {
-		case CodecZero:
+		case CodecZero, CodecUnused:
 			if c.Offset != 0 || c.Length != 0 || c.Sum != ([32]byte{}) {
-				return nil, bad("zero chunk %d has stored bytes or a digest", i)
+				return nil, bad("%s chunk %d has stored bytes or a digest", c.Codec, i)
 			}
 		case CodecRaw, CodecZstd:
 			if uint64(c.Offset) != next {

@@ -17,7 +17,8 @@ func FuzzParseHeader(f *testing.F) {
 	good := Header{Version: Version, ManifestLen: 4000, ManifestDigest: sha256.Sum256([]byte("manifest"))}
 	f.Add(MarshalHeader(good))
 	f.Add(MarshalHeader(Header{Version: 2, ManifestLen: 4000}))
-	f.Add(MarshalHeader(Header{Version: Version, Flags: 1, ManifestLen: 4000}))
+	f.Add(MarshalHeader(Header{Version: Version, Flags: 2, ManifestLen: 4000}))
+	f.Add(MarshalHeader(Header{Version: Version, Flags: FlagUnused, ManifestLen: 4000}))
 	f.Add(MarshalHeader(Header{Version: Version, ManifestLen: fixedManifest}))
 	f.Add(MarshalHeader(Header{Version: Version, ManifestLen: maxManifestLen}))
 	f.Add(MarshalHeader(Header{Version: Version, ManifestLen: ^uint64(0)}))
@@ -45,7 +46,7 @@ func checkHeader(t *testing.T, b []byte) {
 		}
 		return
 	}
-	if h.Version != Version || h.Flags != 0 || h.ManifestLen < fixedManifest || h.ManifestLen > maxManifestLen {
+	if h.Version != Version || h.Flags&^knownFlags != 0 || h.ManifestLen < fixedManifest || h.ManifestLen > maxManifestLen {
 		t.Errorf("ParseHeader(%x) accepted %+v", b, h)
 	}
 	if got := MarshalHeader(h); !bytes.Equal(got, b[:HeaderSize]) {

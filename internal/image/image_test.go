@@ -614,7 +614,7 @@ func TestNewerHeader(t *testing.T) {
 	}{
 		{"version 2", Header{Version: 2, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
 		{"version 0", Header{Version: 0, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
-		{"unknown flag", Header{Version: Version, Flags: 1, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
+		{"unknown flag", Header{Version: Version, Flags: 2, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
 	} {
 		b := bytes.Clone(img)
 		copy(b, MarshalHeader(tt.h))

@@ -42,6 +42,9 @@ func ReadManifest(r io.Reader) (*Manifest, Digest, error) {
 	if err != nil {
 		return nil, Digest{}, err
 	}
+	if h.Flags&FlagUnused == 0 && m.HasUnused() {
+		return nil, Digest{}, fmt.Errorf("%w: manifest has unused chunks but the header lacks their flag", ErrCorrupt)
+	}
 	return m, d, nil
 }
 
@@ -139,7 +142,7 @@ func (d *Decoder) DecodeChunk(m *Manifest, i int, stored, dst []byte) ([]byte, e
 		dst = make([]byte, n)
 	}
 	switch c.Codec {
-	case CodecZero:
+	case CodecZero, CodecUnused:
 		dst = dst[:n]
 		clear(dst)
 		return dst, nil // the manifest checks nothing for zeros: they are known

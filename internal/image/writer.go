@@ -27,6 +27,11 @@ type ScanOptions struct {
 	// Progress, if set, is called from one goroutine with the number of
 	// source bytes consumed so far.
 	Progress func(done int64)
+	// Map, if set, says which bytes of the source its filesystems use. A
+	// chunk with no used byte is recorded as CodecUnused and not stored;
+	// the unused bytes of other chunks are stored as zeros, so free space
+	// full of old data costs nothing. Nil keeps every byte.
+	Map *blockmap.Map
 }
 
 // Scan reads a raw disk from src to its end and writes a prepared image to
@@ -71,7 +76,7 @@ func Scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions) (*
 	defer spool.Close()
 
 	m := &Manifest{ChunkSize: uint32(cs), Created: opts.Created.UTC(), Name: opts.Name, Tool: opts.Tool}
-	if err := scanChunks(ctx, src, spool, enc, m, workers, opts.Progress); err != nil {
+	if err := scanChunks(ctx, src, spool, enc, m, workers, opts.Map, opts.Progress); err != nil {
 		return nil, Digest{}, err
 	}
 	if m.LogicalSize == 0 {
@@ -89,7 +94,11 @@ func Scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions) (*
 	}
 	mb := MarshalManifest(m)
 	d := Digest(sha256.Sum256(mb))
-	head := append(MarshalHeader(Header{Version: Version, ManifestLen: uint64(len(mb)), ManifestDigest: d}), mb...)
+	h := Header{Version: Version, ManifestLen: uint64(len(mb)), ManifestDigest: d}
+	if m.HasUnused() {
+		h.Flags |= FlagUnused
+	}
+	head := append(MarshalHeader(h), mb...)
 	head = append(head, make([]byte, int(m.DataOffset)-len(head))...)
 	if err := out.Truncate(0); err != nil {
 		return nil, Digest{}, fmt.Errorf("truncating %s: %w", out.Name(), err)
@@ -123,7 +132,7 @@ type scanJob struct {
 // scanChunks reads src in chunk-size pieces, hands them to workers and writes
 // the stored bytes to spool in chunk order, filling m.Chunks and m.LogicalSize.
 // Offsets are relative to the start of the data area.
-func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.Encoder, m *Manifest, workers int, progress func(int64)) error {
+func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.Encoder, m *Manifest, workers int, used *blockmap.Map, progress func(int64)) error {
 	cs := int(m.ChunkSize)
 	// At most 2*workers chunks are in memory: bounded whatever the disk size.
 	pool := make(chan []byte, 2*workers)
@@ -139,7 +148,7 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 	for range workers {
 		wg.Go(func() {
 			for j := range work {
-				encodeChunk(enc, j)
+				encodeChunk(enc, j, used, int64(j.index)*int64(cs))
 				close(j.done)
 			}
 		})
@@ -208,7 +217,23 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 	return nil
 }
 
-func encodeChunk(enc *zstd.Encoder, j *scanJob) {
+// encodeChunk fills j's manifest entry and stored bytes; off is where the
+// chunk starts on the disk.
+func encodeChunk(enc *zstd.Encoder, j *scanJob, used *blockmap.Map, off int64) {
+	if used != nil {
+		ext := used.UsedIn(off, int64(len(j.buf)))
+		if len(ext) == 0 {
+			j.entry = Chunk{Codec: CodecUnused}
+			return
+		}
+		// Free space between the used extents is stored as zeros.
+		pos := off
+		for _, e := range ext {
+			clear(j.buf[pos-off : e.Off-off])
+			pos = e.End()
+		}
+		clear(j.buf[pos-off:])
+	}
 	if blockmap.IsZero(j.buf) {
 		j.entry = Chunk{Codec: CodecZero}
 		return

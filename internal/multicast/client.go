@@ -219,7 +219,7 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 	stored := 0
 	for i, ch := range m.Chunks {
 		if !ch.Codec.Stored() {
-			if err := fn(source.Chunk{Index: i, Zero: true}); err != nil {
+			if err := fn(source.NotStored(m, i)); err != nil {
 				return err
 			}
 		} else {

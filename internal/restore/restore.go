@@ -54,15 +54,19 @@ type Request struct {
 
 // Result is what a restore did.
 type Result struct {
-	Target       string
-	Size         int64 // logical bytes restored
-	DataBytes    int64 // bytes of non-zero chunks written
-	Chunks       int
-	ZeroChunks   int
-	Elapsed      time.Duration // erase and write, to the final flush
-	Verified     bool
-	VerifyTime   time.Duration
-	VerifyDirect bool // verification bypassed the page cache with O_DIRECT
+	Target     string
+	Size       int64 // logical bytes restored
+	DataBytes  int64 // bytes of non-zero chunks written
+	Chunks     int
+	ZeroChunks int
+	// UnusedBytes is free space in the image's filesystems: neither
+	// written nor verified.
+	UnusedBytes   int64
+	Elapsed       time.Duration // erase and write, to the final flush
+	Verified      bool
+	VerifyTime    time.Duration
+	VerifyDirect  bool  // verification bypassed the page cache with O_DIRECT
+	VerifiedBytes int64 // bytes read back and compared: all but UnusedBytes
 }
 
 // Run performs a restore: validate, confirm, erase, write, verify.
@@ -182,6 +186,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	res := &Result{
 		Target: name, Size: info.Size, DataBytes: w.dataBytes.Load(),
 		Chunks: len(w.sums), ZeroChunks: int(w.zeroChunks.Load()), Elapsed: time.Since(start),
+		UnusedBytes: w.unusedBytes.Load(),
 	}
 
 	if req.NoVerify {
@@ -199,26 +204,29 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	res.Verified, res.VerifyTime, res.VerifyDirect = true, time.Since(vstart), direct
+	res.VerifiedBytes = info.Size - res.UnusedBytes
 	return res, nil
 }
 
 // writer puts chunks on the target and remembers what it wrote.
 type writer struct {
-	tgt        *target.Target
-	info       source.Info
-	last       int
-	sums       []sum
-	seen       []atomic.Bool
-	mu         sync.Mutex
-	deferred   map[int][]byte
-	dataBytes  atomic.Int64
-	zeroChunks atomic.Int64
+	tgt         *target.Target
+	info        source.Info
+	last        int
+	sums        []sum
+	seen        []atomic.Bool
+	mu          sync.Mutex
+	deferred    map[int][]byte
+	dataBytes   atomic.Int64
+	zeroChunks  atomic.Int64
+	unusedBytes atomic.Int64
 }
 
 // sum is what verification expects of a chunk.
 type sum struct {
-	zero bool
-	sha  [32]byte
+	zero   bool
+	unused bool // free space: anything may be there
+	sha    [32]byte
 }
 
 func newWriter(tgt *target.Target, info source.Info) *writer {
@@ -241,6 +249,14 @@ func (w *writer) put(c source.Chunk) (int, error) {
 	}
 	n := w.chunkLen(c.Index)
 	off := int64(c.Index) * int64(w.info.ChunkSize)
+	if c.Unused {
+		// Free space is left as the erase left it, as partclone leaves it:
+		// no filesystem reads it, and writing it would cost as much as
+		// copying the disk whole.
+		w.sums[c.Index] = sum{unused: true}
+		w.unusedBytes.Add(int64(n))
+		return n, nil
+	}
 	if c.Zero {
 		w.sums[c.Index] = sum{zero: true}
 		w.zeroChunks.Add(1)
@@ -292,21 +308,31 @@ func (w *writer) finish() error {
 
 // verify reads every chunk of the restored range back past the page cache
 // and compares it with what the source said it holds: zero chunks must read
-// as zeros, every other chunk must match its SHA-256.
+// as zeros, every other chunk must match its SHA-256. Free space (unused
+// chunks) is not read: nothing was written there to check.
 func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []sum, workers int, out *progress.Printer) (bool, error) {
 	r, err := tgt.OpenReader()
 	if err != nil {
 		return false, err
 	}
 	defer r.Close()
-	out.Start("Verifying", info.Size)
 	cs := info.ChunkSize
+	total := info.Size
+	for i, s := range sums {
+		if s.unused {
+			total -= min(int64(cs), info.Size-int64(i)*int64(cs))
+		}
+	}
+	out.Start("Verifying", total)
 	next := make(chan int)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
 		defer close(next)
 		for i := range sums {
+			if sums[i].unused {
+				continue
+			}
 			select {
 			case next <- i:
 			case <-ctx.Done():

@@ -481,7 +481,7 @@ func (p *httpPrepared) fetchSpan(ctx context.Context, a, b int, stored, dst *[]b
 	for i := a; i < b; i++ {
 		c := m.Chunks[i]
 		if !c.Codec.Stored() {
-			if err := fn(Chunk{Index: i, Zero: true}); err != nil {
+			if err := fn(NotStored(m, i)); err != nil {
 				return err
 			}
 			continue
@@ -559,9 +559,11 @@ func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io
 					}
 					continue
 				}
-				c := Chunk{Index: j.i, Zero: j.stored == nil}
+				c := Chunk{Index: j.i}
 				var err error
-				if !c.Zero {
+				if j.stored == nil {
+					c = NotStored(m, j.i)
+				} else {
 					dst, err = dec.DecodeChunk(m, j.i, j.stored, dst)
 					pool <- j.stored[:cap(j.stored)]
 					c.Data, c.Sum = dst, m.Chunks[j.i].Sum

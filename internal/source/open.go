@@ -162,6 +162,9 @@ type Stream struct {
 	Consumed func() int64
 	// ModTime is the file's modification time; zero for devices.
 	ModTime time.Time
+	// At reads the same disk at any offset, for mapping its filesystems
+	// before the scan; nil for compressed input, which reads only in order.
+	At io.ReaderAt
 }
 
 // OpenStream opens a raw or compressed raw image file, or a block device,
@@ -192,6 +195,8 @@ func OpenStream(path string) (*Stream, error) {
 			return nil, fmt.Errorf("source %s: %s stream is damaged: %w", path, kind, err)
 		}
 		s.Kind, s.Size, body = kind+"-compressed raw image", -1, z
+	} else {
+		s.At = io.NewSectionReader(f, 0, s.Size)
 	}
 	s.ReadCloser = closeBoth{body, f}
 	return s, nil

@@ -64,8 +64,9 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest,
 		wg.Go(func() {
 			var dst, scratch []byte
 			for i := range next {
-				c := Chunk{Index: i, Zero: !m.Chunks[i].Codec.Stored()}
-				if !c.Zero {
+				c := NotStored(m, i)
+				if m.Chunks[i].Codec.Stored() {
+					c = Chunk{Index: i}
 					var err error
 					dst, scratch, err = read(i, dst, scratch)
 					if err != nil {

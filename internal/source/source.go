@@ -20,9 +20,19 @@ type Chunk struct {
 	// only during the callback.
 	Data []byte
 	Zero bool
+	// Unused marks a zero chunk that is free space in the image's
+	// filesystems: its contents do not matter, so a restore need not write
+	// it and a verification skips it.
+	Unused bool
 	// Sum is the SHA-256 of Data: checked against the image for prepared
 	// images, computed while reading for raw sources. Unset for zero chunks.
 	Sum [32]byte
+}
+
+// NotStored is chunk i of a prepared image whose manifest stores no bytes
+// for it: zeros, or free space.
+func NotStored(m *image.Manifest, i int) Chunk {
+	return Chunk{Index: i, Zero: true, Unused: m.Chunks[i].Codec == image.CodecUnused}
 }
 
 // Info describes a source before anything is read from its chunks.
