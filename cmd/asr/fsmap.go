@@ -64,7 +64,9 @@ func describeMap(m *blockmap.Map, t *partition.Table) []areaInfo {
 // filesystem could not be mapped though it has one asr knows.
 func printAreas(info func(string, ...any), areas []areaInfo) {
 	for _, a := range areas {
-		if a.Method == blockmap.MethodPartitionTable {
+		// Alignment gaps and the odd sectors after a filesystem's end are
+		// noise to an admin reading the scan; `asr info` lists them all.
+		if a.Method == blockmap.MethodPartitionTable || (!a.Fallback && a.Method == blockmap.MethodNonZero && a.Size < 1<<20) {
 			continue
 		}
 		how := a.Method
