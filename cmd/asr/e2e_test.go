@@ -86,15 +86,23 @@ func TestE2ERestoreImageToLoopDevice(t *testing.T) {
 	tfile := filepath.Join(dir, "target.img")
 	tsize := int64(diskSize + 8<<20)
 	fillRandom(t, tfile, tsize, 1)
-	tailBefore := hashRange(t, tfile, diskSize, tsize-diskSize)
+	tailBefore := hashRange(t, tfile, diskSize, tsize-diskSize-33*512)
 	dev := loop(t, tfile)
 
 	r := mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
-	if got, want := hashRange(t, dev, 0, diskSize), hashRange(t, disk, 0, diskSize); got != want {
+	// The GPT is adjusted for the larger disk: its protective MBR and
+	// primary header (sectors 0 and 1) change, its backup moves to the
+	// end. Everything else is the source's, and the rest of the space
+	// beyond it keeps its old bytes.
+	if got, want := hashRange(t, dev, 1024, diskSize-1024), hashRange(t, disk, 1024, diskSize-1024); got != want {
 		t.Errorf("restored range of %s has sha256 %s, want %s (the source disk)", dev, got, want)
 	}
-	if got := hashRange(t, dev, diskSize, tsize-diskSize); got != tailBefore {
+	const backup = 33 * 512
+	if got := hashRange(t, dev, diskSize, tsize-diskSize-backup); got != tailBefore {
 		t.Errorf("space beyond the image on %s changed: sha256 %s, want %s", dev, got, tailBefore)
+	}
+	if out, err := exec.Command("sgdisk", "-v", dev).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
+		t.Errorf("sgdisk -v %s after restoring onto a larger disk: %v\n%s", dev, err, out)
 	}
 	steps := []string{
 		"Validating target...done", "Validating source...done", "Retrieving scan information...done",

@@ -390,3 +390,131 @@ func firstDiff(want, got []string) string {
 	}
 	return ""
 }
+
+// TestE2EWholeDiskToLargerDisk restores a whole-disk image onto a disk
+// twice its size, without and with --grow: the GPT must be valid (sgdisk
+// -v) and the partition intact; --grow must fill the disk with the
+// partition and its filesystem.
+func TestE2EWholeDiskToLargerDisk(t *testing.T) {
+	testenv.Require(t, "resize2fs", "sgdisk")
+	dir := t.TempDir()
+	disk := usedDisk(t, dir, "64M")
+	img := disk + ".asr"
+	mustAsr(t, "imagescan", "--source", disk, "--output", img)
+	poff, psize := firstPartition(t, disk)
+	want := treeDigest(t, partLoop(t, disk, poff, psize, true), "ext4")
+	size := 2 * fileSize(t, disk)
+	for _, grow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("grow=%v", grow), func(t *testing.T) {
+			tfile := filepath.Join(t.TempDir(), "big.img")
+			fillRandom(t, tfile, size, 7)
+			dev := loop(t, tfile)
+			args := []string{"restore", "--source", img, "--target", dev, "--erase", "--noprompt"}
+			if grow {
+				args = append(args, "--grow")
+			}
+			r := mustAsr(t, args...)
+			if !strings.Contains(r.stdout, "GPT backup moved to the end") {
+				t.Errorf("restore did not say it moved the GPT backup; got:\n%s", r.stdout)
+			}
+			if out, err := exec.Command("sgdisk", "-v", dev).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
+				t.Errorf("sgdisk -v on the larger disk: %v\n%s", err, out)
+			}
+			noff, nsize := firstPartition(t, tfile)
+			switch {
+			case noff != poff:
+				t.Fatalf("partition 1 starts at %d, want %d", noff, poff)
+			case !grow && nsize != psize:
+				t.Errorf("partition 1 is %d bytes without --grow, want %d", nsize, psize)
+			case grow && nsize < size-poff-(2<<20):
+				t.Errorf("partition 1 is %d bytes with --grow, want it to reach the end of the %d-byte disk", nsize, size)
+			}
+			part := partLoop(t, tfile, noff, nsize, false)
+			if out, err := exec.Command("e2fsck", "-fn", part).CombinedOutput(); err != nil {
+				t.Fatalf("e2fsck -fn on the restored partition: %v\n%s", err, out)
+			}
+			if grow {
+				if fs := usedBytes(t, part) + freeBytes(t, part); fs < nsize-(1<<20) {
+					t.Errorf("filesystem is %d bytes after --grow, want it to fill the %d-byte partition", fs, nsize)
+				}
+			}
+			if diff := firstDiff(want, treeDigest(t, part, "ext4")); diff != "" {
+				t.Errorf("files on the larger disk differ from the source's: %s", diff)
+			}
+		})
+	}
+}
+
+// TestE2EVolumeImage restores an image of one partition (a volume) into a
+// larger partition, then with --grow, and refuses a smaller one without
+// writing a byte to it.
+func TestE2EVolumeImage(t *testing.T) {
+	testenv.Require(t, "resize2fs")
+	dir := t.TempDir()
+	disk := usedDisk(t, dir, "64M")
+	poff, psize := firstPartition(t, disk)
+	vol := partLoop(t, disk, poff, psize, true)
+	img := filepath.Join(dir, "vol.asr")
+	r := mustAsr(t, "imagescan", "--source", vol, "--output", img)
+	if !strings.Contains(r.stdout, "Mapped whole disk") || !strings.Contains(r.stdout, "by ext4 bitmap") {
+		t.Errorf("imagescan of a partition did not map it by its ext4 bitmap; got:\n%s", r.stdout)
+	}
+	want := treeDigest(t, vol, "ext4")
+
+	for _, grow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("larger,grow=%v", grow), func(t *testing.T) {
+			tfile := filepath.Join(t.TempDir(), "part.img")
+			fillRandom(t, tfile, psize+24<<20, 8)
+			dev := loop(t, tfile)
+			args := []string{"restore", "--source", img, "--target", dev, "--erase", "--noprompt"}
+			if grow {
+				args = append(args, "--grow")
+			}
+			mustAsr(t, args...)
+			if out, err := exec.Command("e2fsck", "-fn", dev).CombinedOutput(); err != nil {
+				t.Fatalf("e2fsck -fn on the restored volume: %v\n%s", err, out)
+			}
+			fs := usedBytes(t, dev) + freeBytes(t, dev)
+			switch {
+			case !grow && fs > psize:
+				t.Errorf("filesystem is %d bytes without --grow, want at most the source's %d", fs, psize)
+			case grow && fs < psize+23<<20:
+				t.Errorf("filesystem is %d bytes after --grow, want it to fill the %d-byte target", fs, psize+24<<20)
+			}
+			if diff := firstDiff(want, treeDigest(t, dev, "ext4")); diff != "" {
+				t.Errorf("files on the larger volume differ from the source's: %s", diff)
+			}
+		})
+	}
+
+	t.Run("smaller", func(t *testing.T) {
+		tfile := filepath.Join(t.TempDir(), "small.img")
+		fillRandom(t, tfile, psize-4<<20, 9)
+		before := hashRange(t, tfile, 0, fileSize(t, tfile))
+		dev := loop(t, tfile)
+		r := asr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
+		if r.err == nil || !strings.Contains(r.err.Error(), "too small") {
+			t.Errorf("restore of a volume image into a smaller partition = %v, want a 'too small' error", r.err)
+		}
+		if got := hashRange(t, tfile, 0, fileSize(t, tfile)); got != before {
+			t.Errorf("the smaller target changed though the restore was refused")
+		}
+	})
+}
+
+// freeBytes is what dumpe2fs says is free on the filesystem on dev.
+func freeBytes(t *testing.T, dev string) int64 {
+	t.Helper()
+	out := sh(t, "dumpe2fs", "-h", dev)
+	var free, bs int64
+	for _, l := range strings.Split(out, "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		switch strings.TrimSpace(k) {
+		case "Free blocks":
+			fmt.Sscan(v, &free)
+		case "Block size":
+			fmt.Sscan(v, &bs)
+		}
+	}
+	return free * bs
+}

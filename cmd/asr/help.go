@@ -37,7 +37,7 @@ const manRestore = `NAME
     asr restore - erase a target and restore an image onto it
 
 SYNOPSIS
-    asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify]
+    asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify] [--grow]
                 [--puppetstrings] [--workers N]
     asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
 
@@ -64,7 +64,16 @@ DESCRIPTION
 
     TARGET is a block device (a whole disk such as /dev/sdb, or a partition such as
     /dev/sdb2) or an existing regular file (a virtual machine's disk image). A target
-    larger than the source keeps the space beyond the source as it was.
+    larger than the source keeps the space beyond the source as it was, but for a GPT:
+    its backup header and entries are moved to the end of the target and its last usable
+    sector follows them, so a whole-disk image on a larger disk is a valid GPT. An image
+    of one partition (a volume) restores onto any partition at least its size.
+
+    --grow then fills the larger target: the partition that ends last (GPT or MBR) is
+    enlarged to the end of the disk (to a MiB boundary), and its ext2/3/4 filesystem is
+    checked (e2fsck -f -p) and grown (resize2fs); for an image of one volume, its
+    filesystem is grown to fill the target. Other filesystems are not grown: the restore
+    still completes and is verified, and asr says so and exits 1.
 
     With --file PATH, asr writes a new sparse raw disk image file instead of a device.
 
@@ -83,8 +92,11 @@ STEPS
     Erasing target device discards the restored range where the device supports it and
                           zeroes the start of the target, so it no longer looks like a disk
     Restoring             writes every chunk; chunks that are all zeros are zeroed, not
-                          written; the first and last chunk (partition table, superblock,
-                          GPT backup) are written last, after a flush
+                          written; chunks that are free space in the image's filesystems
+                          (see 'asr help imagescan') are left as the erase left them; the
+                          first and last chunk (partition table, superblock, GPT backup)
+                          are written last, after a flush
+    Growing               with --grow: the filesystem is grown, after verification
     Verifying             see VERIFICATION
 
     Nothing is written to the target until every check has passed. A restore that fails
@@ -96,9 +108,12 @@ VERIFICATION
     the page cache (O_DIRECT; on filesystems without O_DIRECT, after dropping the cached
     pages), and checks each chunk: a zero chunk must read as zeros, every other chunk must
     have the SHA-256 the source gave it (from the image's manifest, or computed while
-    reading a raw source). A mismatch fails with the byte range, and the first chunk is
-    blanked. Bytes beyond the source's size are not read. --noverify skips this step and
-    says so.
+    reading a raw source). Free space of the image's filesystems was not written and is
+    not read: the summary then says "Verified N of used data". A GPT adjusted for a larger
+    target is checked as written (its first chunk against its new digest, the moved
+    backup byte for byte). A mismatch fails with the byte range, and the first chunk is
+    blanked. Other bytes beyond the source's size are not read. --noverify skips this step
+    and says so.
 
 OPTIONS
     --source SOURCE     what to restore (required)
@@ -107,6 +122,8 @@ OPTIONS
     --erase             erase the target and copy blocks (required with --target)
     --noprompt          do not ask before erasing
     --noverify          do not read the target back
+    --grow              enlarge the last partition and its ext2/3/4 filesystem (or an image
+                        of one volume's filesystem) to fill a larger target
     --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
     --workers N         parallel decode/write/verify workers (default: max(4, CPUs))
     --timeout SECONDS   network sources: give up after this long without data (default 30)

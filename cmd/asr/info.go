@@ -99,6 +99,11 @@ func runInfo(ctx context.Context, e env, args []string) error {
 		fmt.Fprintf(w, "  %d:\t%s at %d, %s%s\n", p.Number, restore.HumanBytes(p.Size), p.Start, p.Type, name)
 	}
 	fmt.Fprintf(w, "Used blocks:\t%s\n", mapSummary(info))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	// Its own columns: area names are longer than the labels above.
+	w = tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	for _, a := range info.Areas {
 		used := restore.HumanBytes(a.Used) + " used"
 		if a.Method == blockmap.MethodNonZero {

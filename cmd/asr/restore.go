@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asrlinux/asr/internal/fsgrow"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
@@ -22,6 +23,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	noverify := fs.Bool("noverify", false, "")
 	puppet := fs.Bool("puppetstrings", false, "")
 	workers := fs.Int("workers", 0, "")
+	growFlag := fs.Bool("grow", false, "")
 	sf := addSourceFlags(fs)
 	if err := parse(e, fs, manRestore, args); err != nil {
 		return err
@@ -38,12 +40,22 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		return usageError("restore: give --target or --file, not both")
 	case *workers < 0:
 		return usageError("restore: --workers must be 0 (automatic) or more")
+	case *growFlag && *tgt == "":
+		return usageError("restore: --grow needs --target: it fills a target larger than the image")
+	case *growFlag && !*erase:
+		return usageError("restore: --grow needs --erase")
+	}
+	if *growFlag {
+		if err := fsgrow.Check(); err != nil {
+			return err
+		}
 	}
 
 	out := progress.New(e.stdout, *puppet)
 	req := restore.Request{
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
+		Grow: *growFlag, GrowFS: fsgrow.Grow,
 		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, sf, out.Info) },
 		Out:        out,
 	}

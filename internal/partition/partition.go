@@ -1,7 +1,8 @@
 // Package partition reads MBR and GPT partition tables from the first bytes
 // of a disk.
 //
-// It parses; it never writes a table. It reads only what it is handed (the
+// It parses, and computes the table a larger disk needs (Resize); it never
+// writes to a disk. It reads only what it is handed (the
 // first chunk of an image or a device), so it works the same on a local file,
 // an HTTP source and a multicast stream.
 package partition

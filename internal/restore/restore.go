@@ -12,6 +12,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/blockmap"
+	"github.com/asrlinux/asr/internal/partition"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
@@ -43,6 +45,12 @@ type Request struct {
 	NoVerify bool
 	NoPrompt bool
 	Workers  int // 0: a sensible number for the machine
+	// Grow enlarges the last partition of a whole-disk image (or, for an
+	// image of one volume, its filesystem) to fill a larger target.
+	Grow bool
+	// GrowFS grows the filesystem in [off, off+size) of the target to fill
+	// it, after verification; it says what it did. Required with Grow.
+	GrowFS func(ctx context.Context, target string, off, size int64) (string, error)
 
 	// OpenSource opens Source. It is a parameter so network sources plug in
 	// without the engine knowing about them.
@@ -67,6 +75,11 @@ type Result struct {
 	VerifyTime    time.Duration
 	VerifyDirect  bool  // verification bypassed the page cache with O_DIRECT
 	VerifiedBytes int64 // bytes read back and compared: all but UnusedBytes
+	// Table says how the partition table was adjusted for a larger
+	// target ("GPT backup moved to the end of the disk"); empty if not.
+	Table string
+	// Grown is what --grow did; empty without it.
+	Grown string
 }
 
 // Run performs a restore: validate, confirm, erase, write, verify.
@@ -127,6 +140,14 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		out.Fail(err)
 		return nil, err
 	}
+	if req.Grow && (tgt == nil || tgt.Size == info.Size) {
+		err := fmt.Errorf("--grow: the target is exactly the image's size (%s): there is nothing to grow into", HumanBytes(info.Size))
+		out.Fail(err)
+		return nil, err
+	}
+	if req.Grow && req.GrowFS == nil {
+		return nil, errors.New("restore: Grow needs GrowFS")
+	}
 	out.Done()
 
 	name := req.Target
@@ -165,7 +186,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	out.Done()
 
-	w := newWriter(tgt, info)
+	w := newWriter(tgt, info, req.Grow)
 	out.Start("Restoring", info.Size)
 	err = src.Run(ctx, workers, func(c source.Chunk) error {
 		n, err := w.put(c)
@@ -186,15 +207,21 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	res := &Result{
 		Target: name, Size: info.Size, DataBytes: w.dataBytes.Load(),
 		Chunks: len(w.sums), ZeroChunks: int(w.zeroChunks.Load()), Elapsed: time.Since(start),
-		UnusedBytes: w.unusedBytes.Load(),
+		UnusedBytes: w.unusedBytes.Load(), Table: w.tableNote,
+	}
+	if w.tableNote != "" {
+		out.Info("Partition table: %s", w.tableNote)
 	}
 
 	if req.NoVerify {
 		out.Info("Verification skipped (--noverify): nothing was read back from %s", name)
-		return res, nil
+		return res, grow(ctx, req, w, res, out)
 	}
 	vstart := time.Now()
 	direct, err := verify(ctx, tgt, info, w.sums, workers, out)
+	if err == nil {
+		err = verifyExtra(tgt, w.extra)
+	}
 	if err != nil {
 		// A disk that failed verification must not boot as if it were good.
 		if zerr := tgt.ZeroRange(0, int64(min(int64(info.ChunkSize), info.Size))); zerr == nil {
@@ -205,7 +232,60 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	res.Verified, res.VerifyTime, res.VerifyDirect = true, time.Since(vstart), direct
 	res.VerifiedBytes = info.Size - res.UnusedBytes
-	return res, nil
+	return res, grow(ctx, req, w, res, out)
+}
+
+// grow runs --grow's filesystem step on what the writer enlarged: the last
+// partition, or the whole target for an image of one volume.
+func grow(ctx context.Context, req Request, w *writer, res *Result, out *progress.Printer) error {
+	if !req.Grow {
+		return nil
+	}
+	off, size := int64(0), w.tgt.Size
+	what := "the volume"
+	if w.grown != nil {
+		off, size = w.grown.Start, w.grown.Size
+		what = fmt.Sprintf("partition %d", w.grown.Number)
+	} else if w.hasTable {
+		return fmt.Errorf("--grow: the image's partition table has no partition that can be grown")
+	}
+	out.Step("Growing " + what)
+	msg, err := req.GrowFS(ctx, req.Target, off, size)
+	if err != nil {
+		err = fmt.Errorf("--grow: %s was restored and verified, but its filesystem was not grown: %w", what, err)
+		out.Fail(err)
+		return err
+	}
+	out.Done()
+	res.Grown = fmt.Sprintf("%s to %s: %s", what, HumanBytes(size), msg)
+	out.Info("Grew %s", res.Grown)
+	return nil
+}
+
+// verifyExtra reads back what was written outside the image's range (the
+// GPT backup of a larger disk) and compares it byte for byte.
+func verifyExtra(tgt *target.Target, extra []patch) error {
+	if len(extra) == 0 {
+		return nil
+	}
+	r, err := tgt.OpenReader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for _, p := range extra {
+		// Past the page cache, so from 4 KiB boundaries.
+		start := p.off &^ 4095
+		n := int(p.off - start + int64(len(p.data)))
+		b, err := r.ReadAt(target.NewBuffer(n), n, start)
+		if err != nil {
+			return fmt.Errorf("verification: %s: %w", tgt.Path, err)
+		}
+		if !bytes.Equal(b[p.off-start:], p.data) {
+			return fmt.Errorf("verification failed: %s bytes %d to %d (the moved GPT backup) differ from what was written", tgt.Path, p.off, p.off+int64(len(p.data)))
+		}
+	}
+	return nil
 }
 
 // writer puts chunks on the target and remembers what it wrote.
@@ -220,6 +300,18 @@ type writer struct {
 	dataBytes   atomic.Int64
 	zeroChunks  atomic.Int64
 	unusedBytes atomic.Int64
+
+	grow      bool
+	hasTable  bool                 // the first chunk holds a partition table
+	tableNote string               // how the table was adjusted for the target
+	grown     *partition.Partition // the partition --grow enlarged
+	extra     []patch              // written beyond the image, to verify
+}
+
+// patch is bytes written at off outside the image's chunks.
+type patch struct {
+	off  int64
+	data []byte
 }
 
 // sum is what verification expects of a chunk.
@@ -229,9 +321,9 @@ type sum struct {
 	sha    [32]byte
 }
 
-func newWriter(tgt *target.Target, info source.Info) *writer {
+func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
 	n := int((info.Size + int64(info.ChunkSize) - 1) / int64(info.ChunkSize))
-	return &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}}
+	return &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}, grow: grow}
 }
 
 func (w *writer) chunkLen(i int) int {
@@ -293,6 +385,9 @@ func (w *writer) finish() error {
 		}
 	}
 	if err := w.tgt.Sync(); err != nil {
+		return err
+	}
+	if err := w.adjustTable(); err != nil {
 		return err
 	}
 	for _, i := range []int{w.last, 0} {
