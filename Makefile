@@ -3,7 +3,7 @@
 #               then boot 3 VMs that restore it over multicast and check their disks
 #   make lab    the demo's lab left running (asr server, DHCP, a VM) until Ctrl-C
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
-#   make bench  restore benchmarks against dd, bmaptool and curl (needs root, ~5 min)
+#   make bench  restore benchmarks against dd, bmaptool, curl, udpcast and partclone (root, ~15 min)
 #   make lint   gofmt, go vet, staticcheck
 #   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules)
 
@@ -24,7 +24,7 @@ KVER     ?=
 
 SHELL    := /bin/bash
 
-.PHONY: all build test unit fuzz bench lint demo lab lab-tool deps clean initramfs
+.PHONY: all build test unit fuzz bench bench-fsmap lint demo lab lab-tool deps clean initramfs
 
 all: build
 
@@ -69,6 +69,11 @@ bench: deps build
 	./testdata/bench.sh
 	./testdata/bench-http.sh
 	./testdata/bench-multicast.sh
+	./testdata/bench-fsmap.sh
+
+# bench-fsmap alone: asr against partclone and bmaptool on a used disk (~5 min).
+bench-fsmap: deps build
+	./testdata/bench-fsmap.sh
 
 demo: deps build lab-tool
 	./testdata/demo.sh

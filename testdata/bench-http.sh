@@ -110,7 +110,8 @@ run_one() {
 	esac
 	t1=$(now)
 	if [ "$name" != curl_devnull ]; then
-		cmp -n "$bytes" "$raw" "$loop" || die "$name wrote the wrong bytes"
+		# asr adjusts the GPT in the first 1 KiB for the larger target.
+		cmp -i 1024 -n $((bytes - 1024)) "$raw" "$loop" || die "$name wrote the wrong bytes"
 	fi
 	times[$name]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}') "
 }
