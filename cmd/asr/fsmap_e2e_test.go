@@ -518,3 +518,40 @@ func freeBytes(t *testing.T, dev string) int64 {
 	}
 	return free * bs
 }
+
+// TestE2ECloneSkipsFreeSpace clones a raw disk image onto a loop device: by
+// default its free space is not copied; with --allblocks the target equals
+// the source byte for byte.
+func TestE2ECloneSkipsFreeSpace(t *testing.T) {
+	dir := t.TempDir()
+	disk := usedDisk(t, dir, "64M")
+	poff, psize := firstPartition(t, disk)
+	want := treeDigest(t, partLoop(t, disk, poff, psize, true), "ext4")
+	n := fileSize(t, disk)
+	for _, all := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allblocks=%v", all), func(t *testing.T) {
+			tfile := filepath.Join(t.TempDir(), "target.img")
+			fillRandom(t, tfile, n, 11)
+			dev := loop(t, tfile)
+			args := []string{"restore", "--source", disk, "--target", dev, "--erase", "--noprompt"}
+			if all {
+				args = append(args, "--allblocks")
+			}
+			mustAsr(t, args...)
+			if all {
+				if got, want := hashRange(t, dev, 0, n), hashRange(t, disk, 0, n); got != want {
+					t.Errorf("clone with --allblocks: target sha256 %s, want %s (the source)", got, want)
+				}
+				return
+			}
+			part := partLoop(t, tfile, poff, psize, false)
+			if out, err := exec.Command("e2fsck", "-fn", part).CombinedOutput(); err != nil {
+				t.Fatalf("e2fsck -fn on the clone: %v\n%s", err, out)
+			}
+			if diff := firstDiff(want, treeDigest(t, part, "ext4")); diff != "" {
+				t.Errorf("cloned files differ from the source's: %s", diff)
+			}
+			checkFreeNotCopied(t, disk, tfile)
+		})
+	}
+}

@@ -53,7 +53,10 @@ DESCRIPTION
                           learn its size, because nothing is written before every check).
                           A file named *.asr is always taken for a prepared image, so a
                           damaged one is refused rather than restored as raw bytes
-      a block device      a clone: a whole disk or one partition onto another
+      a block device      a clone: a whole disk or one partition onto another. A raw image
+                          file or a block device is mapped by its filesystems as imagescan
+                          maps a disk: free space is neither read nor written (--allblocks
+                          copies it too)
       http(s)://HOST/IMG  a prepared image on a web server: fetched with range requests on
                           several connections (one stream if the server ignores Range),
                           resuming dropped connections; raw images (.img, .gz, .xz, .zst)
@@ -122,6 +125,7 @@ OPTIONS
     --erase             erase the target and copy blocks (required with --target)
     --noprompt          do not ask before erasing
     --noverify          do not read the target back
+    --allblocks         a raw image or device source: copy free space too, byte for byte
     --grow              enlarge the last partition and its ext2/3/4 filesystem (or an image
                         of one volume's filesystem) to fill a larger target
     --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)

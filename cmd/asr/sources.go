@@ -17,6 +17,7 @@ type sourceFlags struct {
 	timeout  *int
 	retries  *int
 	iface    *string
+	all      *bool
 }
 
 func addSourceFlags(fs *flag.FlagSet) sourceFlags {
@@ -26,6 +27,7 @@ func addSourceFlags(fs *flag.FlagSet) sourceFlags {
 		timeout:  fs.Int("timeout", 30, ""),
 		retries:  fs.Int("retries", 5, ""),
 		iface:    fs.String("interface", "", ""),
+		all:      fs.Bool("allblocks", false, ""),
 	}
 }
 
@@ -44,7 +46,7 @@ func (f sourceFlags) check() error {
 func openSource(ctx context.Context, s string, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
 	src, err := sourceurl.Open(ctx, s, sourceurl.Options{
 		CACert: *f.cacert, Checksum: *f.checksum, Timeout: time.Duration(*f.timeout) * time.Second,
-		Retries: *f.retries, Interface: *f.iface, Log: log,
+		Retries: *f.retries, Interface: *f.iface, Log: log, AllBlocks: *f.all,
 	})
 	if errors.Is(err, sourceurl.ErrChecksumLocal) {
 		return nil, usageError("%v", err)

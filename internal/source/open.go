@@ -23,6 +23,9 @@ import (
 type Options struct {
 	// ChunkSize cuts raw sources; 0 means image.DefaultChunkSize.
 	ChunkSize int
+	// AllBlocks reads raw files and devices whole, free space included,
+	// instead of mapping their filesystems.
+	AllBlocks bool
 }
 
 // Open opens a local source: a prepared image, a raw or compressed raw image
@@ -41,12 +44,24 @@ func Open(path string, opts Options) (Source, error) {
 		return nil, err
 	}
 	f, size := lf.f, lf.size
+	// plain is a raw file or a device: mapped by its filesystems, so free
+	// space is neither read nor written, unless told otherwise.
+	plain := func(kind string) (Source, error) {
+		info := Info{Kind: kind, Path: path, Size: size, ChunkSize: cs}
+		if !opts.AllBlocks {
+			used, err := mapSource(f, size)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("source %s: mapping its filesystems: %w", path, err)
+			}
+			if used != nil {
+				return &mapped{info: info, r: f, used: used, closer: f}, nil
+			}
+		}
+		return &raw{info: info, open: func() (io.ReadCloser, error) { return sectionOf(f, size), nil }, closer: f}, nil
+	}
 	if lf.device {
-		return &raw{
-			info:   Info{Kind: "block device", Path: path, Size: size, ChunkSize: cs},
-			open:   func() (io.ReadCloser, error) { return sectionOf(f, size), nil },
-			closer: f,
-		}, nil
+		return plain("block device")
 	}
 
 	head := make([]byte, 8)
@@ -74,11 +89,7 @@ func Open(path string, opts Options) (Source, error) {
 		}
 		return &raw{info: Info{Kind: kind + "-compressed raw image", Path: path, Size: usize, ChunkSize: cs}, open: open, closer: f}, nil
 	}
-	return &raw{
-		info:   Info{Kind: "raw image", Path: path, Size: size, ChunkSize: cs},
-		open:   func() (io.ReadCloser, error) { return sectionOf(f, size), nil },
-		closer: f,
-	}, nil
+	return plain("raw image")
 }
 
 // looksPrepared catches a prepared image whose magic is damaged, so it is

@@ -22,6 +22,7 @@ type Options struct {
 	Retries   int           // http(s): reconnections in a row without progress
 	Interface string        // asr://: join the group on this interface
 	Name      string        // asr://: how the server's log names this client
+	AllBlocks bool          // local raw images and devices: copy free space too
 	// Log hears retries and checksum decisions, one line each.
 	Log func(format string, a ...any)
 }
@@ -44,5 +45,5 @@ func Open(ctx context.Context, s string, o Options) (source.Source, error) {
 	if o.Checksum != "" {
 		return nil, ErrChecksumLocal
 	}
-	return source.Open(s, source.Options{})
+	return source.Open(s, source.Options{AllBlocks: o.AllBlocks})
 }
