@@ -45,9 +45,12 @@ echo "target: $loopdev"
 step "5. asr restore --erase, with verification"
 "$asr" restore --source "$work/sample.asr" --target "$loopdev" --erase --noprompt
 
-step "6. Independent check: cmp of the restored range against the sample disk"
-cmp -n "$bytes" "$work/sample.img" "$loopdev"
-echo "OK: the first $bytes bytes of $loopdev equal $work/sample.img"
+step "6. Independent check: cmp of the restored range against the sample disk, sgdisk -v"
+# The first 1 KiB holds the protective MBR and the GPT header, which asr
+# adjusted for the larger disk (its GPT backup now sits at the disk's end).
+cmp -i 1024 -n $((bytes - 1024)) "$work/sample.img" "$loopdev"
+echo "OK: bytes 1024 to $bytes of $loopdev equal $work/sample.img"
+sgdisk -v "$loopdev" | head -n 2
 printf '\nimage: %s (%s), sample disk: %s\n' "$work/sample.asr" "$(du -h --apparent-size "$work/sample.asr" | cut -f1)" "$work/sample.img"
 
 step "7. The appliance: 3 virtual machines boot it, get an address by DHCP, restore their empty disks from asr server by multicast, verify and reboot"

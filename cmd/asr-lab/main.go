@@ -237,7 +237,9 @@ func emptyDisk(path string, size int64) error {
 	return f.Truncate(size + 16<<20)
 }
 
-// sameBytes compares the first n bytes of two files.
+// sameBytes compares the first n bytes of two files, but for the first
+// 1 KiB: the protective MBR and GPT header, which asr adjusts on a disk
+// larger than the image.
 func sameBytes(a, b string, n int64) error {
 	fa, err := os.Open(a)
 	if err != nil {
@@ -250,7 +252,7 @@ func sameBytes(a, b string, n int64) error {
 	}
 	defer fb.Close()
 	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
-	for off := int64(0); off < n; off += int64(len(ba)) {
+	for off := int64(1024); off < n; off += int64(len(ba)) {
 		k := int(min(int64(len(ba)), n-off))
 		if _, err := fa.ReadAt(ba[:k], off); err != nil {
 			return err
