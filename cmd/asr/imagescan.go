@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -90,7 +91,11 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	out.Start("Scanning", total)
 	var last int64
 	start := time.Now()
-	m, d, err := image.Scan(ctx, st, tmp, image.ScanOptions{
+	var in io.Reader = st
+	if used != nil {
+		in = st.At // read by offset: free space is skipped, not read
+	}
+	m, d, err := image.Scan(ctx, in, tmp, image.ScanOptions{
 		ChunkSize: *chunk, Created: created, Name: filepath.Base(*src), Tool: "asr " + Version, Map: used,
 		Progress: func(n int64) {
 			cur := done(n)

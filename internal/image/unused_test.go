@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 
@@ -93,4 +94,38 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// trapReader reads a disk by offset only, and fails any read of the bytes
+// it was told must not be read.
+type trapReader struct {
+	r   *bytes.Reader
+	bad []blockmap.Extent
+}
+
+func (t *trapReader) Read([]byte) (int, error) { return 0, errors.New("read in order, want ReadAt") }
+
+func (t *trapReader) ReadAt(p []byte, off int64) (int, error) {
+	for _, e := range t.bad {
+		if off < e.End() && e.Off < off+int64(len(p)) {
+			return 0, fmt.Errorf("read of free space at byte %d", off)
+		}
+	}
+	return t.r.ReadAt(p, off)
+}
+
+// TestScanSkipsFreeSpace: with a map and random access, chunks of free
+// space are never read.
+func TestScanSkipsFreeSpace(t *testing.T) {
+	disk := synthDisk([]chunkKind{text, random, text, random}, testChunk, 0, 5)
+	cs := int64(testChunk)
+	m := &blockmap.Map{Size: int64(len(disk)), Regions: []blockmap.Region{{Off: 0, Len: int64(len(disk)), Method: blockmap.MethodExt4,
+		Used: []blockmap.Extent{{Off: 0, Len: cs}, {Off: 2 * cs, Len: cs}}}}}
+	opts := scanOpts(2)
+	opts.Map = m
+	src := &trapReader{r: bytes.NewReader(disk), bad: []blockmap.Extent{{Off: cs, Len: cs}, {Off: 3 * cs, Len: cs}}}
+	_, man, _ := scanFile(t, src, opts)
+	if s := man.Stats(); s.UnusedChunks != 2 || man.LogicalSize != int64(len(disk)) {
+		t.Errorf("Stats() = %+v, size %d; want 2 unused chunks of a %d-byte disk", s, man.LogicalSize, len(disk))
+	}
 }

@@ -30,7 +30,9 @@ type ScanOptions struct {
 	// Map, if set, says which bytes of the source its filesystems use. A
 	// chunk with no used byte is recorded as CodecUnused and not stored;
 	// the unused bytes of other chunks are stored as zeros, so free space
-	// full of old data costs nothing. Nil keeps every byte.
+	// full of old data costs nothing. Nil keeps every byte. When src is
+	// also an io.ReaderAt, the disk is Map.Size bytes and chunks of free
+	// space are not even read.
 	Map *blockmap.Map
 }
 
@@ -158,6 +160,11 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 		})
 	}
 
+	// With a map and random access, read by offset, skipping free space.
+	var ra io.ReaderAt
+	if used != nil {
+		ra, _ = src.(io.ReaderAt)
+	}
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(order)
@@ -170,7 +177,28 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 				readErr <- ctx.Err()
 				return
 			}
-			n, err := io.ReadFull(src, buf[:cs])
+			var n int
+			var err error
+			if ra != nil {
+				// Chunks of free space are not read at all.
+				off := int64(i) * int64(cs)
+				if off >= used.Size {
+					readErr <- nil
+					return
+				}
+				n = int(min(int64(cs), used.Size-off))
+				if len(used.UsedIn(off, int64(n))) > 0 {
+					if _, err = ra.ReadAt(buf[:n], off); err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
+					if err != nil {
+						readErr <- fmt.Errorf("reading source at byte %d: %w", off, err)
+						return
+					}
+				}
+			} else {
+				n, err = io.ReadFull(src, buf[:cs])
+			}
 			if n > 0 {
 				j := &scanJob{index: i, buf: buf[:n], done: make(chan struct{})}
 				order <- j

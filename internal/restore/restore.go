@@ -247,12 +247,20 @@ func grow(ctx context.Context, req Request, w *writer, res *Result, out *progres
 		off, size = w.grown.Start, w.grown.Size
 		what = fmt.Sprintf("partition %d", w.grown.Number)
 	} else if w.hasTable {
-		return fmt.Errorf("--grow: the image's partition table has no partition that can be grown")
+		why := "no partition of it can be grown"
+		if w.tableNote != "" {
+			why = w.tableNote
+		}
+		return fmt.Errorf("--grow: the disk was restored, but nothing was grown: its partition table was %s", why)
 	}
 	out.Step("Growing " + what)
 	msg, err := req.GrowFS(ctx, req.Target, off, size)
 	if err != nil {
-		err = fmt.Errorf("--grow: %s was restored and verified, but its filesystem was not grown: %w", what, err)
+		done := "restored and verified"
+		if !res.Verified {
+			done = "restored (not verified: --noverify)"
+		}
+		err = fmt.Errorf("--grow: %s was %s, but its filesystem was not grown: %w", what, done, err)
 		out.Fail(err)
 		return err
 	}

@@ -175,7 +175,7 @@ type Stream struct {
 	ModTime time.Time
 	// At reads the same disk at any offset, for mapping its filesystems
 	// before the scan; nil for compressed input, which reads only in order.
-	At io.ReaderAt
+	At *io.SectionReader
 }
 
 // OpenStream opens a raw or compressed raw image file, or a block device,
