@@ -129,7 +129,8 @@ OPTIONS
     --grow              enlarge the last partition and its ext2/3/4 filesystem (or an image
                         of one volume's filesystem) to fill a larger target
     --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
-    --workers N         parallel decode/write/verify workers (default: max(4, CPUs))
+    --workers N         parallel decode/write/verify workers (default: max(4, CPUs)); at
+                        most what keeps their buffers within 96 MiB (32 at 1 MiB chunks)
     --timeout SECONDS   network sources: give up after this long without data (default 30)
     --retries N         http(s): reconnections in a row without progress (default 5)
     --cacert FILE       https: also trust the CA certificates in FILE

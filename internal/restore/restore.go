@@ -119,6 +119,10 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	defer src.Close()
 	info := src.Info()
+	// Each worker holds about three chunks (stored, decoded, read back):
+	// keep them within 96 MiB whatever the core count and chunk size, so
+	// a restore stays far below the appliance's 256 MiB budget.
+	workers = min(workers, max(2, (96<<20)/(3*max(info.ChunkSize, 1))))
 	if tgt != nil && info.Path != "" {
 		if bad, why := tgt.Overlaps(info.Path); bad {
 			err := fmt.Errorf("source %s and target %s: %s", req.Source, req.Target, why)
