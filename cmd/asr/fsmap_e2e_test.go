@@ -350,12 +350,27 @@ func blockBitmap(t *testing.T, disk string, poff int64) (int64, []byte) {
 	return blk * bs, make([]byte, bs)
 }
 
-// usedBytes is what df says the filesystem on dev uses, plus its metadata
-// (inode tables, journal, bitmaps), which df leaves out and an image keeps.
+// usedBytes is what the ext filesystem on dev allocates: its files and its
+// metadata (inode tables, journal, bitmaps), which df leaves out and an
+// image keeps.
 func usedBytes(t *testing.T, dev string) int64 {
 	t.Helper()
+	count, free, bs := extBlocks(t, dev)
+	return (count - free) * bs
+}
+
+// freeBytes is what the ext filesystem on dev has free.
+func freeBytes(t *testing.T, dev string) int64 {
+	t.Helper()
+	_, free, bs := extBlocks(t, dev)
+	return free * bs
+}
+
+// extBlocks reads the block count, free blocks and block size of the ext
+// filesystem on dev from dumpe2fs -h.
+func extBlocks(t *testing.T, dev string) (count, free, bs int64) {
+	t.Helper()
 	out := sh(t, "dumpe2fs", "-h", dev)
-	var count, free, bs int64
 	for _, l := range strings.Split(out, "\n") {
 		k, v, ok := strings.Cut(l, ":")
 		if !ok {
@@ -371,9 +386,9 @@ func usedBytes(t *testing.T, dev string) int64 {
 		}
 	}
 	if count == 0 || bs == 0 {
-		t.Fatalf("cannot read block counts from dumpe2fs -h:\n%s", out)
+		t.Fatalf("cannot read block counts from dumpe2fs -h %s:\n%s", dev, out)
 	}
-	return (count - free) * bs
+	return count, free, bs
 }
 
 // firstDiff describes the first difference of two sorted listings.
@@ -500,23 +515,6 @@ func TestE2EVolumeImage(t *testing.T) {
 			t.Errorf("the smaller target changed though the restore was refused")
 		}
 	})
-}
-
-// freeBytes is what dumpe2fs says is free on the filesystem on dev.
-func freeBytes(t *testing.T, dev string) int64 {
-	t.Helper()
-	out := sh(t, "dumpe2fs", "-h", dev)
-	var free, bs int64
-	for _, l := range strings.Split(out, "\n") {
-		k, v, _ := strings.Cut(l, ":")
-		switch strings.TrimSpace(k) {
-		case "Free blocks":
-			fmt.Sscan(v, &free)
-		case "Block size":
-			fmt.Sscan(v, &bs)
-		}
-	}
-	return free * bs
 }
 
 // TestE2ECloneSkipsFreeSpace clones a raw disk image onto a loop device: by

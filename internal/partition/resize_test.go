@@ -14,15 +14,7 @@ import (
 // or sfdisk arguments) and returns its path.
 func disk(t *testing.T, size int64, name string, args ...string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	p := blankDisk(t, size)
 	testenv.Run(t, name, append(args, p)...)
 	return p
 }

@@ -31,18 +31,7 @@ func (m *mapped) Run(ctx context.Context, workers int, fn func(Chunk) error) err
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	cs := int64(m.info.ChunkSize)
-	n := int((m.info.Size + cs - 1) / cs)
-	next := make(chan int)
-	go func() {
-		defer close(next)
-		for i := range n {
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	next := indices(ctx, int((m.info.Size+cs-1)/cs))
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
@@ -80,6 +69,22 @@ func (m *mapped) chunk(i int, off int64, b []byte) (Chunk, error) {
 		return Chunk{Index: i, Zero: true}, nil
 	}
 	return Chunk{Index: i, Data: b, Sum: sha256.Sum256(b)}, nil
+}
+
+// indices feeds 0 to n-1 to workers until ctx ends.
+func indices(ctx context.Context, n int) <-chan int {
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return next
 }
 
 // mapSource maps the filesystems of a raw file or device; a map that finds

@@ -48,17 +48,7 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest,
 	read func(i int, dst, scratch []byte) ([]byte, []byte, error), fn func(Chunk) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	next := make(chan int)
-	go func() {
-		defer close(next)
-		for i := range m.Chunks {
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	next := indices(ctx, len(m.Chunks))
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
