@@ -11,8 +11,9 @@
 # kernel and a tiny initramfs: a static busybox and an /init script. Only
 # Debian packages (syslinux, syslinux-common, busybox-static, mtools,
 # dosfstools, fdisk, cpio, linux-image-amd64) and no root: the file system
-# is written with mtools, never mounted. Timestamps and the volume id are
-# fixed, so two runs with the same ID and kernel give the same bytes.
+# is written with mtools, never mounted. File times and the volume id are
+# fixed; two runs with the same ID and kernel differ only in the seconds of
+# the FAT's creation times, which mtools takes from the clock.
 set -euo pipefail
 out=${1:?usage: mkbootos.sh OUT.img [ID]}
 id=${2:-asr-firstboot}
@@ -26,6 +27,10 @@ done
 for c in syslinux mcopy mkfs.fat sfdisk cpio gzip; do
 	command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || [ -x "/sbin/$c" ] || { echo "mkbootos: $c missing (testdata/deps.sh installs it)" >&2; exit 1; }
 done
+if ldd /usr/bin/busybox >/dev/null 2>&1; then
+	echo "mkbootos: /usr/bin/busybox is linked dynamically: its initramfs has no libraries (apt-get install busybox-static)" >&2
+	exit 1
+fi
 export PATH=$PATH:/usr/sbin:/sbin
 
 tmp=$(mktemp -d)
