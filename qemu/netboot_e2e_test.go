@@ -289,3 +289,42 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestApplianceNoSource: no asr.source= and a DHCP server that does not
+// set option 224. The appliance must stop, say what it tried, and leave the
+// disk alone.
+func TestApplianceNoSource(t *testing.T) {
+	testenv.Require(t, "dnsmasq", "ip")
+	lab, err := qemu.NewLab("n6ans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	srv, err := lab.AddHost("s", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dhcp, err := qemu.StartDHCP(srv, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dhcp.Stop() })
+	disk := filepath.Join(dir, "vda.img")
+	testenv.FillRandom(t, disk, 32<<20, 601)
+	before := testenv.Hash(t, disk, 0, 32<<20)
+
+	vm := qemu.StartT(t, "nosource", vmOpts(t, qemu.WithDisk(disk), qemu.WithNIC(lab, 33))...)
+	why, _ := expectFailure(t, vm, 3*time.Minute)
+	for _, s := range []string{"no asr.source= on the kernel command line", "no DHCP option 224", "eth0"} {
+		if !strings.Contains(why, s) {
+			t.Errorf("the failure does not say %q: %s", s, why)
+		}
+	}
+	if err := vm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if testenv.Hash(t, disk, 0, 32<<20) != before {
+		t.Errorf("the appliance changed the disk though it found no source")
+	}
+}
