@@ -56,7 +56,7 @@ step "7. The first-boot OS: a 24 MiB bootable disk (syslinux, a kernel, an init 
 "$root/testdata/mkbootos.sh" "$work/firstboot.img" demo
 "$asr" imagescan --source "$work/firstboot.img" --output "$work/firstboot.asr" --overwrite
 
-step "8. Zero-touch: 3 virtual machines with empty disks boot the appliance from the network (PXE/iPXE), find asr server by DHCP option 224, restore by multicast, verify, reboot, and boot the restored disk"
+step "8. Zero-touch: ${DEMO_VMS:-3} virtual machines with empty disks boot the appliance from the network (PXE/iPXE), find asr server by DHCP option 224, restore by multicast, verify, reboot, and boot the restored disk"
 echo "(QEMU emulation, no KVM: this takes a minute or two)"
 "$root/bin/asr-lab" demo --netboot --image "$work/firstboot.asr" --disk "$work/firstboot.img" \
 	--marker "ASR-FIRSTBOOT-OK demo" --vms "${DEMO_VMS:-3}" --dir "$work/lab" --lab "${DEMO_LAB:-asrlab}"
