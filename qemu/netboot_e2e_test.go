@@ -16,6 +16,7 @@ package qemu_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,6 +28,9 @@ import (
 
 	"github.com/asrlinux/asr/internal/testenv"
 	"github.com/asrlinux/asr/qemu"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/iana"
 )
 
 // mkbootos builds the first-boot OS image with testdata/mkbootos.sh; booted,
@@ -48,7 +52,7 @@ func markerID(what string) string {
 // netbootLab is a lab (prefix n6a) whose host 198.18.0.1 runs dnsmasq with
 // the example configuration, with only its /srv/asr replaced by l.srvDir,
 // and nginx on port 80 serving l.srvDir: boot.ipxe (the example), the
-// appliance's kernel and initramfs, and iPXE for PXE ROMs.
+// appliance's kernel and initramfs, and iPXE for PXE ROMs (BIOS, UEFI).
 func netbootLab(t *testing.T, name string) *vmLab {
 	t.Helper()
 	testenv.Require(t, "dnsmasq", "nginx", "ip")
@@ -59,6 +63,7 @@ func netbootLab(t *testing.T, name string) *vmLab {
 		"asr-initramfs.cpio.gz": initrd,
 		"boot.ipxe":             "../appliance/examples/boot.ipxe",
 		"undionly.kpxe":         "/usr/lib/ipxe/undionly.kpxe",
+		"ipxe.efi":              "/usr/lib/ipxe/ipxe.efi",
 	} {
 		abs, err := filepath.Abs(target)
 		if err != nil {
@@ -340,5 +345,73 @@ func TestApplianceNoSource(t *testing.T) {
 	}
 	if testenv.Hash(t, disk, 0, 32<<20) != before {
 		t.Errorf("the appliance changed the disk though it found no source")
+	}
+}
+
+// TestExampleDnsmasqPXE asks the lab's dnsmasq, running the example
+// configuration, what each kind of network boot firmware gets, as the
+// firmware would (a DHCP client in a lab host), and fetches the PXE file by
+// TFTP: QEMU's NIC ROMs are iPXE already, so the VM tests never take the
+// PXE-ROM path of a real PC.
+func TestExampleDnsmasqPXE(t *testing.T) {
+	testenv.Require(t, "curl")
+	l := netbootLab(t, "pxe")
+	client, err := l.lab.AddHost("c", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		firmware string
+		mods     []dhcpv4.Modifier
+		file     string // what the firmware is told to load
+		tftp     string // when it comes by TFTP: the file it must be
+	}{
+		{"BIOS PXE ROM", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC))},
+			"undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe"},
+		{"UEFI x86-64 PXE", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64))},
+			"ipxe.efi", "/usr/lib/ipxe/ipxe.efi"},
+		// iPXE says so with option 175 (its feature list).
+		{"iPXE", []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{0x13, 0x01, 0x01})},
+			"http://198.18.0.1/boot.ipxe", ""},
+	} {
+		var ack *dhcpv4.DHCPv4
+		err := client.Do(func() error {
+			dc, err := nclient4.New("eth0", nclient4.WithTimeout(3*time.Second), nclient4.WithRetry(3))
+			if err != nil {
+				return err
+			}
+			defer dc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			lease, err := dc.Request(ctx, append(c.mods, dhcpv4.WithRequestedOptions(dhcpv4.GenericOptionCode(224)))...)
+			if err != nil {
+				return err
+			}
+			ack = lease.ACK
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: DHCP: %v", c.firmware, err)
+		}
+		if got := ack.BootFileName; got != c.file {
+			t.Errorf("%s is told to load %q, want %q", c.firmware, got, c.file)
+		}
+		if got := string(ack.Options.Get(dhcpv4.GenericOptionCode(224))); got != "asr://198.18.0.1" {
+			t.Errorf("%s: option 224 is %q, want asr://198.18.0.1", c.firmware, got)
+		}
+		if c.tftp == "" {
+			continue
+		}
+		if ack.ServerIPAddr.String() != "198.18.0.1" {
+			t.Errorf("%s: next server %s, want 198.18.0.1", c.firmware, ack.ServerIPAddr)
+		}
+		got := filepath.Join(t.TempDir(), "got")
+		cmd := client.Command(context.Background(), "curl", "-sS", "--max-time", "20", "-o", got, "tftp://198.18.0.1/"+c.file)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: TFTP %s: %v\n%s", c.firmware, c.file, err, out)
+		}
+		if !bytes.Equal(mustRead(t, got), mustRead(t, c.tftp)) {
+			t.Errorf("%s: %s by TFTP is not %s", c.firmware, c.file, c.tftp)
+		}
 	}
 }
