@@ -350,7 +350,7 @@ func TestApplianceNoSource(t *testing.T) {
 
 // TestExampleDnsmasqPXE asks the lab's dnsmasq, running the example
 // configuration, what each kind of network boot firmware gets, as the
-// firmware would (a DHCP client in a lab host), and fetches the PXE file by
+// firmware would (a DHCP client in a lab host), and fetches the PXE files by
 // TFTP: QEMU's NIC ROMs are iPXE already, so the VM tests never take the
 // PXE-ROM path of a real PC.
 func TestExampleDnsmasqPXE(t *testing.T) {
@@ -360,6 +360,57 @@ func TestExampleDnsmasqPXE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkPXEAnswers(t, client, true)
+}
+
+// TestExampleDhcpdPXE runs ISC dhcpd with the example dhcpd.conf, as it is,
+// in a lab and asks it what dnsmasq was asked above.
+func TestExampleDhcpdPXE(t *testing.T) {
+	testenv.Require(t, "dhcpd", "ip")
+	lab, err := qemu.NewLab("n6aisc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	srv, err := lab.AddHost("s", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := lab.AddHost("c", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := filepath.Abs("../appliance/examples/dhcpd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	leases := filepath.Join(dir, "dhcpd.leases")
+	if err := os.WriteFile(leases, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := qemu.StartProc("dhcpd", srv.Command(context.Background(), "dhcpd", "-4", "-f", "-d",
+		"-cf", conf, "-lf", leases, "-pf", filepath.Join(dir, "dhcpd.pid"), "eth0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("dhcpd:\n%s", p.Output.Log())
+		}
+	})
+	if err := p.WaitFor(`Server starting service`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkPXEAnswers(t, client, false)
+}
+
+// checkPXEAnswers asks the lab's DHCP server from client as BIOS PXE, UEFI
+// PXE and iPXE firmware: each must be told what the example configurations
+// say, with option 224. With tftp, it fetches the PXE files by TFTP too.
+func checkPXEAnswers(t *testing.T, client *qemu.Host, tftp bool) {
+	t.Helper()
 	for _, c := range []struct {
 		firmware string
 		mods     []dhcpv4.Modifier
@@ -370,8 +421,9 @@ func TestExampleDnsmasqPXE(t *testing.T) {
 			"undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe"},
 		{"UEFI x86-64 PXE", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64))},
 			"ipxe.efi", "/usr/lib/ipxe/ipxe.efi"},
-		// iPXE says so with option 175 (its feature list).
-		{"iPXE", []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{0x13, 0x01, 0x01})},
+		// iPXE says so with option 175 (its features) and user class "iPXE".
+		{"iPXE", []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{0x13, 0x01, 0x01}),
+			dhcpv4.WithGeneric(dhcpv4.OptionUserClassInformation, []byte("iPXE"))},
 			"http://198.18.0.1/boot.ipxe", ""},
 	} {
 		var ack *dhcpv4.DHCPv4
@@ -404,6 +456,9 @@ func TestExampleDnsmasqPXE(t *testing.T) {
 		}
 		if ack.ServerIPAddr.String() != "198.18.0.1" {
 			t.Errorf("%s: next server %s, want 198.18.0.1", c.firmware, ack.ServerIPAddr)
+		}
+		if !tftp {
+			continue
 		}
 		got := filepath.Join(t.TempDir(), "got")
 		cmd := client.Command(context.Background(), "curl", "-sS", "--max-time", "20", "-o", got, "tftp://198.18.0.1/"+c.file)
