@@ -29,6 +29,11 @@ if [ ${#need[@]} -gt 0 ]; then
 	# RUNLEVEL=1 keeps the packages' services (nginx) from starting on the host:
 	# the tests start their own, inside network namespaces.
 	RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# isc-dhcp-server is here only for dhcpd, which the tests run in a lab
+	# namespace: its service must never serve the host's own networks.
+	if [[ " ${need[*]} " == *" isc-dhcp-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now isc-dhcp-server.service isc-dhcp-server6.service >/dev/null 2>&1 || true
+	fi
 fi
 gobin=$(go env GOPATH)/bin
 if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$gobin/staticcheck" ]; then
