@@ -9,9 +9,10 @@
 //  5. bring up every wired link and run DHCP on all of them at once;
 //  6. choose the target disk (ChooseTarget): the named one, else the only
 //     internal disk; refuse and list them when that is ambiguous;
-//  7. restore it from asr.source with erase and verify, through the same
+//  7. find the source (findSource): asr.source=, else DHCP option 224;
+//  8. restore the disk from it with erase and verify, through the same
 //     engine as `asr restore`;
-//  8. print the result, then reboot (or power off, or open a shell).
+//  9. print the result, then reboot (or power off, or open a shell).
 //
 // A failure stops with the reason on the console and never loops; with
 // asr.debug it opens a shell. Tests and dashboards match the line
@@ -123,9 +124,6 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	logf("drivers: %d loaded %v", len(mods), mods)
 	WaitEntropy(logf, func() error { return LoadNamed(o.RootDir, "virtio_rng") })
 
-	if cfg.Source == "" {
-		return nil, fmt.Errorf("no source: give asr.source=http://HOST/IMAGE or asr.source=asr://HOST on the kernel command line")
-	}
 	// Disks and links appear as their drivers probe them.
 	disks, err := waitDisks(o.SysRoot, 5*time.Second)
 	if err != nil {
@@ -159,10 +157,14 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 		}
 	}
 
-	logf("source: %s", cfg.Source)
+	src, how, err := findSource(cfg, leases)
+	if err != nil {
+		return nil, err
+	}
+	logf("source: %s (%s)", src, how)
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
-		Source: cfg.Source, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
 		OpenSource: func(s string) (source.Source, error) {
 			return sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5, Name: o.Name, Log: logf})
 		},

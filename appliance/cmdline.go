@@ -39,7 +39,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 		key, val, hasVal := strings.Cut(f, "=")
 		switch key {
 		case "asr.source":
-			if !strings.HasPrefix(val, "http://") && !strings.HasPrefix(val, "https://") && !strings.HasPrefix(val, "asr://") {
+			if err := checkSourceURL(val); err != nil {
 				return c, fmt.Errorf("asr.source=%s: give an http://, https:// or asr:// URL", val)
 			}
 			c.Source = val

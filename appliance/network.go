@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/vishvananda/netlink"
 )
@@ -16,7 +17,8 @@ type Lease struct {
 	Addr      string // "198.18.0.100/24"
 	Server    string // the DHCP server
 	Gateway   string
-	BootFile  string // option 67, where later the source may come from
+	BootFile  string // option 67
+	Source    string // option 224 (SourceOption): the source URL, if the server sets it
 }
 
 // WiredLinks lists the Ethernet interfaces, whatever their state.
@@ -42,7 +44,9 @@ func DHCP(ctx context.Context, links []netlink.Link, logf func(string, ...any)) 
 	if len(links) == 0 {
 		return nil, fmt.Errorf("no wired network interface found (is its driver in the initramfs?)")
 	}
-	cfg := dhclient.Config{Timeout: 4 * time.Second, Retries: 1000, LogLevel: dhclient.LogInfo}
+	cfg := dhclient.Config{Timeout: 4 * time.Second, Retries: 1000, LogLevel: dhclient.LogInfo,
+		// Servers send a site-specific option only when asked for it.
+		Modifiers4: []dhcpv4.Modifier{dhcpv4.WithRequestedOptions(sourceOptionCode)}}
 	var leases []Lease
 	for r := range dhclient.SendRequests(ctx, links, true, false, cfg, 10*time.Second) {
 		name := r.Interface.Attrs().Name
@@ -62,6 +66,7 @@ func DHCP(ctx context.Context, links []netlink.Link, logf func(string, ...any)) 
 				l.Gateway = gw[0].String()
 			}
 			l.BootFile = m.BootFileNameOption()
+			l.Source = sourceFromLease(m)
 		}
 		leases = append(leases, l)
 	}

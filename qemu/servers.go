@@ -88,8 +88,10 @@ const (
 
 // StartDHCP runs dnsmasq as the lab's DHCP server on h's eth0, handing out
 // DHCPFirst-DHCPLast for an hour; DNS is off (--port=0). Its lease and PID
-// files go in dir.
-func StartDHCP(h *Host, dir string) (*Proc, error) {
+// files go in dir. args are more dnsmasq options, such as
+// --conf-file=FILE for a configuration with PXE and TFTP
+// (appliance/examples/dnsmasq.conf).
+func StartDHCP(h *Host, dir string, args ...string) (*Proc, error) {
 	cmd := h.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 		"--interface=eth0", "--bind-dynamic",
 		// No ping of an address before offering it: that costs 3 s a lease.
@@ -99,6 +101,7 @@ func StartDHCP(h *Host, dir string) (*Proc, error) {
 		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
 		// As root: its lease file is in a test's private directory.
 		"--user=root", "--log-facility=-", "--log-dhcp")
+	cmd.Args = append(cmd.Args, args...)
 	p, err := StartProc("dnsmasq", cmd)
 	if err != nil {
 		return nil, err

@@ -12,14 +12,17 @@ import (
 	"time"
 )
 
-// A VM is a QEMU virtual machine booting a kernel and initramfs directly
-// (no firmware disk boot), with raw virtio disks and, optionally, a NIC on a
-// tap of a Lab's bridge. Its serial console is its Console. It runs under
-// TCG unless WithAccel says otherwise: no KVM is needed, only patience.
+// A VM is a QEMU virtual machine with raw disks and, optionally, a NIC on a
+// tap of a Lab's bridge. It boots one of three ways: a kernel and initramfs
+// given to QEMU (WithKernel, WithInitramfs), the network by its NIC's iPXE
+// ROM (WithNetboot), or its first disk by the BIOS (WithDiskBoot). Its
+// serial console is its Console. It runs under TCG unless WithAccel says
+// otherwise: no KVM is needed, only patience.
 //
-// QEMU runs with -no-reboot, so a guest that reboots ends the VM, and with
-// -nodefaults, so the only NIC is the lab's: never user-mode networking,
-// which would reach the outside through the host.
+// QEMU runs with -no-reboot, so a guest that reboots ends the VM (except a
+// netbooted one: its reboot must reach its disk), and with -nodefaults, so
+// the only NIC is the lab's: never user-mode networking, which would reach
+// the outside through the host.
 type VM struct {
 	Name    string
 	Console *Console
@@ -45,6 +48,8 @@ type config struct {
 	lab       *Lab
 	nic       int
 	nicModel  string
+	netboot   bool
+	diskboot  bool
 	args      []string
 }
 
@@ -136,6 +141,26 @@ func WithNICModel(model string) Fn {
 	return func(c *config) error { c.nicModel = model; return nil }
 }
 
+// WithNetboot boots the VM from the network, as a PC with an empty disk
+// does: the NIC keeps its option ROM (iPXE, from Debian's ipxe-qemu), which
+// asks the lab's DHCP server what to load. The boot after that is from the
+// first disk (QEMU's -boot once=n), and the guest's reboot does not end QEMU,
+// so an appliance that restored the disk and rebooted boots what it wrote.
+// The BIOS and iPXE print on the serial console too. It needs WithNIC, and
+// no kernel.
+func WithNetboot() Fn {
+	return func(c *config) error { c.netboot = true; return nil }
+}
+
+// WithDiskBoot boots the VM's first disk with the BIOS (SeaBIOS), without a
+// kernel from QEMU: the test of what a restore left on the disk. A disk
+// that does not boot ends the VM within seconds: the BIOS gives up and
+// reboots, which -no-reboot turns into QEMU's exit. The BIOS prints on the
+// serial console ("Boot failed: not a bootable disk").
+func WithDiskBoot() Fn {
+	return func(c *config) error { c.diskboot = true; return nil }
+}
+
 // WithQEMU runs this QEMU binary (default qemu-system-x86_64).
 func WithQEMU(path string) Fn {
 	return func(c *config) error { c.qemu = path; return nil }
@@ -154,21 +179,41 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			return nil, fmt.Errorf("vm %s: %w", name, err)
 		}
 	}
-	if c.kernel == "" || c.initramfs == "" {
-		return nil, fmt.Errorf("vm %s: a kernel and an initramfs are needed", name)
-	}
 	args := []string{
 		"-name", name, "-nodefaults", "-no-user-config", "-display", "none",
-		"-serial", "stdio", "-no-reboot",
+		"-serial", "stdio",
 		"-m", fmt.Sprint(c.memory), "-smp", fmt.Sprint(c.cpus),
 		// The default CPU model has no RDRAND: the guest's random pool (and
 		// so Go's crypto/rand) could then take minutes to fill.
 		"-cpu", "max", "-accel", c.accel,
 		"-device", "virtio-rng-pci",
-		"-kernel", c.kernel, "-initrd", c.initramfs,
-		// panic=-1: a kernel panic reboots at once, which ends QEMU, rather
-		// than hang until the test's timeout.
-		"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "),
+	}
+	switch {
+	case c.netboot && c.diskboot:
+		return nil, fmt.Errorf("vm %s: WithNetboot and WithDiskBoot: choose one", name)
+	case c.netboot || c.diskboot:
+		if c.kernel != "" || c.initramfs != "" || len(c.cmdline) > 0 {
+			return nil, fmt.Errorf("vm %s: a kernel, initramfs or kernel arguments with a firmware boot: the firmware loads its own", name)
+		}
+		if c.netboot && c.lab == nil {
+			return nil, fmt.Errorf("vm %s: WithNetboot needs a NIC (WithNIC)", name)
+		}
+		// graphics=off: SeaBIOS (and iPXE, through it) print on the serial
+		// console, where a test sees why a boot failed.
+		args = append(args, "-machine", "graphics=off")
+		if c.netboot {
+			args = append(args, "-boot", "order=c,once=n")
+		} else {
+			args = append(args, "-no-reboot", "-boot", "order=c,reboot-timeout=1000")
+		}
+	case c.kernel == "" || c.initramfs == "":
+		return nil, fmt.Errorf("vm %s: a kernel and an initramfs are needed (or WithNetboot, WithDiskBoot)", name)
+	default:
+		args = append(args, "-no-reboot",
+			"-kernel", c.kernel, "-initrd", c.initramfs,
+			// panic=-1: a kernel panic reboots at once, which ends QEMU, rather
+			// than hang until the test's timeout.
+			"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "))
 	}
 	for i, d := range c.disks {
 		id := fmt.Sprintf("d%d", i)
@@ -184,11 +229,16 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		if err := c.lab.AddTap(v.tap); err != nil {
 			return nil, fmt.Errorf("vm %s: %w", name, err)
 		}
+		rom := ",romfile="
+		if c.netboot {
+			// QEMU's own iPXE ROM for the model (Debian's ipxe-qemu).
+			rom = ""
+		}
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", v.tap),
-			// romfile=: no iPXE option ROM, which is not installed and is
-			// not needed to boot a kernel directly.
-			"-device", fmt.Sprintf("%s,netdev=n0,mac=52:54:00:12:34:%02x,romfile=", c.nicModel, c.nic))
+			// romfile=: no iPXE option ROM when the kernel is given: it is
+			// not needed, and a firmware boot must not try the network.
+			"-device", fmt.Sprintf("%s,netdev=n0,mac=52:54:00:12:34:%02x%s", c.nicModel, c.nic, rom))
 	}
 	args = append(args, c.args...)
 

@@ -1,7 +1,9 @@
 #!/bin/bash
 # make demo: the main job end to end on built-in defaults. Makes a sample
 # GPT/ext4 disk, scans it into a prepared image, restores that image onto a
-# loop device with erase and verification, and checks the bytes.
+# loop device with erase and verification, and checks the bytes. Then VMs
+# with empty disks netboot the appliance, restore a small bootable OS over
+# multicast, and boot it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 asr=$root/bin/asr
@@ -53,6 +55,11 @@ echo "OK: bytes 1024 to $bytes of $loopdev equal $work/sample.img"
 sgdisk -v "$loopdev" | head -n 2
 printf '\nimage: %s (%s), sample disk: %s\n' "$work/sample.asr" "$(du -h --apparent-size "$work/sample.asr" | cut -f1)" "$work/sample.img"
 
-step "7. The appliance: 3 virtual machines boot it, get an address by DHCP, restore their empty disks from asr server by multicast, verify and reboot"
+step "7. The first-boot OS: a 24 MiB bootable disk (syslinux, a kernel, an init that prints a marker), as a prepared image"
+"$root/testdata/mkbootos.sh" "$work/firstboot.img" demo
+"$asr" imagescan --source "$work/firstboot.img" --output "$work/firstboot.asr" --overwrite
+
+step "8. Zero-touch: ${DEMO_VMS:-3} virtual machines with empty disks boot the appliance from the network (PXE/iPXE), find asr server by DHCP option 224, restore by multicast, verify, reboot, and boot the restored disk"
 echo "(QEMU emulation, no KVM: this takes a minute or two)"
-"$root/bin/asr-lab" demo --image "$work/sample.asr" --disk "$work/sample.img" --vms "${DEMO_VMS:-3}" --dir "$work/lab"
+"$root/bin/asr-lab" demo --netboot --image "$work/firstboot.asr" --disk "$work/firstboot.img" \
+	--marker "ASR-FIRSTBOOT-OK demo" --vms "${DEMO_VMS:-3}" --dir "$work/lab" --lab "${DEMO_LAB:-asrlab}"

@@ -6,11 +6,20 @@ need=()
 for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e2fsprogs \
 	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip partclone.ext4:partclone openssl:openssl \
 	python3:python3 nginx:nginx-light ip:iproute2 nft:nftables curl:curl udp-sender:udpcast avahi-daemon:avahi-daemon avahi-browse:avahi-utils unshare:util-linux \
-	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates; do
+	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates \
+	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
 [ -x /usr/bin/time ] || need+=(time) # GNU time: peak memory in the benchmarks
+# The first-boot test OS (testdata/mkbootos.sh): syslinux's MBR, a static
+# busybox (the dynamic one of package busybox cannot run in its initramfs).
+[ -r /usr/lib/syslinux/mbr/mbr.bin ] || need+=(syslinux-common)
+{ [ -x /usr/bin/busybox ] && ! ldd /usr/bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
+# Netboot: iPXE for PXE ROMs (undionly.kpxe, ipxe.efi) in the example
+# configurations; QEMU's NIC ROMs are iPXE too (ipxe-qemu, a dependency of
+# qemu-system-x86).
+[ -r /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
 # A kernel with its modules: the appliance's VMs boot it (make initramfs).
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 if [ ${#need[@]} -gt 0 ]; then
@@ -20,6 +29,11 @@ if [ ${#need[@]} -gt 0 ]; then
 	# RUNLEVEL=1 keeps the packages' services (nginx) from starting on the host:
 	# the tests start their own, inside network namespaces.
 	RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# isc-dhcp-server is here only for dhcpd, which the tests run in a lab
+	# namespace: its service must never serve the host's own networks.
+	if [[ " ${need[*]} " == *" isc-dhcp-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now isc-dhcp-server.service isc-dhcp-server6.service >/dev/null 2>&1 || true
+	fi
 fi
 gobin=$(go env GOPATH)/bin
 if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$gobin/staticcheck" ]; then

@@ -1,0 +1,69 @@
+package appliance
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// SourceOption is the DHCP option that carries the source URL, for a
+// machine whose kernel command line names none: a text option such as
+// "asr://198.18.0.1" or "http://server/images/lab.asr". 224 is the first
+// of the site-specific options (RFC 2132 section 2, RFC 3942), which no
+// standard and no common vendor uses; the appliance asks for it in its
+// parameter request list, so servers that send only requested options
+// (dnsmasq, ISC dhcpd) send it. The examples under appliance/examples set it.
+const SourceOption = 224
+
+// sourceOptionCode is SourceOption as insomniacslk/dhcp names options.
+var sourceOptionCode = dhcpv4.GenericOptionCode(SourceOption)
+
+// findSource decides where the image comes from, in this order:
+//  1. asr.source= on the kernel command line;
+//  2. DHCP option 224 (SourceOption) of the first lease that has it.
+//
+// It returns the URL and how it was found ("kernel command line", "DHCP
+// option 224 from 198.18.0.1 on eth0"). When nothing names a source, the
+// error says what was tried, so an admin knows what to configure. A URL
+// from DHCP is checked as one from the command line is: a bad one is an
+// error naming the DHCP server that sent it, never silently skipped.
+func findSource(cfg Config, leases []Lease) (url, how string, err error) {
+	if cfg.Source != "" {
+		return cfg.Source, "kernel command line", nil
+	}
+	for _, l := range leases {
+		if l.Source == "" {
+			continue
+		}
+		how := fmt.Sprintf("DHCP option %d from %s on %s", SourceOption, l.Server, l.Interface)
+		if err := checkSourceURL(l.Source); err != nil {
+			return "", "", fmt.Errorf("%s: %w", how, err)
+		}
+		return l.Source, how, nil
+	}
+	var ifs []string
+	for _, l := range leases {
+		ifs = append(ifs, l.Interface)
+	}
+	return "", "", fmt.Errorf("no source: no asr.source= on the kernel command line, and no DHCP option %d in the leases on %s; "+
+		"give asr.source=http://HOST/IMAGE or asr.source=asr://HOST, or set DHCP option %d to that URL",
+		SourceOption, strings.Join(ifs, ", "), SourceOption)
+}
+
+// checkSourceURL accepts the URLs the appliance can restore from.
+func checkSourceURL(s string) error {
+	if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "asr://") {
+		return fmt.Errorf("source %q: give an http://, https:// or asr:// URL", s)
+	}
+	return nil
+}
+
+// sourceFromLease reads SourceOption from a DHCP reply: text, of which a
+// trailing NUL (some servers send C strings) and spaces are dropped.
+func sourceFromLease(m *dhcpv4.DHCPv4) string {
+	if m == nil {
+		return ""
+	}
+	return strings.TrimSpace(strings.TrimRight(string(m.Options.Get(sourceOptionCode)), "\x00"))
+}
