@@ -27,6 +27,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/asrlinux/asr/internal/dnssd"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
@@ -123,9 +124,6 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	logf("drivers: %d loaded %v", len(mods), mods)
 	WaitEntropy(logf, func() error { return LoadNamed(o.RootDir, "virtio_rng") })
 
-	if cfg.Source == "" {
-		return nil, fmt.Errorf("no source: give asr.source=http://HOST/IMAGE or asr.source=asr://HOST on the kernel command line")
-	}
 	// Disks and links appear as their drivers probe them.
 	disks, err := waitDisks(o.SysRoot, 5*time.Second)
 	if err != nil {
@@ -159,6 +157,16 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 		}
 	}
 
+	if cfg.Source == "" {
+		ifaces := make([]string, len(leases))
+		for i, l := range leases {
+			ifaces[i] = l.Interface
+		}
+		logf("source: none given; browsing DNS-SD for %s for %s", dnssd.ServiceType, BrowseWait)
+		if cfg.Source, err = DiscoverDNSSD(ctx, cfg.Image, ifaces, logf); err != nil {
+			return nil, err
+		}
+	}
 	logf("source: %s", cfg.Source)
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
