@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -44,7 +45,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	req := restore.Request{
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
-		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, sf, out.Info) },
+		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, cmp.Or(*tgt, *file), sf, out.Info) },
 		Out:        out,
 	}
 	if e.isTerminal() && !*puppet {

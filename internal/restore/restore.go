@@ -66,7 +66,7 @@ type Result struct {
 }
 
 // Run performs a restore: validate, confirm, erase, write, verify.
-func Run(ctx context.Context, req Request) (*Result, error) {
+func Run(ctx context.Context, req Request) (res *Result, err error) {
 	out := req.Out
 	if !req.Erase && req.File == "" {
 		return nil, errors.New("restore without --erase (copying files into an existing volume) is not supported yet: add --erase to erase the target and copy it block by block")
@@ -85,7 +85,6 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 			return nil, err
 		}
 	} else {
-		var err error
 		if tgt, err = target.Open(req.Target); err != nil {
 			out.Fail(err)
 			return nil, err
@@ -101,6 +100,11 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	defer src.Close()
+	if f, ok := src.(source.Finisher); ok {
+		// Deferred after Close, so it runs before it: the source still
+		// has its connection to say how it ended.
+		defer func() { f.Finished(err) }()
+	}
 	info := src.Info()
 	if tgt != nil && info.Path != "" {
 		if bad, why := tgt.Overlaps(info.Path); bad {
@@ -179,7 +183,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	if n, ok := src.(source.Noter); ok && n.Note() != "" {
 		out.Info("Source check: %s", n.Note())
 	}
-	res := &Result{
+	res = &Result{
 		Target: name, Size: info.Size, DataBytes: w.dataBytes.Load(),
 		Chunks: len(w.sums), ZeroChunks: int(w.zeroChunks.Load()), Elapsed: time.Since(start),
 	}
