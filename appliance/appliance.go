@@ -115,7 +115,7 @@ func stop(logf func(string, ...any), cfg Config, err error) {
 }
 
 // Run brings the machine up to the network and restores its disk.
-func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
+func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err error) {
 	logf := func(format string, a ...any) { fmt.Fprintf(o.Console, "asr: "+format+"\n", a...) }
 	mods, err := loadAllDrivers(o.RootDir, o.SysRoot)
 	if err != nil {
@@ -151,10 +151,18 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	}
 	// A machine booted from the network has no host name ("(none)"): the
 	// server's log then names it by the MAC address of its first lease.
+	mac := ""
+	if ifi, err := net.InterfaceByName(leases[0].Interface); err == nil {
+		mac = ifi.HardwareAddr.String()
+	}
 	if o.Name == "" || o.Name == "(none)" {
-		if ifi, err := net.InterfaceByName(leases[0].Interface); err == nil {
-			o.Name = ifi.HardwareAddr.String()
-		}
+		o.Name = mac
+	}
+	var rep *reporter
+	if cfg.Report != "" {
+		rep = newReporter(cfg.Report, Report{Client: o.Name, MAC: mac, Disk: tgt.String(), Source: cfg.Source}, logf)
+		logf("status reports go to %s", cfg.Report)
+		defer func() { rep.final(err, 0) }()
 	}
 
 	if cfg.Source == "" {
@@ -167,12 +175,20 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 			return nil, err
 		}
 	}
+	if rep != nil {
+		rep.base.Source = cfg.Source // when DNS-SD found it
+	}
 	logf("source: %s", cfg.Source)
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
 		Source: cfg.Source, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
 		OpenSource: func(s string) (source.Source, error) {
-			return sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5, Name: o.Name, Log: logf})
+			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
+				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf})
+			if err != nil || rep == nil {
+				return src, err
+			}
+			return &reportingSource{Source: src, r: rep}, nil
 		},
 		Out: progress.New(o.Console, false),
 	})

@@ -25,6 +25,7 @@ type Config struct {
 	Timeout  time.Duration // asr.timeout=: seconds for DHCP, reaching the source, and stream silence (default 60)
 	Debug    bool          // asr.debug: a failure opens a shell
 	Image    string        // asr.image=: which of several DNS-SD servers to use (by image name)
+	Report   string        // asr.report=: http(s):// URL the appliance POSTs its status to (see Report)
 }
 
 // ParseCmdline reads the asr.* keys of a kernel command line; others are
@@ -75,8 +76,13 @@ func ParseCmdline(cmdline string) (Config, error) {
 			c.Timeout = time.Duration(n) * time.Second
 		case "asr.image":
 			c.Image = val
+		case "asr.report":
+			if !strings.HasPrefix(val, "http://") && !strings.HasPrefix(val, "https://") {
+				return c, fmt.Errorf("asr.report=%s: give the http:// or https:// URL to POST status reports to", val)
+			}
+			c.Report = val
 		default:
-			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.after, asr.timeout, asr.debug, asr.image)", key)
+			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.after, asr.timeout, asr.debug, asr.image, asr.report)", key)
 		}
 	}
 	return c, nil
