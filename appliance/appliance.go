@@ -9,9 +9,14 @@
 //  5. bring up every wired link and run DHCP on all of them at once;
 //  6. choose the target disk (ChooseTarget): the named one, else the only
 //     internal disk; refuse and list them when that is ambiguous;
-//  7. restore it from asr.source with erase and verify, through the same
-//     engine as `asr restore`;
-//  8. print the result, then reboot (or power off, or open a shell).
+//  7. find the source: asr.source, else DNS-SD (DiscoverDNSSD);
+//  8. restore it with erase and verify, through the same engine as `asr
+//     restore`, reporting to asr.report= if given (Report);
+//  9. print the result, then reboot (or power off, or open a shell).
+//
+// With asr.source=label:ASRDATA (the USB toolkit stick) steps 5 and 7 are
+// replaced: the image comes from the stick's data partition, kept
+// read-only, and the target is chosen among the other disks.
 //
 // A failure stops with the reason on the console and never loops; with
 // asr.debug it opens a shell. Tests and dashboards match the line
@@ -25,6 +30,8 @@ import (
 	"log"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/asrlinux/asr/internal/dnssd"
@@ -124,6 +131,9 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	logf("drivers: %d loaded %v", len(mods), mods)
 	WaitEntropy(logf, func() error { return LoadNamed(o.RootDir, "virtio_rng") })
 
+	if strings.HasPrefix(cfg.Source, StickScheme) {
+		return restoreFromStick(ctx, cfg, o, logf)
+	}
 	// Disks and links appear as their drivers probe them.
 	disks, err := waitDisks(o.SysRoot, 5*time.Second)
 	if err != nil {
@@ -189,6 +199,48 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 				return src, err
 			}
 			return &reportingSource{Source: src, r: rep}, nil
+		},
+		Out: progress.New(o.Console, false),
+	})
+}
+
+// restoreFromStick restores the internal disk from an image on the toolkit
+// stick: no network, the stick found by its data partition's label and
+// kept read-only, the target chosen among the other disks.
+func restoreFromStick(ctx context.Context, cfg Config, o Options, logf func(string, ...any)) (*restore.Result, error) {
+	label, file, err := parseStickSource(cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	logf("source: looking for the stick's %s filesystem on USB and removable disks", label)
+	part, disks, err := waitStick(o.RootDir, o.SysRoot, label, cfg.Timeout, logf)
+	if err != nil {
+		return nil, err
+	}
+	logf("stick: %s on %s", part.Path, part.Disk)
+	if cfg.Target != "" {
+		if t, err := ChooseTarget(cfg.Target, []Disk{part.Disk}); err == nil {
+			return nil, fmt.Errorf("asr.target=%s is the toolkit stick %s that holds the image; name the internal disk", cfg.Target, t)
+		}
+	}
+	tgt, err := ChooseTarget(cfg.Target, withoutDisk(disks, part.Disk.Path))
+	if err != nil {
+		return nil, err
+	}
+	logf("target: %s", tgt)
+	if err := mountStick(o.RootDir, part); err != nil {
+		return nil, err
+	}
+	img, err := ChooseStickImage(stickMount, file, cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	logf("source: %s from the stick", filepath.Base(img))
+	logf("restore starts %.1f s after power-on", Uptime().Seconds())
+	return restore.Run(ctx, restore.Request{
+		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		OpenSource: func(s string) (source.Source, error) {
+			return sourceurl.Open(ctx, s, sourceurl.Options{Log: logf})
 		},
 		Out: progress.New(o.Console, false),
 	})

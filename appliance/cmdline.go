@@ -18,7 +18,7 @@ const (
 
 // Config is the appliance's configuration, from the kernel command line.
 type Config struct {
-	Source   string        // asr.source=: http(s):// or asr:// URL
+	Source   string        // asr.source=: http(s):// or asr:// URL, or label:LABEL[/IMAGE] (the toolkit stick)
 	Target   string        // asr.target=: /dev/..., /dev/disk/by-id/..., or a disk serial
 	NoVerify bool          // asr.noverify
 	After    After         // asr.after=: reboot (default), poweroff, shell
@@ -40,8 +40,12 @@ func ParseCmdline(cmdline string) (Config, error) {
 		key, val, hasVal := strings.Cut(f, "=")
 		switch key {
 		case "asr.source":
-			if !strings.HasPrefix(val, "http://") && !strings.HasPrefix(val, "https://") && !strings.HasPrefix(val, "asr://") {
-				return c, fmt.Errorf("asr.source=%s: give an http://, https:// or asr:// URL", val)
+			if strings.HasPrefix(val, StickScheme) {
+				if _, _, err := parseStickSource(val); err != nil {
+					return c, err
+				}
+			} else if !strings.HasPrefix(val, "http://") && !strings.HasPrefix(val, "https://") && !strings.HasPrefix(val, "asr://") {
+				return c, fmt.Errorf("asr.source=%s: give an http://, https:// or asr:// URL, or label:%s for the toolkit stick", val, StickDataLabel)
 			}
 			c.Source = val
 		case "asr.target":

@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// A VM is a QEMU virtual machine booting a kernel and initramfs directly
-// (no firmware disk boot), with raw virtio disks and, optionally, a NIC on a
+// A VM is a QEMU virtual machine booting a kernel and initramfs directly,
+// or by its firmware (SeaBIOS, or OVMF for UEFI) from its disks, with raw
+// virtio, NVMe or USB disks and, optionally, a NIC on a
 // tap of a Lab's bridge. Its serial console is its Console. It runs under
 // TCG unless WithAccel says otherwise: no KVM is needed, only patience.
 //
@@ -46,11 +47,13 @@ type config struct {
 	nic       int
 	nicModel  string
 	args      []string
+	uefiCode  string
+	uefiVars  string
 }
 
 type disk struct {
 	path   string
-	device string // QEMU's -device: "virtio-blk-pci", "nvme"
+	device string // QEMU's -device: "virtio-blk-pci", "nvme", "usb-storage"
 }
 
 // Fn configures a VM.
@@ -94,6 +97,26 @@ func WithNVMeDisk(path string) Fn {
 		c.disks = append(c.disks, disk{path, "nvme"})
 		return nil
 	}
+}
+
+// WithUSBDisk attaches a file as a raw USB stick (usb-storage on an xHCI
+// controller), the first device the firmware boots from: the toolkit stick.
+func WithUSBDisk(path string) Fn {
+	return func(c *config) error {
+		if strings.ContainsAny(path, ",") {
+			return fmt.Errorf("disk %q: QEMU's -drive cannot take a comma in a file name", path)
+		}
+		c.disks = append(c.disks, disk{path, "usb-storage"})
+		return nil
+	}
+}
+
+// WithUEFI boots the firmware OVMF (from code, a read-only OVMF_CODE file)
+// with its variables in vars, a writable copy of OVMF_VARS, on a q35
+// machine; without it, machines boot SeaBIOS. Only for VMs booted by their
+// firmware (no WithKernel).
+func WithUEFI(code, vars string) Fn {
+	return func(c *config) error { c.uefiCode, c.uefiVars = code, vars; return nil }
 }
 
 // WithMemory sets the guest's memory in MiB (default 1024).
@@ -154,8 +177,13 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			return nil, fmt.Errorf("vm %s: %w", name, err)
 		}
 	}
-	if c.kernel == "" || c.initramfs == "" {
-		return nil, fmt.Errorf("vm %s: a kernel and an initramfs are needed", name)
+	// Without a kernel the VM boots by its firmware, from its disks.
+	firmware := c.kernel == "" && c.initramfs == ""
+	if !firmware && (c.kernel == "" || c.initramfs == "") {
+		return nil, fmt.Errorf("vm %s: give both a kernel and an initramfs, or neither to boot from disk", name)
+	}
+	if c.uefiCode != "" && !firmware {
+		return nil, fmt.Errorf("vm %s: UEFI firmware boots from disk; give no kernel", name)
 	}
 	args := []string{
 		"-name", name, "-nodefaults", "-no-user-config", "-display", "none",
@@ -165,16 +193,31 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		// so Go's crypto/rand) could then take minutes to fill.
 		"-cpu", "max", "-accel", c.accel,
 		"-device", "virtio-rng-pci",
-		"-kernel", c.kernel, "-initrd", c.initramfs,
-		// panic=-1: a kernel panic reboots at once, which ends QEMU, rather
-		// than hang until the test's timeout.
-		"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "),
 	}
+	if !firmware {
+		args = append(args, "-kernel", c.kernel, "-initrd", c.initramfs,
+			// panic=-1: a kernel panic reboots at once, which ends QEMU, rather
+			// than hang until the test's timeout.
+			"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "))
+	}
+	if c.uefiCode != "" {
+		args = append(args, "-machine", "q35",
+			"-drive", "if=pflash,format=raw,readonly=on,file="+c.uefiCode,
+			"-drive", "if=pflash,format=raw,file="+c.uefiVars)
+	}
+	xhci := false
 	for i, d := range c.disks {
 		id := fmt.Sprintf("d%d", i)
 		dev := fmt.Sprintf("%s,drive=%s", d.device, id)
-		if d.device == "nvme" {
+		switch d.device {
+		case "nvme":
 			dev += ",serial=" + id // NVMe wants one
+		case "usb-storage":
+			if !xhci {
+				args = append(args, "-device", "qemu-xhci,id=xhci")
+				xhci = true
+			}
+			dev += ",bus=xhci.0,bootindex=0"
 		}
 		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw", d.path, id), "-device", dev)
 	}

@@ -11,6 +11,13 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
 [ -x /usr/bin/time ] || need+=(time) # GNU time: peak memory in the benchmarks
+# The USB toolkit stick (usb/mkusb.sh): GRUB for BIOS and UEFI; OVMF boots
+# the stick's test VM by UEFI.
+command -v grub-mkimage >/dev/null 2>&1 || need+=(grub-common)
+[ -f /usr/lib/grub/i386-pc/boot.img ] || need+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+command -v script >/dev/null 2>&1 || need+=(bsdutils) # a pty for asr server's live table
 # A kernel with its modules: the appliance's VMs boot it (make initramfs).
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 if [ ${#need[@]} -gt 0 ]; then
