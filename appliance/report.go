@@ -17,9 +17,10 @@ import (
 // URL of asr.report= (Content-Type application/json). A restore sends
 // "joined" when its data starts to flow, "progress" when its percentage
 // moves (at most once a second, and only the latest if the report server
-// is slow), then exactly one "done" or "failed". Failures that stop the
-// appliance before the restore began (no disk, no server) are reported as
-// "failed" too, once the network is up. Example:
+// is slow), then exactly one "done" or "failed". Failures after the
+// network is up are reported as "failed" even when no data flowed (no
+// server found by DNS-SD, a target too small); failures before it (no
+// disk to restore, no DHCP lease) cannot be. Example:
 //
 //	{"client":"52:54:00:12:34:0a","mac":"52:54:00:12:34:0a",
 //	 "disk":"/dev/vda (64.0 MiB)","source":"http://198.18.0.1/lab.asr",
