@@ -212,6 +212,9 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, logf func(stri
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Report != "" {
+		logf("asr.report=%s: not used: the stick restores without the network", cfg.Report)
+	}
 	logf("source: looking for the stick's %s filesystem on USB and removable disks", label)
 	part, disks, err := waitStick(o.RootDir, o.SysRoot, label, cfg.Timeout, logf)
 	if err != nil {
