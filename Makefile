@@ -25,7 +25,7 @@ KVER     ?=
 
 SHELL    := /bin/bash
 
-.PHONY: all build test unit fuzz bench lint demo lab lab-tool deps clean initramfs usb-image
+.PHONY: all build test unit fuzz bench lint demo lab lab-tool deps clean initramfs usb-image usb-image-args
 
 all: build
 
@@ -43,9 +43,11 @@ initramfs: deps
 # usb-image writes the USB toolkit stick, out/asr-usb.img: the appliance
 # (BIOS and UEFI boot) and a data partition labelled ASRDATA holding IMAGES.
 # USB_ARGS adds kernel arguments (asr.image=NAME when there are several).
-usb-image: initramfs
-	@test -n "$(IMAGES)" || { echo 'make usb-image IMAGES="lab.asr ..." [USB_ARGS="asr.image=lab"]: which prepared images go on the stick?' >&2; exit 2; }
+usb-image: usb-image-args initramfs
 	./usb/mkusb.sh -o out/asr-usb.img -k out/vmlinuz -i out/asr-initramfs.cpio.gz -a "$(USB_ARGS)" $(IMAGES)
+
+usb-image-args:
+	@test -n "$(IMAGES)" || { echo 'make usb-image IMAGES="lab.asr ..." [USB_ARGS="asr.image=lab"]: which prepared images go on the stick?' >&2; exit 2; }
 
 # deps installs what the tests, the demo and the benchmarks use on Debian.
 deps:

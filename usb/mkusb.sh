@@ -50,7 +50,7 @@ die() {
 for f in "$kernel" "$initrd" "$@"; do [ -f "$f" ] || die "$f: no such file"; done
 for img in "$@"; do
 	case $img in *.asr) ;; *) die "$img: not a prepared image (*.asr); make one with asr imagescan" ;; esac
-	[ "$(head -c 8 "$img" | tr -d '\0')" != "" ] || die "$img: empty or not a prepared image"
+	[ "$(head -c 6 "$img")" = ASRIMG ] || die "$img: not a prepared image (no ASRIMG header); make one with asr imagescan"
 done
 for tool in grub-mkimage:grub-common sgdisk:gdisk mformat:mtools mcopy:mtools mkfs.vfat:dosfstools mkfs.ext4:e2fsprogs; do
 	command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} is missing: apt-get install ${tool#*:}"
@@ -102,7 +102,10 @@ mcopy -i "$tmp/esp.img" "$kernel" ::/asr/vmlinuz
 mcopy -i "$tmp/esp.img" "$initrd" ::/asr/initramfs.cpio.gz
 
 mkdir "$tmp/data"
-for img in "$@"; do cp --reflink=auto "$img" "$tmp/data/"; done
+for img in "$@"; do
+	[ ! -e "$tmp/data/$(basename "$img")" ] || die "two images named $(basename "$img"): the appliance chooses by file name (asr.image=)"
+	cp --reflink=auto "$img" "$tmp/data/"
+done
 # No metadata_csum: older kernels and tools read it too. -E root_owner:
 # the images belong to root whoever builds the stick.
 mkfs.ext4 -q -F -L ASRDATA -O ^metadata_csum -E root_owner=0:0 -d "$tmp/data" "$tmp/data.img" "${data}M" >/dev/null
