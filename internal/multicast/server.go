@@ -451,10 +451,15 @@ func (s *Server) client(c net.Conn) {
 				var was int
 				s.update(id, func(c *ClientStatus) {
 					was = c.Percent
-					c.Percent, c.State = pct, StateRestoring
-					if st.Message == "verifying" {
+					switch {
+					case st.Message == "verifying":
 						c.State = StateVerifying
+					case pct > 0 || c.State != StateJoined:
+						// A heartbeat at 0% leaves a joined client
+						// shown as waiting for data.
+						c.State = StateRestoring
 					}
+					c.Percent = pct
 				})
 				// The log gets a line per 10%; the table shows every move.
 				if pct/10 > was/10 {
