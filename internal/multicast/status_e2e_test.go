@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/config"
+	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/testenv"
 	"github.com/asrlinux/asr/qemu"
 )
@@ -28,7 +29,7 @@ func TestE2EServerSeesClientStatus(t *testing.T) {
 	disk, img := l.image(61)
 	var logMu sync.Mutex
 	var log strings.Builder
-	srv := l.inProcessServer(img, "239.255.61.10", func(f string, a ...any) {
+	srv := l.inProcessServer(img, "239.255.61.10", 6_000_000, func(f string, a ...any) {
 		logMu.Lock()
 		defer logMu.Unlock()
 		fmt.Fprintf(&log, f+"\n", a...)
@@ -157,10 +158,10 @@ func hostMAC(t *testing.T, h *qemu.Host) string {
 
 // inProcessServer runs a Server for img in this process, inside the lab's
 // server namespace, until the test ends.
-func (l *mlab) inProcessServer(img, group string, logf func(string, ...any)) *Server {
+func (l *mlab) inProcessServer(img, group string, rate int, logf func(string, ...any)) *Server {
 	t := l.t
 	t.Helper()
-	cfg, err := config.Load(l.config(group, 6_000_000, ""))
+	cfg, err := config.Load(l.config(group, rate, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func (l *mlab) inProcessServer(img, group string, logf func(string, ...any)) *Se
 func TestE2EServerMemoryPerClient(t *testing.T) {
 	l := newMLab(t, "n6bm", 1)
 	_, img := l.image(64)
-	srv := l.inProcessServer(img, "239.255.61.11", func(string, ...any) {})
+	srv := l.inProcessServer(img, "239.255.61.11", 6_000_000, func(string, ...any) {})
 	measure := func() (uint64, int) {
 		runtime.GC()
 		var m runtime.MemStats
@@ -277,4 +278,64 @@ func TestE2EServerMemoryPerClient(t *testing.T) {
 	if g1 > g0+2 {
 		t.Errorf("goroutines: %d before the clients, %d after they all left", g0, g1)
 	}
+}
+
+// A client that gets almost no data (a stream of 20 kB/s, most of it
+// dropped: no chunk completes) still tells the server it is alive, by its
+// heartbeat, and shows as joined, not restoring; when it gives up, the
+// server shows it failed with the reason.
+func TestE2EClientHeartbeat(t *testing.T) {
+	l := newMLab(t, "n6bh", 1)
+	_, img := l.image(65)
+	srv := l.inProcessServer(img, "239.255.61.12", 20_000, func(string, ...any) {})
+	if err := l.clients[0].DropUDP(90); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- l.clients[0].Do(func() error {
+			c, err := Open(ctx, "asr://198.18.0.1", ClientOptions{Name: "n6b-hb", Disk: "/dev/sdz", Heartbeat: 300 * time.Millisecond})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			err = c.Run(ctx, 2, func(ch source.Chunk) error { return nil })
+			c.Finished(err)
+			return err
+		})
+	}()
+	seen := map[time.Time]bool{}
+	for ctx.Err() == nil {
+		for _, c := range srv.Clients() {
+			if c.Name == "n6b-hb" && c.State == StateJoined {
+				seen[c.LastSeen] = true
+			}
+			if c.Name == "n6b-hb" && c.State == StateRestoring {
+				t.Errorf("a client that received nothing shows as restoring: %+v", c)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the client without data did not fail")
+	}
+	// Joined, then about one heartbeat per 300 ms for some 2.5 s.
+	if len(seen) < 4 {
+		t.Errorf("the server heard from the waiting client %d times in 3 s; want its heartbeats", len(seen))
+	}
+	var last ClientStatus
+	for range 50 {
+		if cl := srv.Clients(); len(cl) == 1 {
+			if last = cl[0]; last.State == StateFailed {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last.State != StateFailed || last.Message == "" || last.Disk != "/dev/sdz" {
+		t.Errorf("after the client gave up the server shows %+v; want failed with a reason", last)
+	}
+	t.Logf("heard %d times while waiting; then %s: %s", len(seen), last.State, last.Message)
 }
