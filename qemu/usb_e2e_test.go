@@ -64,6 +64,10 @@ func stickRestores(t *testing.T, name string, extra ...qemu.Fn) {
 	}
 	took := expectSuccess(t, vm, 4*time.Minute)
 	t.Logf("%s: restored from the stick %.1f s after power-on (QEMU start)", name, took)
+	// Not a reboot: that would boot the stick and restore again.
+	if !strings.Contains(vm.Console.Log(), "asr: poweroff in 3 s") {
+		t.Errorf("the appliance did not power off after restoring from the stick")
+	}
 	sameBytes(t, disk, internal)
 	if after := testenv.Hash(t, stick, 0, st.Size()); after != before {
 		t.Errorf("the stick changed: sha256 %s before, %s after", before, after)

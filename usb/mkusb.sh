@@ -6,16 +6,18 @@
 #
 # -a adds appliance keys to the boot entry's kernel command line, such as
 # asr.image=NAME (required when the stick holds several images) or
-# asr.after=poweroff. -c replaces the consoles, by default
+# asr.after=reboot. -c replaces the consoles, by default
 # "console=ttyS0,115200 console=tty0" (the appliance's lines go to the last:
 # the screen).
 #
 # Write OUT.img to a stick (dd if=OUT.img of=/dev/sdX bs=4M conv=fsync) and
 # boot a machine from it, by BIOS or UEFI: the appliance restores the
 # machine's internal disk from the image on the stick, with erase and
-# verify, then reboots. With several images, the boot menu's kernel command
-# line must choose one (asr.image=NAME). The stick is never written: the
-# appliance sets it read-only and mounts it read-only.
+# verify, then powers off. Rebooting with the stick still in would boot the
+# stick and restore again, so the admin takes it out first; -a
+# asr.after=reboot is for machines that boot their internal disk first.
+# The stick is never written: the appliance sets it read-only and mounts
+# it read-only.
 #
 # Layout (GPT, no root or loop devices needed to build it):
 #   1  BIOS boot  1 MiB   GRUB's core.img for BIOS (grub-pc-bin)
@@ -82,7 +84,7 @@ terminal_output serial console
 set timeout=3
 menuentry "asr: restore this machine's internal disk from the stick (erases it)" {
 	echo "Loading the asr imaging appliance..."
-	linux /asr/vmlinuz $consoles asr.source=label:ASRDATA $append
+	linux /asr/vmlinuz $consoles asr.source=label:ASRDATA asr.after=poweroff $append
 	initrd /asr/initramfs.cpio.gz
 }
 CFG
