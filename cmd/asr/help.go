@@ -206,7 +206,8 @@ STATUS
     as lost. On a terminal the server keeps a live table below its log, redrawn in place
     each second, one row per client:
       CLIENT  MAC  DISK  STATE  %  RATE  ETA  LAST SEEN
-    followed by a count of clients per state. When its output is not a terminal (a log
+    followed by a count of clients per state. Past 40 clients the table shows 40 rows,
+    clients still at work first; the count covers them all. When its output is not a terminal (a log
     file, journald) it writes plain lines instead: joined, every 10%, done and failed.
     The server keeps one small record per client and nothing more.
 

@@ -54,6 +54,11 @@ func (b *board) put(table []byte) {
 	b.lines = bytes.Count(table, []byte("\n"))
 }
 
+// maxRows bounds the table: it is redrawn each second and after each log
+// line, so its cost must not grow with the number of clients. Clients still
+// at work are shown first; the count line sums up every client.
+const maxRows = 40
+
 // clientTable renders the clients, one row each.
 func clientTable(clients []multicast.ClientStatus, size int64, now time.Time) []byte {
 	var buf bytes.Buffer
@@ -61,11 +66,22 @@ func clientTable(clients []multicast.ClientStatus, size int64, now time.Time) []
 		buf.WriteString("No clients yet.\n")
 		return buf.Bytes()
 	}
-	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "CLIENT\tMAC\tDISK\tSTATE\t%\tRATE\tETA\tLAST SEEN")
 	counts := map[string]int{}
+	var shown []multicast.ClientStatus
 	for _, c := range clients {
 		counts[c.State]++
+		if c.Ended.IsZero() && len(shown) < maxRows {
+			shown = append(shown, c)
+		}
+	}
+	for _, c := range clients {
+		if !c.Ended.IsZero() && len(shown) < maxRows {
+			shown = append(shown, c)
+		}
+	}
+	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "CLIENT\tMAC\tDISK\tSTATE\t%\tRATE\tETA\tLAST SEEN")
+	for _, c := range shown {
 		name := c.Name
 		if name == "" {
 			name = c.Addr
@@ -93,7 +109,11 @@ func clientTable(clients []multicast.ClientStatus, size int64, now time.Time) []
 			sum = append(sum, fmt.Sprintf("%d %s", counts[st], st))
 		}
 	}
-	fmt.Fprintf(&buf, "%d clients: %s\n", len(clients), strings.Join(sum, ", "))
+	more := ""
+	if n := len(clients) - len(shown); n > 0 {
+		more = fmt.Sprintf(" (%d not shown)", n)
+	}
+	fmt.Fprintf(&buf, "%d clients: %s%s\n", len(clients), strings.Join(sum, ", "), more)
 	return buf.Bytes()
 }
 

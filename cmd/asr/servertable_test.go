@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,29 @@ func TestClientTable(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// With many clients the table stays maxRows long, those at work first.
+func TestClientTableBounded(t *testing.T) {
+	now := time.Now()
+	var rows []multicast.ClientStatus
+	for i := range 100 {
+		c := multicast.ClientStatus{ID: i + 1, Name: fmt.Sprintf("pc%03d", i+1), State: multicast.StateDone, Ended: now, LastSeen: now}
+		if i == 99 {
+			c = multicast.ClientStatus{ID: 100, Name: "pc100", State: multicast.StateRestoring, Percent: 50, LastSeen: now}
+		}
+		rows = append(rows, c)
+	}
+	got := string(clientTable(rows, 1<<30, now))
+	if n := strings.Count(got, "\n"); n != maxRows+2 {
+		t.Errorf("table of 100 clients has %d lines, want %d:\n%s", n, maxRows+2, got)
+	}
+	if !strings.Contains(strings.SplitN(got, "\n", 3)[1], "pc100") {
+		t.Errorf("the client at work is not the first row:\n%s", got)
+	}
+	if !strings.Contains(got, "100 clients: 1 restoring, 99 done (60 not shown)") {
+		t.Errorf("the count line does not sum up every client:\n%s", got)
 	}
 }
 
