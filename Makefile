@@ -6,6 +6,7 @@
 #   make bench  restore benchmarks against dd, bmaptool, curl, udpcast and partclone (root, ~15 min)
 #   make lint   gofmt, go vet, staticcheck
 #   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules)
+#   make usb-image IMAGES="a.asr ..."  the USB toolkit stick: out/asr-usb.img (BIOS and UEFI)
 
 GO       ?= go
 BIN      := bin
@@ -24,7 +25,7 @@ KVER     ?=
 
 SHELL    := /bin/bash
 
-.PHONY: all build test unit fuzz bench bench-fsmap lint demo lab lab-tool deps clean initramfs
+.PHONY: all build test unit fuzz bench bench-fsmap lint demo lab lab-tool deps clean initramfs usb-image usb-image-args
 
 all: build
 
@@ -38,6 +39,15 @@ build:
 initramfs: deps
 	$(GO) run ./cmd/asr-mkinitramfs -o out/asr-initramfs.cpio.gz -kernel out/vmlinuz \
 		-version $(VERSION) $(if $(KVER),-kver $(KVER))
+
+# usb-image writes the USB toolkit stick, out/asr-usb.img: the appliance
+# (BIOS and UEFI boot) and a data partition labelled ASRDATA holding IMAGES.
+# USB_ARGS adds kernel arguments (asr.image=NAME when there are several).
+usb-image: usb-image-args initramfs
+	./initramfs/mkusb.sh -o out/asr-usb.img -k out/vmlinuz -i out/asr-initramfs.cpio.gz -a "$(USB_ARGS)" $(IMAGES)
+
+usb-image-args:
+	@test -n "$(IMAGES)" || { echo 'make usb-image IMAGES="lab.asr ..." [USB_ARGS="asr.image=lab"]: which prepared images go on the stick?' >&2; exit 2; }
 
 # deps installs what the tests, the demo and the benchmarks use on Debian.
 deps:

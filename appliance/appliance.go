@@ -9,10 +9,15 @@
 //  5. bring up every wired link and run DHCP on all of them at once;
 //  6. choose the target disk (ChooseTarget): the named one, else the only
 //     internal disk; refuse and list them when that is ambiguous;
-//  7. find the source (findSource): asr.source=, else DHCP option 224;
-//  8. restore the disk from it with erase and verify, through the same
-//     engine as `asr restore`;
+//  7. find the source (findSource): asr.source=, else DHCP option 224,
+//     else DNS-SD (DiscoverDNSSD, asr.image= choosing among servers);
+//  8. restore it with erase and verify, through the same engine as `asr
+//     restore`, reporting to asr.report= if given (Report);
 //  9. print the result, then reboot (or power off, or open a shell).
+//
+// With asr.source=label:ASRDATA (the USB toolkit stick) steps 5 and 7 are
+// replaced: the image comes from the stick's data partition, kept
+// read-only, and the target is chosen among the other disks.
 //
 // A failure stops with the reason on the console and never loops; with
 // asr.debug it opens a shell. Tests and dashboards match the line
@@ -21,13 +26,17 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/asrlinux/asr/internal/dnssd"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
@@ -115,7 +124,7 @@ func stop(logf func(string, ...any), cfg Config, err error) {
 }
 
 // Run brings the machine up to the network and restores its disk.
-func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
+func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err error) {
 	logf := func(format string, a ...any) { fmt.Fprintf(o.Console, "asr: "+format+"\n", a...) }
 	mods, err := loadAllDrivers(o.RootDir, o.SysRoot)
 	if err != nil {
@@ -124,6 +133,9 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	logf("drivers: %d loaded %v", len(mods), mods)
 	WaitEntropy(logf, func() error { return LoadNamed(o.RootDir, "virtio_rng") })
 
+	if strings.HasPrefix(cfg.Source, StickScheme) {
+		return restoreFromStick(ctx, cfg, o, logf)
+	}
 	// Disks and links appear as their drivers probe them.
 	disks, err := waitDisks(o.SysRoot, 5*time.Second)
 	if err != nil {
@@ -151,22 +163,95 @@ func Run(ctx context.Context, cfg Config, o Options) (*restore.Result, error) {
 	}
 	// A machine booted from the network has no host name ("(none)"): the
 	// server's log then names it by the MAC address of its first lease.
+	mac := ""
+	if ifi, err := net.InterfaceByName(leases[0].Interface); err == nil {
+		mac = ifi.HardwareAddr.String()
+	}
 	if o.Name == "" || o.Name == "(none)" {
-		if ifi, err := net.InterfaceByName(leases[0].Interface); err == nil {
-			o.Name = ifi.HardwareAddr.String()
-		}
+		o.Name = mac
+	}
+	var rep *reporter
+	if cfg.Report != "" {
+		rep = newReporter(cfg.Report, Report{Client: o.Name, MAC: mac, Disk: tgt.String(), Source: cfg.Source}, logf)
+		logf("status reports go to %s", cfg.Report)
+		defer func() { rep.final(err, 0) }()
 	}
 
 	src, how, err := findSource(cfg, leases)
+	if errors.Is(err, errNoSource) {
+		ifaces := make([]string, len(leases))
+		for i, l := range leases {
+			ifaces[i] = l.Interface
+		}
+		logf("source: none on the kernel command line or in DHCP option %d; browsing DNS-SD for %s for %s", SourceOption, dnssd.ServiceType, BrowseWait)
+		found, derr := DiscoverDNSSD(ctx, cfg.Image, ifaces, logf)
+		if derr != nil {
+			return nil, fmt.Errorf("%w; DNS-SD: %v", err, derr)
+		}
+		src, how, err = found, "DNS-SD", nil
+	}
 	if err != nil {
 		return nil, err
+	}
+	if rep != nil {
+		rep.base.Source = src // when DHCP or DNS-SD found it
 	}
 	logf("source: %s (%s)", src, how)
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
 		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
 		OpenSource: func(s string) (source.Source, error) {
-			return sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5, Name: o.Name, Log: logf})
+			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
+				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf})
+			if err != nil || rep == nil {
+				return src, err
+			}
+			return &reportingSource{Source: src, r: rep}, nil
+		},
+		Out: progress.New(o.Console, false),
+	})
+}
+
+// restoreFromStick restores the internal disk from an image on the toolkit
+// stick: no network, the stick found by its data partition's label and
+// kept read-only, the target chosen among the other disks.
+func restoreFromStick(ctx context.Context, cfg Config, o Options, logf func(string, ...any)) (*restore.Result, error) {
+	label, file, err := parseStickSource(cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Report != "" {
+		logf("asr.report=%s: not used: the stick restores without the network", cfg.Report)
+	}
+	logf("source: looking for the stick's %s filesystem on USB and removable disks", label)
+	part, disks, err := waitStick(o.RootDir, o.SysRoot, label, cfg.Timeout, logf)
+	if err != nil {
+		return nil, err
+	}
+	logf("stick: %s on %s", part.Path, part.Disk)
+	if cfg.Target != "" {
+		if t, err := ChooseTarget(cfg.Target, []Disk{part.Disk}); err == nil {
+			return nil, fmt.Errorf("asr.target=%s is the toolkit stick %s that holds the image; name the internal disk", cfg.Target, t)
+		}
+	}
+	tgt, err := ChooseTarget(cfg.Target, withoutDisk(disks, part.Disk.Path))
+	if err != nil {
+		return nil, err
+	}
+	logf("target: %s", tgt)
+	if err := mountStick(o.RootDir, part); err != nil {
+		return nil, err
+	}
+	img, err := ChooseStickImage(stickMount, file, cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	logf("source: %s from the stick", filepath.Base(img))
+	logf("restore starts %.1f s after power-on", Uptime().Seconds())
+	return restore.Run(ctx, restore.Request{
+		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		OpenSource: func(s string) (source.Source, error) {
+			return sourceurl.Open(ctx, s, sourceurl.Options{Log: logf})
 		},
 		Out: progress.New(o.Console, false),
 	})

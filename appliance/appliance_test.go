@@ -19,6 +19,9 @@ func TestParseCmdline(t *testing.T) {
 		{`asr.source=asr://server asr.target="/dev/disk/by-id/ata-Some Disk_123" asr.debug=1 asr.image=lab`,
 			Config{Source: "asr://server", Target: "/dev/disk/by-id/ata-Some Disk_123", Debug: true, After: Reboot, Timeout: 60 * time.Second, Image: "lab"}},
 		{"asr.noverify=0 asr.after=shell", Config{After: Shell, Timeout: 60 * time.Second}},
+		{"asr.source=label:ASRDATA asr.report=http://198.18.0.1:8081/status",
+			Config{Source: "label:ASRDATA", Report: "http://198.18.0.1:8081/status", After: Reboot, Timeout: 60 * time.Second}},
+		{"asr.source=label:ASRDATA/lab.asr", Config{Source: "label:ASRDATA/lab.asr", After: Reboot, Timeout: 60 * time.Second}},
 	} {
 		got, err := ParseCmdline(c.cmdline)
 		if err != nil || got != c.want {
@@ -36,6 +39,9 @@ func TestParseCmdlineRefuses(t *testing.T) {
 		{"asr.noverify=maybe", "asr.noverify=maybe: give 1 or 0"},
 		{"asr.targt=/dev/sda", "unknown kernel parameter asr.targt"},
 		{"asr.target=", "asr.target= is empty"},
+		{"asr.report=198.18.0.1/status", "asr.report=198.18.0.1/status: give the http:// or https:// URL"},
+		{"asr.source=label:", "give label:LABEL or label:LABEL/IMAGE.asr"},
+		{"asr.source=label:ASRDATA/a/b.asr", "name an image at the top of the ASRDATA filesystem"},
 	} {
 		_, err := ParseCmdline(c.cmdline)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -18,13 +18,14 @@ const (
 
 // Config is the appliance's configuration, from the kernel command line.
 type Config struct {
-	Source   string        // asr.source=: http(s):// or asr:// URL
+	Source   string        // asr.source=: http(s):// or asr:// URL, or label:LABEL[/IMAGE] (the toolkit stick)
 	Target   string        // asr.target=: /dev/..., /dev/disk/by-id/..., or a disk serial
 	NoVerify bool          // asr.noverify
 	After    After         // asr.after=: reboot (default), poweroff, shell
 	Timeout  time.Duration // asr.timeout=: seconds for DHCP, reaching the source, and stream silence (default 60)
 	Debug    bool          // asr.debug: a failure opens a shell
 	Image    string        // asr.image=: which of several DNS-SD servers to use (by image name)
+	Report   string        // asr.report=: http(s):// URL the appliance POSTs its status to (see Report)
 }
 
 // ParseCmdline reads the asr.* keys of a kernel command line; others are
@@ -39,8 +40,12 @@ func ParseCmdline(cmdline string) (Config, error) {
 		key, val, hasVal := strings.Cut(f, "=")
 		switch key {
 		case "asr.source":
-			if err := checkSourceURL(val); err != nil {
-				return c, fmt.Errorf("asr.source=%s: give an http://, https:// or asr:// URL", val)
+			if strings.HasPrefix(val, StickScheme) {
+				if _, _, err := parseStickSource(val); err != nil {
+					return c, err
+				}
+			} else if err := checkSourceURL(val); err != nil {
+				return c, fmt.Errorf("asr.source=%s: give an http://, https:// or asr:// URL, or label:%s for the toolkit stick", val, StickDataLabel)
 			}
 			c.Source = val
 		case "asr.target":
@@ -75,8 +80,13 @@ func ParseCmdline(cmdline string) (Config, error) {
 			c.Timeout = time.Duration(n) * time.Second
 		case "asr.image":
 			c.Image = val
+		case "asr.report":
+			if !strings.HasPrefix(val, "http://") && !strings.HasPrefix(val, "https://") {
+				return c, fmt.Errorf("asr.report=%s: give the http:// or https:// URL to POST status reports to", val)
+			}
+			c.Report = val
 		default:
-			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.after, asr.timeout, asr.debug, asr.image)", key)
+			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.after, asr.timeout, asr.debug, asr.image, asr.report)", key)
 		}
 	}
 	return c, nil

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -46,10 +47,14 @@ func findSource(cfg Config, leases []Lease) (url, how string, err error) {
 	for _, l := range leases {
 		ifs = append(ifs, l.Interface)
 	}
-	return "", "", fmt.Errorf("no source: no asr.source= on the kernel command line, and no DHCP option %d in the leases on %s; "+
+	return "", "", fmt.Errorf("%w: no asr.source= on the kernel command line, and no DHCP option %d in the leases on %s; "+
 		"give asr.source=http://HOST/IMAGE or asr.source=asr://HOST, or set DHCP option %d to that URL",
-		SourceOption, strings.Join(ifs, ", "), SourceOption)
+		errNoSource, SourceOption, strings.Join(ifs, ", "), SourceOption)
 }
+
+// errNoSource is findSource's answer when nothing names a source: the
+// appliance then browses DNS-SD.
+var errNoSource = errors.New("no source")
 
 // checkSourceURL accepts the URLs the appliance can restore from.
 func checkSourceURL(s string) error {

@@ -29,6 +29,8 @@ var DefaultModules = []string{
 	"xhci_pci", "ehci_pci", "usb_storage", "uas",
 	// wired network
 	"e1000", "e1000e", "igb", "ixgbe", "r8169", "tg3",
+	// the toolkit stick's data partition (ext4 wants crc32c loaded first)
+	"ext4", "crc32c_generic",
 }
 
 // ErrNoModule is returned when a wanted module is neither a file of the

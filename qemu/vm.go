@@ -12,12 +12,14 @@ import (
 	"time"
 )
 
-// A VM is a QEMU virtual machine with raw disks and, optionally, a NIC on a
-// tap of a Lab's bridge. It boots one of three ways: a kernel and initramfs
-// given to QEMU (WithKernel, WithInitramfs), the network by its NIC's iPXE
-// ROM (WithNetboot), or its first disk by the BIOS (WithDiskBoot). Its
-// serial console is its Console. It runs under TCG unless WithAccel says
-// otherwise: no KVM is needed, only patience.
+// A VM is a QEMU virtual machine with raw virtio, NVMe or USB disks and,
+// optionally, a NIC on a tap of a Lab's bridge. It boots one of four ways:
+// a kernel and initramfs given to QEMU (WithKernel, WithInitramfs), the
+// network by its NIC's iPXE ROM (WithNetboot), its first disk by the BIOS
+// (WithDiskBoot), or, given none of these, by its firmware (SeaBIOS, or
+// OVMF for UEFI with WithUEFI) from whichever disk it prefers (a USB stick
+// with bootindex 0). Its serial console is its Console. It runs under TCG
+// unless WithAccel says otherwise: no KVM is needed, only patience.
 //
 // QEMU runs with -no-reboot, so a guest that reboots ends the VM (except a
 // netbooted one: its reboot must reach its disk), and with -nodefaults, so
@@ -51,11 +53,13 @@ type config struct {
 	netboot   bool
 	diskboot  bool
 	args      []string
+	uefiCode  string
+	uefiVars  string
 }
 
 type disk struct {
 	path   string
-	device string // QEMU's -device: "virtio-blk-pci", "nvme"
+	device string // QEMU's -device: "virtio-blk-pci", "nvme", "usb-storage"
 }
 
 // Fn configures a VM.
@@ -99,6 +103,26 @@ func WithNVMeDisk(path string) Fn {
 		c.disks = append(c.disks, disk{path, "nvme"})
 		return nil
 	}
+}
+
+// WithUSBDisk attaches a file as a raw USB stick (usb-storage on an xHCI
+// controller), the first device the firmware boots from: the toolkit stick.
+func WithUSBDisk(path string) Fn {
+	return func(c *config) error {
+		if strings.ContainsAny(path, ",") {
+			return fmt.Errorf("disk %q: QEMU's -drive cannot take a comma in a file name", path)
+		}
+		c.disks = append(c.disks, disk{path, "usb-storage"})
+		return nil
+	}
+}
+
+// WithUEFI boots the firmware OVMF (from code, a read-only OVMF_CODE file)
+// with its variables in vars, a writable copy of OVMF_VARS, on a q35
+// machine; without it, machines boot SeaBIOS. Only for VMs booted by their
+// firmware (no WithKernel).
+func WithUEFI(code, vars string) Fn {
+	return func(c *config) error { c.uefiCode, c.uefiVars = code, vars; return nil }
 }
 
 // WithMemory sets the guest's memory in MiB (default 1024).
@@ -188,11 +212,14 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		"-cpu", "max", "-accel", c.accel,
 		"-device", "virtio-rng-pci",
 	}
+	// Firmware boots: from the network once, from the first disk, or (with
+	// no kernel and no mode) from whatever the firmware picks.
+	firmware := c.kernel == "" && c.initramfs == "" && len(c.cmdline) == 0
 	switch {
 	case c.netboot && c.diskboot:
 		return nil, fmt.Errorf("vm %s: WithNetboot and WithDiskBoot: choose one", name)
 	case c.netboot || c.diskboot:
-		if c.kernel != "" || c.initramfs != "" || len(c.cmdline) > 0 {
+		if !firmware {
 			return nil, fmt.Errorf("vm %s: a kernel, initramfs or kernel arguments with a firmware boot: the firmware loads its own", name)
 		}
 		if c.netboot && c.lab == nil {
@@ -206,8 +233,10 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		} else {
 			args = append(args, "-no-reboot", "-boot", "order=c,reboot-timeout=1000")
 		}
+	case firmware:
+		args = append(args, "-no-reboot")
 	case c.kernel == "" || c.initramfs == "":
-		return nil, fmt.Errorf("vm %s: a kernel and an initramfs are needed (or WithNetboot, WithDiskBoot)", name)
+		return nil, fmt.Errorf("vm %s: give both a kernel and an initramfs, or neither to boot by the firmware", name)
 	default:
 		args = append(args, "-no-reboot",
 			"-kernel", c.kernel, "-initrd", c.initramfs,
@@ -215,11 +244,27 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			// than hang until the test's timeout.
 			"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "))
 	}
+	if c.uefiCode != "" {
+		if !firmware || c.netboot || c.diskboot {
+			return nil, fmt.Errorf("vm %s: UEFI firmware boots from disk by itself; give no kernel, WithNetboot or WithDiskBoot", name)
+		}
+		args = append(args, "-machine", "q35",
+			"-drive", "if=pflash,format=raw,readonly=on,file="+c.uefiCode,
+			"-drive", "if=pflash,format=raw,file="+c.uefiVars)
+	}
+	xhci := false
 	for i, d := range c.disks {
 		id := fmt.Sprintf("d%d", i)
 		dev := fmt.Sprintf("%s,drive=%s", d.device, id)
-		if d.device == "nvme" {
+		switch d.device {
+		case "nvme":
 			dev += ",serial=" + id // NVMe wants one
+		case "usb-storage":
+			if !xhci {
+				args = append(args, "-device", "qemu-xhci,id=xhci")
+				xhci = true
+			}
+			dev += ",bus=xhci.0,bootindex=0"
 		}
 		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw", d.path, id), "-device", dev)
 	}

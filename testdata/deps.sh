@@ -20,6 +20,13 @@ done
 # configurations; QEMU's NIC ROMs are iPXE too (ipxe-qemu, a dependency of
 # qemu-system-x86).
 [ -r /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
+# The USB toolkit stick (initramfs/mkusb.sh): GRUB for BIOS and UEFI; OVMF boots
+# the stick's test VM by UEFI.
+command -v grub-mkimage >/dev/null 2>&1 || need+=(grub-common)
+[ -f /usr/lib/grub/i386-pc/boot.img ] || need+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+command -v script >/dev/null 2>&1 || need+=(bsdutils) # a pty for asr server's live table
 # A kernel with its modules: the appliance's VMs boot it (make initramfs).
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 if [ ${#need[@]} -gt 0 ]; then

@@ -234,8 +234,21 @@ DESCRIPTION
     Each chunk is sent with Reed-Solomon parity (--parity, default 5%), so a few percent
     of lost packets are repaired in the same pass. A client that still lacks chunks after
     a full pass fetches them over its TCP connection (up to a tenth of the image) instead
-    of waiting for the next loop. Clients report joined, progress, done and failed; the
-    server prints one line for each.
+    of waiting for the next loop.
+
+STATUS
+    Each client reports over its TCP connection: its name (host name, or MAC address on
+    the appliance), the MAC address of its network card, its target disk, and its state:
+    joined, percent restored (when it moves, at most once a second, and every 5 s while
+    it waits), verifying, done, or failed with the reason (a target too small is reported
+    before anything is written). A connection that closes before done or failed shows
+    as lost. On a terminal the server keeps a live table below its log, redrawn in place
+    each second, one row per client:
+      CLIENT  MAC  DISK  STATE  %  RATE  ETA  LAST SEEN
+    followed by a count of clients per state. Past 40 clients the table shows 40 rows,
+    clients still at work first; the count covers them all. When its output is not a terminal (a log
+    file, journald) it writes plain lines instead: joined, every 10%, done and failed.
+    The server keeps one small record per client and nothing more.
 
 CONFIGURATION
     A property list (XML or binary, as written by 'defaults write' or plutil) with Apple's

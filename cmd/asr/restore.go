@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -56,7 +57,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
 		Grow: *growFlag, GrowFS: fsgrow.Grow,
-		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, sf, out.Info) },
+		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, cmp.Or(*tgt, *file), sf, out.Info) },
 		Out:        out,
 	}
 	if e.isTerminal() && !*puppet {

@@ -34,6 +34,12 @@ func runServer(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(e.stdout, format+"\n", a...) }
+	// On a terminal, a live table of the clients sits below the log.
+	var live *board
+	if stdoutIsTerminal(e.stdout) {
+		live = &board{w: e.stdout}
+		logf = live.logf
+	}
 	for _, w := range cfg.Warnings {
 		logf("asr: warning: config %s: %s", *cfgPath, w)
 	}
@@ -64,6 +70,22 @@ func runServer(ctx context.Context, e env, args []string) error {
 		logf("Advertising %s over DNS-SD (%s)", filepath.Base(*src), dnssd.ServiceType)
 	}
 	start := time.Now()
+	if live != nil {
+		sctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-sctx.Done():
+					return
+				case now := <-t.C:
+					live.draw(clientTable(srv.Clients(), srv.Size(), now))
+				}
+			}
+		}()
+	}
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}

@@ -43,10 +43,11 @@ func (f sourceFlags) check() error {
 
 // openSource routes --source to the package that reads it.
 // log hears retries and checksum decisions, one line each.
-func openSource(ctx context.Context, s string, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
+// disk names the target for a multicast server's table.
+func openSource(ctx context.Context, s, disk string, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
 	src, err := sourceurl.Open(ctx, s, sourceurl.Options{
 		CACert: *f.cacert, Checksum: *f.checksum, Timeout: time.Duration(*f.timeout) * time.Second,
-		Retries: *f.retries, Interface: *f.iface, Log: log, AllBlocks: *f.all,
+		Retries: *f.retries, Interface: *f.iface, Disk: disk, Log: log, AllBlocks: *f.all,
 	})
 	if errors.Is(err, sourceurl.ErrChecksumLocal) {
 		return nil, usageError("%v", err)

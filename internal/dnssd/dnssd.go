@@ -56,7 +56,13 @@ func Advertise(port int, ips []net.IP, image, digest string, ifi *net.Interface)
 		}
 	}
 	txt := []string{"txtvers=1", "image=" + image, "digest=" + digest}
-	svc, err := mdns.NewMDNSService(host+" asr", ServiceType, "local.", host+".local.", port, ips, txt)
+	instance := host + " asr"
+	if port != 7800 {
+		// A second server on the same host (another image, another port)
+		// needs a name of its own, or browsers see only one of them.
+		instance += fmt.Sprintf(" %d", port)
+	}
+	svc, err := mdns.NewMDNSService(instance, ServiceType, "local.", host+".local.", port, ips, txt)
 	if err != nil {
 		return nil, fmt.Errorf("DNS-SD record: %w", err)
 	}

@@ -35,7 +35,12 @@ type ClientOptions struct {
 	Timeout   time.Duration
 	Interface string // where to join the group; "" lets the system choose
 	Name      string // how the server's log names this client; "" means the host name
+	MAC       string // for the server's table: the client's network card
+	Disk      string // for the server's table: the target being restored
 	Log       func(format string, a ...any)
+	// Heartbeat is how often a client busy restoring tells the server it
+	// still is when its percentage has not moved; zero means 5 s.
+	Heartbeat time.Duration
 }
 
 // Client is an asr:// source: the control connection and, once Run starts,
@@ -51,6 +56,10 @@ type Client struct {
 	stream StreamID
 	info   source.Info
 	dec    *image.Decoder
+
+	final   atomic.Bool  // done or failed has been said
+	ran     atomic.Bool  // Run delivered every chunk
+	percent atomic.Int64 // last percentage reported
 
 	// counters, for the closing note and the tests
 	packets, foreign, bogus, forged, rebuilt, repairedN atomic.Int64
@@ -79,11 +88,17 @@ func Open(ctx context.Context, rawurl string, opts ClientOptions) (*Client, erro
 	if opts.Name == "" {
 		opts.Name, _ = os.Hostname()
 	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 5 * time.Second
+	}
 	host := net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
 	d := net.Dialer{Timeout: opts.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: cannot reach the asr server: %w", rawurl, unwrapOp(err))
+	}
+	if opts.MAC == "" {
+		opts.MAC = macOf(conn.LocalAddr())
 	}
 	c := &Client{opts: opts, host: host, conn: conn, r: bufio.NewReaderSize(conn, 1<<20), w: bufio.NewWriter(conn)}
 	if err := c.handshake(); err != nil {
@@ -91,6 +106,31 @@ func Open(ctx context.Context, rawurl string, opts ClientOptions) (*Client, erro
 		return nil, fmt.Errorf("source %s: %w", rawurl, err)
 	}
 	return c, nil
+}
+
+// macOf finds the hardware address of the interface holding addr: the
+// card this client reaches the server through.
+func macOf(addr net.Addr) string {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	for _, ifi := range ifs {
+		addrs, err := ifi.Addrs()
+		if err != nil || len(ifi.HardwareAddr) == 0 {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ta.IP) {
+				return ifi.HardwareAddr.String()
+			}
+		}
+	}
+	return ""
 }
 
 func unwrapOp(err error) error {
@@ -104,7 +144,7 @@ func unwrapOp(err error) error {
 func (c *Client) handshake() error {
 	c.conn.SetDeadline(time.Now().Add(c.opts.Timeout))
 	defer c.conn.SetDeadline(time.Time{})
-	if err := c.send(msgHello, hello{Version: WireVersion, Client: c.opts.Name}); err != nil {
+	if err := c.send(msgHello, hello{Version: WireVersion, Client: c.opts.Name, MAC: c.opts.MAC, Disk: c.opts.Disk}); err != nil {
 		return err
 	}
 	typ, b, err := readFrame(c.r, 64<<10)
@@ -156,14 +196,34 @@ func (c *Client) send(typ byte, v any) error {
 }
 
 func (c *Client) report(event string, pct int, msg string) {
+	c.percent.Store(int64(pct))
 	_ = c.send(msgStatus, status{Event: event, Percent: pct, Message: msg})
+}
+
+// Finished tells the server how the restore ended: done, or failed and
+// why. The restore engine calls it once it has verified the target, or as
+// soon as it fails, even before the stream began (a target too small);
+// only the first call counts.
+func (c *Client) Finished(err error) {
+	if !c.final.CompareAndSwap(false, true) {
+		return
+	}
+	if err != nil {
+		c.report("failed", int(c.percent.Load()), err.Error())
+	} else {
+		c.report("done", 100, "")
+	}
 }
 
 // Info describes the image being streamed.
 func (c *Client) Info() source.Info { return c.info }
 
-// Close leaves the server.
+// Close leaves the server. A client closed after its stream completed and
+// that nobody called Finished for says it is done.
 func (c *Client) Close() error {
+	if c.ran.Load() {
+		c.Finished(nil)
+	}
 	c.dec.Close()
 	return c.conn.Close()
 }
@@ -210,9 +270,11 @@ const (
 func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) error) (err error) {
 	defer func() {
 		if err != nil {
-			c.report("failed", 0, err.Error())
+			c.Finished(err)
 		} else {
-			c.report("done", 100, "")
+			c.ran.Store(true)
+			// Written, not yet verified: the engine's Finished says done.
+			c.report("progress", 100, "verifying")
 		}
 	}()
 	m := c.info.Manifest
@@ -250,7 +312,28 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 	// Decoders: rebuild, decompress, check, hand over.
 	var wg sync.WaitGroup
 	var progressMu sync.Mutex
-	lastPct := 0
+	lastPct, lastSent := 0, time.Now()
+	hbStop := make(chan struct{})
+	defer close(hbStop)
+	go func() {
+		// The heartbeat: a client stuck waiting for the next pass still
+		// shows as alive in the server's table.
+		t := time.NewTicker(c.opts.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbStop:
+				return
+			case <-t.C:
+				progressMu.Lock()
+				if time.Since(lastSent) >= c.opts.Heartbeat {
+					lastSent = time.Now()
+					c.report("progress", int(100*(int64(stored)-remaining.Load())/int64(stored)), "")
+				}
+				progressMu.Unlock()
+			}
+		}
+	}()
 	for range workers {
 		wg.Go(func() {
 			var dst []byte
@@ -271,8 +354,8 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 				left := remaining.Add(-1)
 				pct := int(100 * (int64(stored) - left) / int64(stored))
 				progressMu.Lock()
-				if pct/10 > lastPct/10 && pct < 100 {
-					lastPct = pct
+				if pct > lastPct && pct < 100 && time.Since(lastSent) >= time.Second {
+					lastPct, lastSent = pct, time.Now()
 					c.report("progress", pct, "")
 				}
 				progressMu.Unlock()

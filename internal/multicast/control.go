@@ -24,8 +24,9 @@ const maxFrame = 300 << 20 // a manifest of a multi-terabyte image fits
 
 type hello struct {
 	Version int    `json:"version"`
-	Client  string `json:"client"` // host name or MAC address, for the server's log
-	Disk    string `json:"disk,omitempty"`
+	Client  string `json:"client"`         // host name or MAC address, for the server's log
+	MAC     string `json:"mac,omitempty"`  // the client's network card, as an admin finds it in a DHCP log
+	Disk    string `json:"disk,omitempty"` // the target: "/dev/vda (64 MiB)"
 }
 
 type session struct {
@@ -43,6 +44,10 @@ type session struct {
 	RepairLimit int `json:"repair_limit"`
 }
 
+// status is what a client says of its restore: once at each change of
+// state, when its percentage moves (at most once a second), and every
+// heartbeat otherwise, so the server's "last seen" means something. Each
+// message is a few dozen bytes.
 type status struct {
 	Event   string `json:"event"` // joined, progress, done, failed
 	Percent int    `json:"percent,omitempty"`

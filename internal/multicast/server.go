@@ -48,6 +48,8 @@ type Server struct {
 	clients int           // connected clients that still want the stream
 	wake    chan struct{} // closed and replaced when a client arrives
 	pass    uint32
+	table   map[int]*ClientStatus
+	nextID  int
 }
 
 // NewServer opens the image and prepares a server; Serve runs it.
@@ -69,7 +71,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if _, err := f.ReadAt(raw, 0); err != nil {
 		return nil, fmt.Errorf("source %s: %w", opts.Image, err)
 	}
-	s := &Server{opts: opts, im: im, raw: raw, rate: opts.Config.StreamRate(), wake: make(chan struct{})}
+	s := &Server{opts: opts, im: im, raw: raw, rate: opts.Config.StreamRate(), wake: make(chan struct{}),
+		table: map[int]*ClientStatus{}}
 	copy(s.stream[:8], im.Digest[:8])
 	if _, err := rand.Read(s.stream[8:]); err != nil {
 		return nil, err
@@ -362,9 +365,23 @@ func (s *Server) client(c net.Conn) {
 	if err := json.Unmarshal(b, &h); err != nil {
 		return
 	}
+	addr := who
 	if h.Client != "" {
 		who += " (" + h.Client + ")"
 	}
+	now := time.Now()
+	s.mu.Lock()
+	s.nextID++
+	id := s.nextID
+	s.table[id] = &ClientStatus{ID: id, Name: h.Client, MAC: h.MAC, Addr: addr, Disk: h.Disk,
+		State: StateConnected, Since: now, LastSeen: now}
+	s.mu.Unlock()
+	final := false
+	defer func() {
+		if !final {
+			s.update(id, func(c *ClientStatus) { c.State, c.Ended = StateLost, time.Now() })
+		}
+	}()
 	if h.Version != WireVersion {
 		writeFrame(w, msgError, []byte(fmt.Sprintf("this server speaks asr multicast version %d, the client %d: use the same asr version on both", WireVersion, h.Version)))
 		w.Flush()
@@ -424,16 +441,44 @@ func (s *Server) client(c net.Conn) {
 			if json.Unmarshal(b, &st) != nil {
 				return
 			}
+			pct := min(max(st.Percent, 0), 100)
 			switch st.Event {
 			case "joined":
 				join()
-				s.opts.Log("Client %s joined", who)
+				s.update(id, func(c *ClientStatus) { c.State, c.Joined = StateJoined, time.Now() })
+				s.opts.Log("Client %s joined%s", who, disk(h.Disk))
 			case "progress":
-				s.opts.Log("Client %s: %d%%", who, st.Percent)
+				var was int
+				s.update(id, func(c *ClientStatus) {
+					was = c.Percent
+					switch {
+					case st.Message == "verifying":
+						c.State = StateVerifying
+					case pct > 0 || c.State != StateJoined:
+						// A heartbeat at 0% leaves a joined client
+						// shown as waiting for data.
+						c.State = StateRestoring
+					}
+					c.Percent = pct
+				})
+				// The log gets a line per 10%; the table shows every move.
+				if pct/10 > was/10 {
+					s.opts.Log("Client %s: %d%%", who, pct)
+				}
 			case "done", "failed":
 				leave()
+				final = true
+				s.update(id, func(c *ClientStatus) {
+					c.State, c.Message, c.Ended = st.Event, st.Message, time.Now()
+					if st.Event == "done" {
+						c.Percent = 100
+					} else if pct > 0 {
+						c.Percent = pct
+					}
+				})
 				s.opts.Log("Client %s %s%s", who, st.Event, suffix(st.Message))
 			default:
+				s.update(id, func(*ClientStatus) {})
 				s.opts.Log("Client %s %s%s", who, st.Event, suffix(st.Message))
 			}
 		case msgRepair:
@@ -459,6 +504,13 @@ func (s *Server) client(c net.Conn) {
 			return
 		}
 	}
+}
+
+func disk(d string) string {
+	if d == "" {
+		return ""
+	}
+	return ", restoring " + d
 }
 
 func suffix(s string) string {

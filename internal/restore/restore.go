@@ -83,7 +83,7 @@ type Result struct {
 }
 
 // Run performs a restore: validate, confirm, erase, write, verify.
-func Run(ctx context.Context, req Request) (*Result, error) {
+func Run(ctx context.Context, req Request) (res *Result, err error) {
 	out := req.Out
 	if !req.Erase && req.File == "" {
 		return nil, errors.New("restore without --erase (copying files into an existing volume) is not supported yet: add --erase to erase the target and copy it block by block")
@@ -102,7 +102,6 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 			return nil, err
 		}
 	} else {
-		var err error
 		if tgt, err = target.Open(req.Target); err != nil {
 			out.Fail(err)
 			return nil, err
@@ -118,6 +117,11 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	defer src.Close()
+	if f, ok := src.(source.Finisher); ok {
+		// Deferred after Close, so it runs before it: the source still
+		// has its connection to say how it ended.
+		defer func() { f.Finished(err) }()
+	}
 	info := src.Info()
 	// Each worker holds about three chunks (stored, decoded, read back):
 	// keep them within 96 MiB whatever the core count and chunk size, so
@@ -208,7 +212,7 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	if n, ok := src.(source.Noter); ok && n.Note() != "" {
 		out.Info("Source check: %s", n.Note())
 	}
-	res := &Result{
+	res = &Result{
 		Target: name, Size: info.Size, DataBytes: w.dataBytes.Load(),
 		Chunks: len(w.sums), ZeroChunks: int(w.zeroChunks.Load()), Elapsed: time.Since(start),
 		UnusedBytes: w.unusedBytes.Load(), Table: w.tableNote,

@@ -66,3 +66,12 @@ type ChunkReader interface {
 type Noter interface {
 	Note() string
 }
+
+// Finisher is a source that tells someone how the restore ended: a
+// multicast client tells its server, whose table shows every client. The
+// restore engine calls Finished once, after verifying (nil) or at its first
+// failure after the source opened, including failures before any chunk was
+// read, such as a target too small.
+type Finisher interface {
+	Finished(err error)
+}

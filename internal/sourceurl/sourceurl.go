@@ -23,6 +23,8 @@ type Options struct {
 	Interface string        // asr://: join the group on this interface
 	Name      string        // asr://: how the server's log names this client
 	AllBlocks bool          // local raw images and devices: copy free space too
+	MAC       string        // asr://: this machine's network card, for the server's table
+	Disk      string        // asr://: the target, for the server's table
 	// Log hears retries and checksum decisions, one line each.
 	Log func(format string, a ...any)
 }
@@ -39,7 +41,7 @@ func Open(ctx context.Context, s string, o Options) (source.Source, error) {
 		})
 	case strings.HasPrefix(s, "asr://"):
 		return multicast.Open(ctx, s, multicast.ClientOptions{
-			Timeout: o.Timeout, Interface: o.Interface, Name: o.Name, Log: o.Log,
+			Timeout: o.Timeout, Interface: o.Interface, Name: o.Name, MAC: o.MAC, Disk: o.Disk, Log: o.Log,
 		})
 	}
 	if o.Checksum != "" {

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/asrlinux/asr/internal/multicast"
+	"github.com/asrlinux/asr/internal/testenv"
+	"github.com/asrlinux/asr/qemu"
+)
+
+func TestClientTable(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	rows := []multicast.ClientStatus{
+		{ID: 1, Name: "lab-07", MAC: "52:54:00:12:34:07", Disk: "/dev/vda (64.0 MiB)", State: multicast.StateRestoring,
+			Percent: 25, Joined: now.Add(-10 * time.Second), LastSeen: now.Add(-2 * time.Second)},
+		{ID: 2, Addr: "198.18.0.12", State: multicast.StateFailed, Message: "target /dev/sda is too small: 16.0 MiB",
+			LastSeen: now},
+	}
+	got := string(clientTable(rows, 400<<20, now))
+	for _, want := range []string{"CLIENT", "MAC", "DISK", "STATE", "LAST SEEN",
+		"lab-07", "52:54:00:12:34:07", "/dev/vda (64.0 MiB)", "restoring", "25",
+		"10.0 MiB/s", "30s", "2s ago", // 100 MiB in 10 s; 75% left at that rate
+		"198.18.0.12", "failed: target /dev/sda is too small",
+		"2 clients: 1 restoring, 1 failed"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// With many clients the table stays maxRows long, those at work first.
+func TestClientTableBounded(t *testing.T) {
+	now := time.Now()
+	var rows []multicast.ClientStatus
+	for i := range 100 {
+		c := multicast.ClientStatus{ID: i + 1, Name: fmt.Sprintf("pc%03d", i+1), State: multicast.StateDone, Ended: now, LastSeen: now}
+		if i == 99 {
+			c = multicast.ClientStatus{ID: 100, Name: "pc100", State: multicast.StateRestoring, Percent: 50, LastSeen: now}
+		}
+		rows = append(rows, c)
+	}
+	got := string(clientTable(rows, 1<<30, now))
+	if n := strings.Count(got, "\n"); n != maxRows+2 {
+		t.Errorf("table of 100 clients has %d lines, want %d:\n%s", n, maxRows+2, got)
+	}
+	if !strings.Contains(strings.SplitN(got, "\n", 3)[1], "pc100") {
+		t.Errorf("the client at work is not the first row:\n%s", got)
+	}
+	if !strings.Contains(got, "100 clients: 1 restoring, 99 done (60 not shown)") {
+		t.Errorf("the count line does not sum up every client:\n%s", got)
+	}
+}
+
+// On a terminal a log line goes above the table, which is then drawn again
+// in place: moved up over and erased, never left twice on screen.
+func TestBoardRedrawsInPlace(t *testing.T) {
+	var out bytes.Buffer
+	b := &board{w: &out}
+	b.draw([]byte("T1\nrow\n"))
+	b.logf("Client %s joined", "x")
+	b.draw([]byte("T2\nrow\n"))
+	want := "T1\nrow\n" + "\x1b[2A\r\x1b[J" + "Client x joined\n" + "T1\nrow\n" + "\x1b[2A\r\x1b[J" + "T2\nrow\n"
+	if out.String() != want {
+		t.Errorf("board wrote %q, want %q", out.String(), want)
+	}
+}
+
+// asr server on a terminal (a real pty, from script(1)) shows the live
+// table with the client's row, redrawn in place.
+func TestE2EServerLiveTableOnTerminal(t *testing.T) {
+	testenv.Require(t, "ip", "script", "sgdisk")
+	nl, err := qemu.NewLab("n6bt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	srvHost, err := nl.AddHost("s", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := nl.AddHost("c", 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	disk := testenv.Disk(t, dir, 32<<20, 71)
+	img := scan(t, disk)
+	cfg := filepath.Join(dir, "asr.plist")
+	os.WriteFile(cfg, []byte(`<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+<key>Multicast Address</key><string>239.255.61.20</string>
+<key>Data Rate</key><integer>8000000</integer>
+<key>DNS Service Discovery</key><false/>
+</dict></plist>`), 0o644)
+	bin := testenv.Asr(t)
+	srv, err := qemu.StartProc("asr server", srvHost.Command(context.Background(), "script", "-qfec",
+		bin+" server --source "+img+" --config "+cfg, "/dev/null"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	if err := srv.WaitFor("Ready to start accepting clients", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target.raw")
+	testenv.FillRandom(t, target, 32<<20, 72)
+	out, err := cli.Command(context.Background(), bin, "restore", "--source", "asr://198.18.0.1", "--target", target,
+		"--erase", "--noprompt", "--timeout", "20").CombinedOutput()
+	if err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	// The table is redrawn each second.
+	if _, err := srv.Output.Expect(`1 clients: 1 done`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	log := srv.Output.Log()
+	mac, _ := cli.Command(context.Background(), "cat", "/sys/class/net/eth0/address").Output()
+	for _, want := range []string{"CLIENT", "LAST SEEN", strings.TrimSpace(string(mac)), target, "done", "\x1b[J"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the server's terminal lacks %q:\n%s", want, log)
+		}
+	}
+}
