@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asrlinux/asr/internal/filerestore"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
@@ -33,7 +34,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	case *src == "":
 		return usageError("restore: --source is required (a prepared image, raw image or block device)")
 	case *tgt == "" && *file == "":
-		return usageError("restore: --target is required (a block device or disk image file), or --file to write a new image file")
+		return usageError("restore: --target is required (a block device, disk image file or mounted volume), or --file to write a new image file")
 	case *tgt != "" && *file != "":
 		return usageError("restore: give --target or --file, not both")
 	case *workers < 0:
@@ -41,6 +42,13 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	}
 
 	out := progress.New(e.stdout, *puppet)
+	if !*erase && *file == "" {
+		return runFileCopy(ctx, filerestore.Request{
+			Source: *src, Target: *tgt, NoVerify: *noverify, Workers: *workers,
+			OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, sf, out.Info) },
+			Out:        out,
+		})
+	}
 	req := restore.Request{
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
@@ -74,6 +82,23 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		}
 		out.Info("Verified %s: every chunk matches the source (%s) in %s; total %s",
 			restore.HumanBytes(res.Size), how, secs(res.VerifyTime), secs(total))
+	}
+	return nil
+}
+
+// runFileCopy is restore without --erase: items copied from the source
+// volume's tree onto the target volume's.
+func runFileCopy(ctx context.Context, req filerestore.Request) error {
+	res, err := filerestore.Run(ctx, req)
+	if err != nil {
+		return err
+	}
+	p, out := res.Plan, req.Out
+	out.Info("Copied %d items (%s) to %s in %s, %s: %d replaced, %d added, %d kept",
+		p.Items, restore.HumanBytes(p.Bytes), req.Target, secs(res.Elapsed), rate(p.Bytes, res.Elapsed),
+		p.Replaced, p.Added, p.Kept)
+	if res.Verified {
+		out.Info("Verified %d items: content and metadata match the source, in %s", p.Items, secs(res.VerifyTime))
 	}
 	return nil
 }
