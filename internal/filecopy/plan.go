@@ -193,7 +193,9 @@ func (p *Plan) classify(it *item) error {
 	var st unix.Stat_t
 	err := unix.Lstat(filepath.Join(p.Dst, it.rel), &st)
 	switch {
-	case errors.Is(err, unix.ENOENT):
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		// ENOTDIR: the target has a non-directory where the source has this
+		// item's folder; the folder replaces it, and the item is new.
 		p.Added++
 		return nil
 	case err != nil:
