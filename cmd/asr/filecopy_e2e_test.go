@@ -60,7 +60,9 @@ func withMounted(t *testing.T, dev string, fn func(root string)) {
 
 // when is a fixed time for the files the tests make, so their times are
 // checked against a known value.
-func when(days int) time.Time { return time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC).AddDate(0, 0, days) }
+func when(days int) time.Time {
+	return time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC).AddDate(0, 0, days)
+}
 
 func writeFile(t *testing.T, p, content string, mode os.FileMode, mtime time.Time) {
 	t.Helper()
