@@ -3,7 +3,7 @@
 #               then boot 3 VMs that restore it over multicast and check their disks
 #   make lab    the demo's lab left running (asr server, DHCP, a VM) until Ctrl-C
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
-#   make bench  restore benchmarks against dd, bmaptool and curl (needs root, ~5 min)
+#   make bench  restore benchmarks against dd, bmaptool, curl, cp -a and rsync (needs root, ~7 min)
 #   make lint   gofmt, go vet, staticcheck
 #   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules)
 
@@ -69,6 +69,7 @@ bench: deps build
 	./testdata/bench.sh
 	./testdata/bench-http.sh
 	./testdata/bench-multicast.sh
+	./testdata/bench-filecopy.sh
 
 demo: deps build lab-tool
 	./testdata/demo.sh
