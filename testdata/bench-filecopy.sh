@@ -76,6 +76,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Peak RSS comes from GNU time when it is installed; otherwise it is not shown.
+gnu_time=""
+if [ -x /usr/bin/time ] && /usr/bin/time -f %M -o /dev/null true 2>/dev/null; then
+	gnu_time=/usr/bin/time
+fi
+
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
@@ -156,9 +162,14 @@ run_one() {
 	rsync-aHAX) cmd=(copy_with rsync -aHAX "$mnt_s/" "$mnt_t/") ;;
 	cp-a) cmd=(copy_with cp -a "$mnt_s/." "$mnt_t/") ;;
 	esac
+	rm -f "$log.rss"
 	if [ "$name" = asr-block ]; then reset blocks; else reset files; fi
 	t0=$(now)
-	"${cmd[@]}" >"$log" 2>&1 || rc=$?
+	if [ -n "$gnu_time" ] && [ "${name#asr}" != "$name" ]; then
+		"$gnu_time" -f %M -o "$log.rss" "${cmd[@]}" >"$log" 2>&1 || rc=$?
+	else
+		"${cmd[@]}" >"$log" 2>&1 || rc=$?
+	fi
 	t1=$(now)
 	if [ "$rc" -ne 0 ]; then
 		echo "bench-filecopy: FAIL: $name (run $run) exited $rc: ${cmd[*]}" >&2
@@ -176,6 +187,7 @@ run_one() {
 	ct=$(sed -n 's/^Copied .* in \([0-9.]*\) s,.*/\1/p' "$log")
 	vt=$(sed -n 's/^Verified .* in \([0-9.]*\) s.*/\1/p' "$log")
 	[ -z "$ct" ] || own="   asr says: copy $ct s${vt:+, verify $vt s}"
+	[ ! -s "$log.rss" ] || own+="   peak RSS $(($(tail -n 1 "$log.rss") / 1024)) MiB"
 	printf '  run %d  %-20s %8.3f s%s\n' "$run" "$name" "$(elapsed "$t0" "$t1")" "$own"
 }
 

@@ -115,7 +115,7 @@ OPTIONS
     --noverify          do not read the target back
     --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
     --workers N         parallel decode/write/verify workers (default: max(4, CPUs); file
-                        copy: items copied at once, default max(8, 2 x CPUs))
+                        copy: items copied at once, default max(16, 4 x CPUs))
     --timeout SECONDS   network sources: give up after this long without data (default 30)
     --retries N         http(s): reconnections in a row without progress (default 5)
     --cacert FILE       https: also trust the CA certificates in FILE

@@ -17,8 +17,9 @@ import (
 
 // Options tune a copy or a verification.
 type Options struct {
-	// Workers copy (or verify) that many items at once; 0: max(8, 2*CPUs),
-	// because small files cost round trips to the disk, not CPU.
+	// Workers copy (or verify) that many items at once; 0: max(16, 4*CPUs),
+	// because small files cost round trips to the disk, not CPU (on the
+	// benchmark, 16 workers copied 10-20% faster than 8, 32 no faster).
 	Workers int
 	// Progress, if set, is called from the workers as each item is done,
 	// with its data bytes.
@@ -29,7 +30,7 @@ func (o Options) workers() int {
 	if o.Workers > 0 {
 		return o.Workers
 	}
-	return max(8, 2*runtime.NumCPU())
+	return max(16, 4*runtime.NumCPU())
 }
 
 // ItemError is a failure to copy or verify one item; Item is its path
@@ -70,10 +71,11 @@ func (p *Plan) Copy(ctx context.Context, opts Options) error {
 			}
 		}
 	}
-	root := &item{rel: ".", link: -1}
-	if err := unix.Lstat(p.Src, &root.st); err != nil {
+	var rst unix.Stat_t
+	if err := unix.Lstat(p.Src, &rst); err != nil {
 		return err
 	}
+	root := &item{rel: ".", st: metaOf(&rst), link: -1}
 	if err := p.setMeta(p.Dst, root); err != nil {
 		return &ItemError{"/", err}
 	}

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,12 +69,27 @@ type Plan struct {
 }
 
 // item is one source item below the root, in walk order (a directory before
-// its contents).
+// its contents). It holds what the copy needs of the item's lstat and no
+// more, since a tree of a million items holds a million of them.
 type item struct {
 	rel   string
-	st    unix.Stat_t
+	st    meta
 	link  int32 // a hard link: index of the first item with this inode; else -1
 	onTgt uint8 // what the target holds at rel
+}
+
+// meta is the part of a source item's lstat that the copy uses; its fields
+// are named as unix.Stat_t's.
+type meta struct {
+	Mode, Uid, Gid uint32
+	Size, Blocks   int64
+	Rdev           uint64
+	Atim, Mtim     unix.Timespec
+}
+
+func metaOf(st *unix.Stat_t) meta {
+	return meta{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Size: st.Size, Blocks: st.Blocks,
+		Rdev: st.Rdev, Atim: st.Atim, Mtim: st.Mtim}
 }
 
 const (
@@ -83,11 +99,17 @@ const (
 	tgtOther // a non-directory of another kind than the source's
 )
 
-func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
-func isReg(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG }
+func isDir(st *meta) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+func isReg(st *meta) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG }
 
 // NewPlan walks src and dst and works out the copy. It writes nothing.
-func NewPlan(src, dst string) (*Plan, error) {
+func NewPlan(src, dst string) (*Plan, error) { return newPlan(src, dst, scanWorkers) }
+
+// scanWorkers read directories at once: on a cold cache each lstat may wait
+// for the disk, and a deeper queue of reads finishes sooner.
+const scanWorkers = 16
+
+func newPlan(src, dst string, workers int) (*Plan, error) {
 	p := &Plan{Src: src, Dst: dst}
 	var sst, dst0 unix.Stat_t
 	if err := unix.Stat(src, &sst); err != nil {
@@ -96,7 +118,7 @@ func NewPlan(src, dst string) (*Plan, error) {
 	if err := unix.Stat(dst, &dst0); err != nil {
 		return nil, &os.PathError{Op: "stat", Path: dst, Err: err}
 	}
-	if !isDir(&sst) || !isDir(&dst0) {
+	if sst.Mode&unix.S_IFMT != unix.S_IFDIR || dst0.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, fmt.Errorf("copying %s onto %s: both must be directories", src, dst)
 	}
 	if sst.Dev == dst0.Dev {
@@ -110,11 +132,26 @@ func NewPlan(src, dst string) (*Plan, error) {
 	p.FAT = fs.Type == msdosMagic
 	p.blk = max(fs.Bsize, 512)
 
-	inodes := map[[2]uint64]int32{}
-	if err := p.walk("", inodes); err != nil {
+	root := &dirNode{}
+	if err := p.scan(root, workers); err != nil {
 		return nil, err
 	}
+	inodes := map[[2]uint64]int32{}
+	p.flatten(root, inodes)
 	p.Items = len(p.items)
+	for i := range p.items {
+		it := &p.items[i]
+		alloc := p.alloc(&it.st)
+		if it.link >= 0 {
+			alloc = 0
+		} else if isReg(&it.st) {
+			p.Bytes += it.st.Size
+			p.bigFile = max(p.bigFile, alloc)
+		}
+		if !isDir(&it.st) || it.onTgt != tgtSameKind {
+			p.Need += alloc
+		}
+	}
 	if p.FAT {
 		p.Unsupported = p.fatLimits()
 	}
@@ -124,98 +161,179 @@ func NewPlan(src, dst string) (*Plan, error) {
 	return p, nil
 }
 
-// walk adds the items of the source directory rel (and its target
-// counterpart's kept items) to the plan.
-func (p *Plan) walk(rel string, inodes map[[2]uint64]int32) error {
-	sdir := filepath.Join(p.Src, rel)
-	names, err := readNames(sdir)
+// dirNode is one source directory as the scan found it: its items in the
+// order read, and a node for each item that is a directory.
+type dirNode struct {
+	rel   string
+	items []item
+	keys  map[int][2]uint64 // index in items -> device and inode, for files with several links
+	subs  map[int]*dirNode  // index in items -> that directory's node
+}
+
+// scan reads the source tree from several goroutines, a directory at a time.
+func (p *Plan) scan(root *dirNode, workers int) error {
+	var (
+		mu    sync.Mutex
+		cond  = sync.NewCond(&mu)
+		queue = []*dirNode{root}
+		busy  int
+		first error
+	)
+	work := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for {
+			for len(queue) == 0 && busy > 0 && first == nil {
+				cond.Wait()
+			}
+			if len(queue) == 0 || first != nil {
+				cond.Broadcast()
+				return
+			}
+			n := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			busy++
+			mu.Unlock()
+			c, err := p.readDir(n)
+			mu.Lock()
+			busy--
+			if err != nil && first == nil {
+				first = err
+			}
+			p.Kept += c.kept
+			p.Added += c.added
+			p.Replaced += c.replaced
+			p.Removed += c.removed
+			p.freed += c.freed
+			p.SkippedMounts = append(p.SkippedMounts, c.skipped...)
+			for _, sub := range n.subs {
+				queue = append(queue, sub)
+			}
+			cond.Broadcast()
+		}
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); work() }()
+	}
+	wg.Wait()
+	return first
+}
+
+// counts are what reading one directory adds to the plan's totals.
+type counts struct {
+	kept, added, replaced, removed int
+	freed                          int64
+	skipped                        []string
+}
+
+// readDir reads the source directory n.rel and looks at its target
+// counterpart, filling n.
+func (p *Plan) readDir(n *dirNode) (counts, error) {
+	var c counts
+	names, err := readNames(filepath.Join(p.Src, n.rel))
 	if err != nil {
-		return err
+		return c, err
 	}
 	var tnames []string
 	var tst unix.Stat_t
-	if unix.Lstat(filepath.Join(p.Dst, rel), &tst) == nil && isDir(&tst) {
-		if tnames, err = readNames(filepath.Join(p.Dst, rel)); err != nil {
-			return err
+	if unix.Lstat(filepath.Join(p.Dst, n.rel), &tst) == nil && tst.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if tnames, err = readNames(filepath.Join(p.Dst, n.rel)); err != nil {
+			return c, err
 		}
 	}
-	inSrc := make(map[string]bool, len(names))
-	for _, n := range names {
-		inSrc[n] = true
-	}
-	for _, n := range tnames {
-		if !inSrc[n] && !strings.HasPrefix(n, tmpPrefix) {
-			p.Kept++
+	if len(tnames) > 0 {
+		inSrc := make(map[string]bool, len(names))
+		for _, name := range names {
+			inSrc[name] = true
+		}
+		for _, name := range tnames {
+			if !inSrc[name] && !strings.HasPrefix(name, tmpPrefix) {
+				c.kept++
+			}
 		}
 	}
-	for _, n := range names {
-		r := filepath.Join(rel, n)
-		it := item{rel: r, link: -1}
-		if err := unix.Lstat(filepath.Join(p.Src, r), &it.st); err != nil {
-			return fmt.Errorf("reading source item %s: %w", r, err)
+	for _, name := range names {
+		r := filepath.Join(n.rel, name)
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(p.Src, r), &st); err != nil {
+			return c, fmt.Errorf("reading source item %s: %w", r, err)
 		}
-		if isDir(&it.st) && it.st.Dev != p.rootDev {
-			p.SkippedMounts = append(p.SkippedMounts, r)
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Dev != p.rootDev {
+			c.skipped = append(c.skipped, r)
 			continue
 		}
-		if err := p.classify(&it); err != nil {
-			return err
+		it := item{rel: r, st: metaOf(&st), link: -1}
+		if err := p.classify(&it, &c); err != nil {
+			return c, err
 		}
-		alloc := p.alloc(&it.st)
-		if isReg(&it.st) && it.st.Nlink > 1 {
-			key := [2]uint64{it.st.Dev, it.st.Ino}
+		if isReg(&it.st) && st.Nlink > 1 {
+			if n.keys == nil {
+				n.keys = map[int][2]uint64{}
+			}
+			n.keys[len(n.items)] = [2]uint64{st.Dev, st.Ino}
+		}
+		if isDir(&it.st) {
+			if n.subs == nil {
+				n.subs = map[int]*dirNode{}
+			}
+			n.subs[len(n.items)] = &dirNode{rel: r}
+		}
+		n.items = append(n.items, it)
+	}
+	return c, nil
+}
+
+// flatten lays the scanned tree out in walk order, each directory before
+// its contents, and links every further name of a multiply linked file to
+// the first one.
+func (p *Plan) flatten(n *dirNode, inodes map[[2]uint64]int32) {
+	for i, it := range n.items {
+		if key, ok := n.keys[i]; ok {
 			if first, ok := inodes[key]; ok {
 				it.link = first
-				alloc = 0
 			} else {
 				inodes[key] = int32(len(p.items))
 			}
 		}
-		if isReg(&it.st) && it.link < 0 {
-			p.Bytes += it.st.Size
-			p.bigFile = max(p.bigFile, alloc)
-		}
-		if !isDir(&it.st) || it.onTgt != tgtSameKind {
-			p.Need += alloc
-		}
 		p.items = append(p.items, it)
-		if isDir(&it.st) {
-			if err := p.walk(r, inodes); err != nil {
-				return err
-			}
+		if sub, ok := n.subs[i]; ok {
+			p.flatten(sub, inodes)
+			n.subs[i] = nil // let the scan's copy go as we go
 		}
 	}
-	return nil
+	n.items = nil
 }
 
 // classify looks at what the target holds where the item goes.
-func (p *Plan) classify(it *item) error {
+func (p *Plan) classify(it *item, c *counts) error {
 	var st unix.Stat_t
 	err := unix.Lstat(filepath.Join(p.Dst, it.rel), &st)
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
 		// ENOTDIR: the target has a non-directory where the source has this
 		// item's folder; the folder replaces it, and the item is new.
-		p.Added++
+		c.added++
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading target item %s: %w", it.rel, err)
 	}
-	p.Replaced++
+	c.replaced++
 	switch {
 	case st.Mode&unix.S_IFMT == it.st.Mode&unix.S_IFMT:
 		it.onTgt = tgtSameKind
-		if isReg(&st) {
-			p.freed += st.Blocks * 512
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			c.freed += st.Blocks * 512
 		}
-	case isDir(&st):
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		it.onTgt = tgtDir
 		n, freed, err := countTree(filepath.Join(p.Dst, it.rel))
 		if err != nil {
 			return err
 		}
-		p.Removed += n
-		p.freed += freed
+		c.removed += n
+		c.freed += freed
 	default:
 		it.onTgt = tgtOther
 	}
@@ -225,7 +343,7 @@ func (p *Plan) classify(it *item) error {
 // alloc is what an item takes on the target: its allocated blocks (holes
 // stay holes), or its whole length on FAT, which has none, rounded up to the
 // target's block size; a directory or special file takes a block.
-func (p *Plan) alloc(st *unix.Stat_t) int64 {
+func (p *Plan) alloc(st *meta) int64 {
 	if !isReg(st) {
 		return p.blk
 	}

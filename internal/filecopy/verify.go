@@ -72,7 +72,7 @@ func (p *Plan) verifyItem(it *item, w *worker) error {
 	return nil
 }
 
-func (p *Plan) compareMeta(src, dst string, s, t *unix.Stat_t) error {
+func (p *Plan) compareMeta(src, dst string, s *meta, t *unix.Stat_t) error {
 	if p.FAT {
 		if s.Mode&unix.S_IFMT == unix.S_IFDIR {
 			return nil // FAT directory times are not worth failing over
