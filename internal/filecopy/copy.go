@@ -43,12 +43,25 @@ type ItemError struct {
 func (e *ItemError) Error() string { return fmt.Sprintf("%s: %v", e.Item, e.Err) }
 func (e *ItemError) Unwrap() error { return e.Err }
 
+// Items are written in batches of up to batchBytes of data or batchItems
+// items. A batch's temporary files are flushed to the disk together (one
+// syncfs) before any of them is renamed into place, so even after a power
+// loss an item is the old one or the whole new one: a rename that reached
+// the disk names data that reached it first. The next batch is written
+// while the last one is flushed and renamed.
+const (
+	batchBytes = 64 << 20
+	batchItems = 4096
+)
+
 // Copy carries out the plan. Directories are made first (in walk order), then
 // every other item is written by the workers under a temporary name and
-// renamed into place, then hard links are linked, then the directories get
-// their modes, owners, xattrs and times (last, since adding entries changes
-// a directory's times), and the target filesystem is synced. On failure the
-// error names the item; items renamed into place before it are complete.
+// renamed into place, batch by batch, then hard links are linked, then the
+// directories get their modes, owners, xattrs and times (last, since adding
+// entries changes a directory's times), and the target filesystem is
+// synced. On failure the error names the item; items renamed into place
+// before it are complete, and the temporary files of the batch that failed
+// are removed.
 func (p *Plan) Copy(ctx context.Context, opts Options) error {
 	for i := range p.items {
 		if isDir(&p.items[i].st) {
@@ -57,10 +70,12 @@ func (p *Plan) Copy(ctx context.Context, opts Options) error {
 			}
 		}
 	}
-	if err := p.parallel(ctx, opts, func(it *item) bool { return !isDir(&it.st) && it.link < 0 }, p.copyItem); err != nil {
+	if err := p.copyBatches(ctx, opts); err != nil {
 		return err
 	}
-	if err := p.parallel(ctx, opts, func(it *item) bool { return it.link >= 0 }, p.linkItem); err != nil {
+	if err := p.parallel(ctx, opts, 0, len(p.items), func(it *item) bool { return it.link >= 0 }, func(_ int, it *item, w *worker) error {
+		return p.linkItem(it, w)
+	}); err != nil {
 		return err
 	}
 	for i := len(p.items) - 1; i >= 0; i-- {
@@ -82,12 +97,93 @@ func (p *Plan) Copy(ctx context.Context, opts Options) error {
 	return syncFS(p.Dst)
 }
 
-// parallel runs fn on every item that sel picks, from opts.workers()
-// goroutines, stopping at the first failure.
-func (p *Plan) parallel(ctx context.Context, opts Options, sel func(*item) bool, fn func(*item, *worker) error) error {
+// batch is a run of items written to temporary names, to be flushed and
+// renamed into place.
+type batch struct {
+	lo   int
+	tmps []string // by item index - lo; empty: nothing to rename
+}
+
+// copyBatches writes every item that is neither a directory nor a further
+// hard link, batch by batch, committing one batch while writing the next.
+func (p *Plan) copyBatches(ctx context.Context, opts Options) error {
+	sel := func(it *item) bool { return !isDir(&it.st) && it.link < 0 }
+	var pending chan error // the commit of the previous batch
+	wait := func() error {
+		if pending == nil {
+			return nil
+		}
+		err := <-pending
+		pending = nil
+		return err
+	}
+	for lo := 0; lo < len(p.items); {
+		hi, n := lo, int64(0)
+		for hi < len(p.items) && (hi == lo || (n < batchBytes && hi-lo < batchItems)) {
+			if it := &p.items[hi]; sel(it) && isReg(&it.st) {
+				n += it.st.Size
+			}
+			hi++
+		}
+		b := &batch{lo: lo, tmps: make([]string, hi-lo)}
+		err := p.parallel(ctx, opts, lo, hi, sel, func(i int, it *item, w *worker) error {
+			t, err := p.writeItem(it, w)
+			b.tmps[i-lo] = t
+			return err
+		})
+		if err != nil {
+			b.discard(0)
+			if cerr := wait(); cerr != nil {
+				return cerr // the earlier failure
+			}
+			return err
+		}
+		if err := wait(); err != nil {
+			b.discard(0)
+			return err
+		}
+		pending = make(chan error, 1)
+		go func(b *batch) { pending <- p.commit(b) }(b)
+		lo = hi
+	}
+	return wait()
+}
+
+// commit flushes a batch's files to the disk and renames them into place.
+func (p *Plan) commit(b *batch) error {
+	if err := syncFS(p.Dst); err != nil {
+		b.discard(0)
+		return err
+	}
+	for k, t := range b.tmps {
+		if t == "" {
+			continue
+		}
+		it := &p.items[b.lo+k]
+		if err := replace(t, filepath.Join(p.Dst, it.rel), it.onTgt == tgtDir); err != nil {
+			b.discard(k)
+			return &ItemError{it.rel, err}
+		}
+	}
+	return nil
+}
+
+// discard removes the batch's temporary files from index k on.
+func (b *batch) discard(k int) {
+	for _, t := range b.tmps[k:] {
+		if t != "" {
+			os.Remove(t)
+		}
+	}
+}
+
+// parallel runs fn on every item of [lo, hi) that sel picks, from
+// opts.workers() goroutines, stopping at the first failure.
+func (p *Plan) parallel(ctx context.Context, opts Options, lo, hi int, sel func(*item) bool, fn func(int, *item, *worker) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var next atomic.Int64
+	next.Store(int64(lo))
 	var once sync.Once
 	var first error
 	var wg sync.WaitGroup
@@ -98,14 +194,14 @@ func (p *Plan) parallel(ctx context.Context, opts Options, sel func(*item) bool,
 			w := &worker{}
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
-				if i >= len(p.items) {
+				if i >= hi {
 					return
 				}
 				it := &p.items[i]
 				if !sel(it) {
 					continue
 				}
-				if err := fn(it, w); err != nil {
+				if err := fn(i, it, w); err != nil {
 					once.Do(func() { first = &ItemError{it.rel, err}; cancel() })
 					return
 				}
@@ -158,19 +254,19 @@ func tmpName(path string) string {
 	return filepath.Join(filepath.Dir(path), fmt.Sprintf("%s%016x", tmpPrefix, rand.Uint64()))
 }
 
-// copyItem writes one non-directory item under a temporary name, sets its
-// metadata and renames it over whatever held its name.
-func (p *Plan) copyItem(it *item, w *worker) error {
+// writeItem writes one non-directory item under a temporary name beside
+// its final one and gives it its metadata; it returns the temporary name
+// (empty for an item FAT cannot hold, which is skipped).
+func (p *Plan) writeItem(it *item, w *worker) (string, error) {
 	src := filepath.Join(p.Src, it.rel)
-	dst := filepath.Join(p.Dst, it.rel)
-	tmp := tmpName(dst)
+	tmp := tmpName(filepath.Join(p.Dst, it.rel))
 	var err error
 	switch it.st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		err = p.copyFile(src, tmp, it, w)
 	case unix.S_IFLNK:
 		if p.FAT {
-			return nil // counted in Unsupported and reported before the copy
+			return "", nil // counted in Unsupported and reported before the copy
 		}
 		var target string
 		if target, err = os.Readlink(src); err == nil {
@@ -178,22 +274,20 @@ func (p *Plan) copyItem(it *item, w *worker) error {
 		}
 	case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO, unix.S_IFSOCK:
 		if p.FAT {
-			return nil
+			return "", nil
 		}
 		err = unix.Mknod(tmp, it.st.Mode&(unix.S_IFMT|0o600), int(it.st.Rdev))
 	default:
-		return fmt.Errorf("unknown file type %o", it.st.Mode&unix.S_IFMT)
+		return "", fmt.Errorf("unknown file type %o", it.st.Mode&unix.S_IFMT)
 	}
 	if err == nil {
 		err = p.setMeta(tmp, it)
 	}
-	if err == nil {
-		err = replace(tmp, dst, it.onTgt == tgtDir)
-	}
 	if err != nil {
 		os.Remove(tmp)
+		return "", err
 	}
-	return err
+	return tmp, nil
 }
 
 // replace renames tmp to dst; a directory at dst (replaced by a file) is
@@ -208,10 +302,18 @@ func replace(tmp, dst string, dirThere bool) error {
 }
 
 // linkItem makes a hard link to the already copied first item of its inode.
-func (p *Plan) linkItem(it *item, _ *worker) error {
+func (p *Plan) linkItem(it *item, w *worker) error {
 	if p.FAT {
 		// FAT has no hard links: each name gets its own copy.
-		return p.copyItem(it, &worker{})
+		tmp, err := p.writeItem(it, w)
+		if err != nil || tmp == "" {
+			return err
+		}
+		if err := fsyncPath(tmp); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		return replace(tmp, filepath.Join(p.Dst, it.rel), it.onTgt == tgtDir)
 	}
 	dst := filepath.Join(p.Dst, it.rel)
 	tmp := tmpName(dst)
@@ -226,9 +328,8 @@ func (p *Plan) linkItem(it *item, _ *worker) error {
 }
 
 // copyFile copies a regular file's data to a new file tmp, keeping holes.
-// It does not fsync each file: Copy ends with one syncfs, which reports any
-// write-back error, and a rename over an existing file makes ext4 (with its
-// default auto_da_alloc) write the new data before the rename is committed.
+// It does not fsync the file: the batch's syncfs flushes it with the others
+// (a fdatasync per file made the copy 2.5 times slower on the benchmark).
 func (p *Plan) copyFile(src, tmp string, it *item, w *worker) error {
 	in, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -442,6 +543,16 @@ func splitNul(b []byte) [][]byte {
 		b = b[i+1:]
 	}
 	return out
+}
+
+// fsyncPath flushes one file's data to the disk.
+func fsyncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Fdatasync(int(f.Fd()))
 }
 
 // syncFS flushes the whole target filesystem and reports a write-back error

@@ -156,8 +156,10 @@ func newPlan(src, dst string, workers int) (*Plan, error) {
 		p.Unsupported = p.fatLimits()
 	}
 	// Directories already on the target cost nothing; a new one costs a block.
-	// Each worker may hold a new file beside the old one it replaces.
-	p.Need = max(p.Need-p.freed, 0) + p.bigFile*2
+	// Replaced files give their room back only when their batch is renamed
+	// into place, and two batches are in flight; the largest file may be
+	// written beside the one it replaces.
+	p.Need = max(p.Need-p.freed, 0) + min(p.freed, 2*batchBytes) + p.bigFile*2
 	return p, nil
 }
 

@@ -21,7 +21,9 @@ func (p *Plan) Verify(ctx context.Context, opts Options) error {
 	if err := syncFS(p.Dst); err != nil {
 		return err
 	}
-	return p.parallel(ctx, opts, func(*item) bool { return true }, p.verifyItem)
+	return p.parallel(ctx, opts, 0, len(p.items), func(*item) bool { return true }, func(_ int, it *item, w *worker) error {
+		return p.verifyItem(it, w)
+	})
 }
 
 func (p *Plan) verifyItem(it *item, w *worker) error {
