@@ -301,7 +301,8 @@ func noAsrMounts(t *testing.T) {
 // every source item (replacing same-name ones whatever their age, a folder by
 // a file and a file by a folder), and ends up exactly as the reference tree
 // built from both says, content and metadata. The source is given as a raw
-// image, a prepared image and a read-only block device.
+// image, a prepared image, a read-only block device, and a read-only
+// mounted volume (with the target given as the folder it is mounted on).
 func TestE2EFileCopyLaysSourceOverTarget(t *testing.T) {
 	requireVolumes(t)
 	dir := t.TempDir()
@@ -309,13 +310,22 @@ func TestE2EFileCopyLaysSourceOverTarget(t *testing.T) {
 	var srcTree map[string]string
 	withMounted(t, loop(t, srcImg, "-r"), func(r string) { srcTree = tree(t, r) })
 	prepared := scan(t, srcImg)
+	// mountedRO mounts the source read-only for the span of the test.
+	mountedRO := func(t *testing.T) string {
+		mnt := t.TempDir()
+		sh(t, "mount", "-o", "ro", loop(t, srcImg, "-r"), mnt)
+		t.Cleanup(func() { unix.Unmount(mnt, 0) })
+		return mnt
+	}
 	for _, c := range []struct {
-		name   string
-		source func() string
+		name      string
+		source    func(t *testing.T) string
+		targetDir bool // give the target as the folder it is mounted on
 	}{
-		{"raw image", func() string { return srcImg }},
-		{"prepared image", func() string { return prepared }},
-		{"block device", func() string { return loop(t, srcImg, "-r") }},
+		{"raw image", func(*testing.T) string { return srcImg }, false},
+		{"prepared image", func(*testing.T) string { return prepared }, false},
+		{"block device", func(t *testing.T) string { return loop(t, srcImg, "-r") }, false},
+		{"mounted volumes", mountedRO, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tgtImg := ext4Volume(t, t.TempDir(), "target.img", volSize, func(r string) { fillTarget(t, r) })
@@ -323,9 +333,17 @@ func TestE2EFileCopyLaysSourceOverTarget(t *testing.T) {
 			var before map[string]string
 			withMounted(t, tgt, func(r string) { before = tree(t, r) })
 
-			r := mustAsr(t, "restore", "--source", c.source(), "--target", tgt)
+			var r result
+			if c.targetDir {
+				withMounted(t, tgt, func(dir string) { r = mustAsr(t, "restore", "--source", c.source(t), "--target", dir) })
+			} else {
+				r = mustAsr(t, "restore", "--source", c.source(t), "--target", tgt)
+			}
 			noAsrMounts(t)
-			for _, want := range []string{"Verified", "replaced", "added", "2 kept"} {
+			// The summary: 6 replaced (lost+found, etc, etc/hostname,
+			// replace-me, was-a-dir, was-a-file), the rest added, 2 kept
+			// (home, etc/local.conf).
+			for _, want := range []string{"Verified", ": 6 replaced, ", " added, 2 kept"} {
 				if !strings.Contains(r.stdout, want) {
 					t.Errorf("output lacks %q:\n%s", want, r.stdout)
 				}
