@@ -55,8 +55,11 @@ type Plan struct {
 	// being written beside the one it replaces.
 	Need int64
 	// Unsupported lists, for a FAT target, the kinds of source items FAT
-	// cannot hold, with a count each ("3 symlinks").
+	// cannot hold, with a count each ("3 symlinks"): they are not copied.
 	Unsupported []string
+	// FATCopies counts, for a FAT target, the further names of hard-linked
+	// files, which FAT holds as separate copies.
+	FATCopies int
 	// SkippedMounts are directories inside the source on other filesystems:
 	// not crossed, like rsync -x and cp -x.
 	SkippedMounts []string
@@ -358,33 +361,28 @@ func (p *Plan) alloc(st *meta) int64 {
 
 func (p *Plan) fatLimits() []string {
 	counts := map[string]int{}
-	owned := 0
 	for i := range p.items {
 		st := &p.items[i].st
-		if st.Uid != 0 || st.Gid != 0 {
-			owned++
-		}
-		switch {
-		case p.items[i].link >= 0:
-			counts["hard links"]++
-		case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			if p.items[i].link >= 0 {
+				p.FATCopies++
+			}
+		case unix.S_IFLNK:
 			counts["symlinks"]++
-		case st.Mode&unix.S_IFMT == unix.S_IFCHR, st.Mode&unix.S_IFMT == unix.S_IFBLK:
+		case unix.S_IFCHR, unix.S_IFBLK:
 			counts["device nodes"]++
-		case st.Mode&unix.S_IFMT == unix.S_IFIFO:
+		case unix.S_IFIFO:
 			counts["FIFOs"]++
-		case st.Mode&unix.S_IFMT == unix.S_IFSOCK:
+		case unix.S_IFSOCK:
 			counts["sockets"]++
 		}
 	}
 	var out []string
-	for _, k := range []string{"symlinks", "hard links", "device nodes", "FIFOs", "sockets"} {
+	for _, k := range []string{"symlinks", "device nodes", "FIFOs", "sockets"} {
 		if counts[k] > 0 {
 			out = append(out, fmt.Sprintf("%d %s", counts[k], k))
 		}
-	}
-	if owned > 0 {
-		out = append(out, fmt.Sprintf("%d items owned by users other than root", owned))
 	}
 	return out
 }

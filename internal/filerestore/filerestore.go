@@ -113,7 +113,10 @@ func Run(ctx context.Context, req Request) (res *Result, err error) {
 	if plan.FAT {
 		out.Info("The target is FAT, which keeps no owners, groups, permissions (beyond read-only), extended attributes or ACLs, and times only to 2 s")
 		if len(plan.Unsupported) > 0 {
-			out.Info("FAT cannot hold these source items, which are not copied: %s; hard links become separate copies", strings.Join(plan.Unsupported, ", "))
+			out.Info("FAT cannot hold these source items, which are not copied: %s", strings.Join(plan.Unsupported, ", "))
+		}
+		if plan.FATCopies > 0 {
+			out.Info("FAT has no hard links: %d further names of hard-linked files become separate copies", plan.FATCopies)
 		}
 	}
 
