@@ -33,7 +33,7 @@ func TestFileCopyOntoFAT(t *testing.T) {
 		Output: filepath.Join(dir, "fat-initramfs.cpio.gz"), Kernel: k, Version: "fat-e2e",
 		Init:     "github.com/asrlinux/asr/internal/filerestore/fatinit",
 		Commands: []string{}, CACerts: "-",
-		Modules:  []string{"virtio_pci", "virtio_blk", "vfat", "nls_cp437", "nls_ascii"},
+		Modules: []string{"virtio_pci", "virtio_blk", "vfat", "nls_cp437", "nls_ascii"},
 	})
 	if err != nil {
 		t.Fatalf("building the test initramfs: %v", err)
