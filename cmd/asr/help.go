@@ -180,7 +180,8 @@ FILE COPY (no --erase)
     number, extended attributes, and that hard links share one inode.
 
     Progress counts bytes and items; the summary gives the items replaced, added and
-    kept (a kept folder counts once).
+    kept (a kept folder counts once). asr keeps about 130 bytes of memory per source
+    item (a tree of 630,000 items: 134 MiB at most).
 
 PUPPETSTRINGS
     One line per event, tab-separated, unbuffered:

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -89,6 +90,13 @@ func runRestore(ctx context.Context, e env, args []string) error {
 // runFileCopy is restore without --erase: items copied from the source
 // volume's tree onto the target volume's.
 func runFileCopy(ctx context.Context, req filerestore.Request) error {
+	// The copy keeps a record of every item of the source tree (about 130
+	// bytes): have the garbage collector work harder rather than let the
+	// heap grow to twice what it holds. Measured: 630,000 items, 134 MiB
+	// peak RSS (222 MiB without these settings and the compact records),
+	// well under the 256 MiB asr restore is allowed.
+	debug.SetMemoryLimit(128 << 20)
+	debug.SetGCPercent(50)
 	res, err := filerestore.Run(ctx, req)
 	if err != nil {
 		return err

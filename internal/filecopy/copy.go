@@ -63,26 +63,26 @@ const (
 // before it are complete, and the temporary files of the batch that failed
 // are removed.
 func (p *Plan) Copy(ctx context.Context, opts Options) error {
-	for i := range p.items {
-		if isDir(&p.items[i].st) {
-			if err := p.makeDir(&p.items[i]); err != nil {
-				return &ItemError{p.items[i].rel, err}
+	for i := range p.items.n {
+		if isDir(&p.items.at(i).st) {
+			if err := p.makeDir(p.items.at(i)); err != nil {
+				return &ItemError{p.rel(p.items.at(i)), err}
 			}
 		}
 	}
 	if err := p.copyBatches(ctx, opts); err != nil {
 		return err
 	}
-	if err := p.parallel(ctx, opts, 0, len(p.items), func(it *item) bool { return it.link >= 0 }, func(_ int, it *item, w *worker) error {
+	if err := p.parallel(ctx, opts, 0, p.items.n, func(it *item) bool { return it.link >= 0 }, func(_ int, it *item, w *worker) error {
 		return p.linkItem(it, w)
 	}); err != nil {
 		return err
 	}
-	for i := len(p.items) - 1; i >= 0; i-- {
-		it := &p.items[i]
+	for i := p.items.n - 1; i >= 0; i-- {
+		it := p.items.at(i)
 		if isDir(&it.st) {
-			if err := p.setMeta(filepath.Join(p.Dst, it.rel), it); err != nil {
-				return &ItemError{it.rel, err}
+			if err := p.setMeta(filepath.Join(p.Dst, p.rel(it)), it); err != nil {
+				return &ItemError{p.rel(it), err}
 			}
 		}
 	}
@@ -90,7 +90,7 @@ func (p *Plan) Copy(ctx context.Context, opts Options) error {
 	if err := unix.Lstat(p.Src, &rst); err != nil {
 		return err
 	}
-	root := &item{rel: ".", st: metaOf(&rst), link: -1}
+	root := &item{name: ".", parent: -1, st: metaOf(&rst), link: -1}
 	if err := p.setMeta(p.Dst, root); err != nil {
 		return &ItemError{"/", err}
 	}
@@ -117,10 +117,10 @@ func (p *Plan) copyBatches(ctx context.Context, opts Options) error {
 		pending = nil
 		return err
 	}
-	for lo := 0; lo < len(p.items); {
+	for lo := 0; lo < p.items.n; {
 		hi, n := lo, int64(0)
-		for hi < len(p.items) && (hi == lo || (n < batchBytes && hi-lo < batchItems)) {
-			if it := &p.items[hi]; sel(it) && isReg(&it.st) {
+		for hi < p.items.n && (hi == lo || (n < batchBytes && hi-lo < batchItems)) {
+			if it := p.items.at(hi); sel(it) && isReg(&it.st) {
 				n += it.st.Size
 			}
 			hi++
@@ -159,10 +159,10 @@ func (p *Plan) commit(b *batch) error {
 		if t == "" {
 			continue
 		}
-		it := &p.items[b.lo+k]
-		if err := replace(t, filepath.Join(p.Dst, it.rel), it.onTgt == tgtDir); err != nil {
+		it := p.items.at(b.lo + k)
+		if err := replace(t, filepath.Join(p.Dst, p.rel(it)), it.onTgt == tgtDir); err != nil {
 			b.discard(k)
-			return &ItemError{it.rel, err}
+			return &ItemError{p.rel(it), err}
 		}
 	}
 	return nil
@@ -197,12 +197,12 @@ func (p *Plan) parallel(ctx context.Context, opts Options, lo, hi int, sel func(
 				if i >= hi {
 					return
 				}
-				it := &p.items[i]
+				it := p.items.at(i)
 				if !sel(it) {
 					continue
 				}
 				if err := fn(i, it, w); err != nil {
-					once.Do(func() { first = &ItemError{it.rel, err}; cancel() })
+					once.Do(func() { first = &ItemError{p.rel(it), err}; cancel() })
 					return
 				}
 				if opts.Progress != nil {
@@ -232,10 +232,10 @@ func (w *worker) buffer() []byte {
 	return w.buf
 }
 
-// makeDir makes sure the target holds a directory at it.rel: an existing
+// makeDir makes sure the target holds a directory at the item's path: an existing
 // one is kept (with what it holds); anything else there is removed.
 func (p *Plan) makeDir(it *item) error {
-	path := filepath.Join(p.Dst, it.rel)
+	path := filepath.Join(p.Dst, p.rel(it))
 	if it.onTgt == tgtSameKind {
 		return nil
 	}
@@ -258,8 +258,8 @@ func tmpName(path string) string {
 // its final one and gives it its metadata; it returns the temporary name
 // (empty for an item FAT cannot hold, which is skipped).
 func (p *Plan) writeItem(it *item, w *worker) (string, error) {
-	src := filepath.Join(p.Src, it.rel)
-	tmp := tmpName(filepath.Join(p.Dst, it.rel))
+	src := filepath.Join(p.Src, p.rel(it))
+	tmp := tmpName(filepath.Join(p.Dst, p.rel(it)))
 	var err error
 	switch it.st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
@@ -313,11 +313,11 @@ func (p *Plan) linkItem(it *item, w *worker) error {
 			os.Remove(tmp)
 			return err
 		}
-		return replace(tmp, filepath.Join(p.Dst, it.rel), it.onTgt == tgtDir)
+		return replace(tmp, filepath.Join(p.Dst, p.rel(it)), it.onTgt == tgtDir)
 	}
-	dst := filepath.Join(p.Dst, it.rel)
+	dst := filepath.Join(p.Dst, p.rel(it))
 	tmp := tmpName(dst)
-	if err := os.Link(filepath.Join(p.Dst, p.items[it.link].rel), tmp); err != nil {
+	if err := os.Link(filepath.Join(p.Dst, p.rel(p.items.at(int(it.link)))), tmp); err != nil {
 		return err
 	}
 	if err := replace(tmp, dst, it.onTgt == tgtDir); err != nil {
@@ -442,7 +442,7 @@ func (p *Plan) setMeta(path string, it *item) error {
 		if err := unix.Lchown(path, int(st.Uid), int(st.Gid)); err != nil {
 			return fmt.Errorf("setting owner: %w", err)
 		}
-		if err := copyXattrs(filepath.Join(p.Src, it.rel), path); err != nil {
+		if err := copyXattrs(filepath.Join(p.Src, p.rel(it)), path); err != nil {
 			return err
 		}
 	}
@@ -491,15 +491,20 @@ func copyXattrs(src, dst string) error {
 }
 
 func listXattrs(path string) ([]string, error) {
-	buf := make([]byte, 1024)
 	for {
+		// Most files have no xattrs: ask for the size first, and allocate
+		// nothing for them.
+		size, err := unix.Llistxattr(path, nil)
+		if errors.Is(err, unix.ENOTSUP) || size == 0 {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, size)
 		n, err := unix.Llistxattr(path, buf)
 		if errors.Is(err, unix.ERANGE) {
-			buf = make([]byte, len(buf)*4)
-			continue
-		}
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
+			continue // one was added meanwhile
 		}
 		if err != nil {
 			return nil, err

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -64,7 +65,7 @@ type Plan struct {
 	// not crossed, like rsync -x and cp -x.
 	SkippedMounts []string
 
-	items   []item
+	items   itemList
 	rootDev uint64
 	blk     int64 // the target's block size
 	bigFile int64 // the largest source file's allocation
@@ -75,10 +76,21 @@ type Plan struct {
 // its contents). It holds what the copy needs of the item's lstat and no
 // more, since a tree of a million items holds a million of them.
 type item struct {
-	rel   string
-	st    meta
-	link  int32 // a hard link: index of the first item with this inode; else -1
-	onTgt uint8 // what the target holds at rel
+	name   string // its name in its folder; Plan.rel gives its path
+	parent int32  // index of its folder's item; -1 for the root's items
+	link   int32  // a hard link: index of the first item with this inode; else -1
+	st     meta
+	onTgt  uint8 // what the target holds at its path
+}
+
+// rel is an item's path relative to the volume's root, made from its
+// folders' names: storing every full path would take several times the
+// memory in a tree of long paths.
+func (p *Plan) rel(it *item) string {
+	if it.parent < 0 {
+		return it.name
+	}
+	return p.rel(p.items.at(int(it.parent))) + "/" + it.name
 }
 
 // meta is the part of a source item's lstat that the copy uses; its fields
@@ -135,15 +147,25 @@ func newPlan(src, dst string, workers int) (*Plan, error) {
 	p.FAT = fs.Type == msdosMagic
 	p.blk = max(fs.Bsize, 512)
 
-	root := &dirNode{}
-	if err := p.scan(root, workers); err != nil {
+	keys, err := p.scan(workers)
+	if err != nil {
 		return nil, err
 	}
-	inodes := map[[2]uint64]int32{}
-	p.flatten(root, inodes)
-	p.Items = len(p.items)
-	for i := range p.items {
-		it := &p.items[i]
+	// The first name of a file with several links is copied; the others
+	// are linked to it.
+	first := map[[2]uint64]int32{}
+	for i := range p.items.n {
+		if key, ok := keys[int32(i)]; ok {
+			if f, ok := first[key]; ok {
+				p.items.at(i).link = f
+			} else {
+				first[key] = int32(i)
+			}
+		}
+	}
+	p.Items = p.items.n
+	for i := range p.items.n {
+		it := p.items.at(i)
 		alloc := p.alloc(&it.st)
 		if it.link >= 0 {
 			alloc = 0
@@ -166,23 +188,22 @@ func newPlan(src, dst string, workers int) (*Plan, error) {
 	return p, nil
 }
 
-// dirNode is one source directory as the scan found it: its items in the
-// order read, and a node for each item that is a directory.
-type dirNode struct {
-	rel   string
-	items []item
-	keys  map[int][2]uint64 // index in items -> device and inode, for files with several links
-	subs  map[int]*dirNode  // index in items -> that directory's node
-}
-
-// scan reads the source tree from several goroutines, a directory at a time.
-func (p *Plan) scan(root *dirNode, workers int) error {
+// scan reads the source tree from several goroutines, a directory at a
+// time, appending each directory's items to the plan once it is read (so a
+// directory's item always comes before its contents'). It returns the
+// device and inode of every regular file with several links, by index.
+func (p *Plan) scan(workers int) (map[int32][2]uint64, error) {
+	type dir struct {
+		rel string
+		idx int32 // its item; -1 for the root
+	}
 	var (
 		mu    sync.Mutex
 		cond  = sync.NewCond(&mu)
-		queue = []*dirNode{root}
+		queue = []dir{{"", -1}}
 		busy  int
 		first error
+		keys  = map[int32][2]uint64{}
 	)
 	work := func() {
 		mu.Lock()
@@ -195,11 +216,11 @@ func (p *Plan) scan(root *dirNode, workers int) error {
 				cond.Broadcast()
 				return
 			}
-			n := queue[len(queue)-1]
+			d := queue[len(queue)-1]
 			queue = queue[:len(queue)-1]
 			busy++
 			mu.Unlock()
-			c, err := p.readDir(n)
+			found, c, err := p.readDir(d.rel, d.idx)
 			mu.Lock()
 			busy--
 			if err != nil && first == nil {
@@ -211,8 +232,14 @@ func (p *Plan) scan(root *dirNode, workers int) error {
 			p.Removed += c.removed
 			p.freed += c.freed
 			p.SkippedMounts = append(p.SkippedMounts, c.skipped...)
-			for _, sub := range n.subs {
-				queue = append(queue, sub)
+			for _, f := range found {
+				i := int32(p.items.add(f.it))
+				if isDir(&f.it.st) {
+					queue = append(queue, dir{path.Join(d.rel, f.it.name), i})
+				}
+				if f.key != [2]uint64{} {
+					keys[i] = f.key
+				}
 			}
 			cond.Broadcast()
 		}
@@ -223,7 +250,7 @@ func (p *Plan) scan(root *dirNode, workers int) error {
 		go func() { defer wg.Done(); work() }()
 	}
 	wg.Wait()
-	return first
+	return keys, first
 }
 
 // counts are what reading one directory adds to the plan's totals.
@@ -233,19 +260,26 @@ type counts struct {
 	skipped                        []string
 }
 
-// readDir reads the source directory n.rel and looks at its target
-// counterpart, filling n.
-func (p *Plan) readDir(n *dirNode) (counts, error) {
+// found is an item read from a directory, and for a regular file with
+// several links its device and inode.
+type found struct {
+	it  item
+	key [2]uint64
+}
+
+// readDir reads the source directory rel (whose item is parent) and looks at
+// its target counterpart.
+func (p *Plan) readDir(rel string, parent int32) ([]found, counts, error) {
 	var c counts
-	names, err := readNames(filepath.Join(p.Src, n.rel))
+	names, err := readNames(filepath.Join(p.Src, rel))
 	if err != nil {
-		return c, err
+		return nil, c, err
 	}
 	var tnames []string
 	var tst unix.Stat_t
-	if unix.Lstat(filepath.Join(p.Dst, n.rel), &tst) == nil && tst.Mode&unix.S_IFMT == unix.S_IFDIR {
-		if tnames, err = readNames(filepath.Join(p.Dst, n.rel)); err != nil {
-			return c, err
+	if unix.Lstat(filepath.Join(p.Dst, rel), &tst) == nil && tst.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if tnames, err = readNames(filepath.Join(p.Dst, rel)); err != nil {
+			return nil, c, err
 		}
 	}
 	if len(tnames) > 0 {
@@ -259,62 +293,55 @@ func (p *Plan) readDir(n *dirNode) (counts, error) {
 			}
 		}
 	}
+	out := make([]found, 0, len(names))
 	for _, name := range names {
-		r := filepath.Join(n.rel, name)
+		r := path.Join(rel, name)
 		var st unix.Stat_t
 		if err := unix.Lstat(filepath.Join(p.Src, r), &st); err != nil {
-			return c, fmt.Errorf("reading source item %s: %w", r, err)
+			return nil, c, fmt.Errorf("reading source item %s: %w", r, err)
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Dev != p.rootDev {
 			c.skipped = append(c.skipped, r)
 			continue
 		}
-		it := item{rel: r, st: metaOf(&st), link: -1}
-		if err := p.classify(&it, &c); err != nil {
-			return c, err
+		f := found{it: item{name: name, parent: parent, st: metaOf(&st), link: -1}}
+		if err := p.classify(&f.it, r, &c); err != nil {
+			return nil, c, err
 		}
-		if isReg(&it.st) && st.Nlink > 1 {
-			if n.keys == nil {
-				n.keys = map[int][2]uint64{}
-			}
-			n.keys[len(n.items)] = [2]uint64{st.Dev, st.Ino}
+		if isReg(&f.it.st) && st.Nlink > 1 {
+			f.key = [2]uint64{st.Dev, st.Ino}
 		}
-		if isDir(&it.st) {
-			if n.subs == nil {
-				n.subs = map[int]*dirNode{}
-			}
-			n.subs[len(n.items)] = &dirNode{rel: r}
-		}
-		n.items = append(n.items, it)
+		out = append(out, f)
 	}
-	return c, nil
+	return out, c, nil
 }
 
-// flatten lays the scanned tree out in walk order, each directory before
-// its contents, and links every further name of a multiply linked file to
-// the first one.
-func (p *Plan) flatten(n *dirNode, inodes map[[2]uint64]int32) {
-	for i, it := range n.items {
-		if key, ok := n.keys[i]; ok {
-			if first, ok := inodes[key]; ok {
-				it.link = first
-			} else {
-				inodes[key] = int32(len(p.items))
-			}
-		}
-		p.items = append(p.items, it)
-		if sub, ok := n.subs[i]; ok {
-			p.flatten(sub, inodes)
-			n.subs[i] = nil // let the scan's copy go as we go
-		}
+// itemList holds the plan's items in blocks, so that a growing list never
+// copies itself (a doubling slice holds two copies at once, and a tree of a
+// million items takes a hundred MiB).
+type itemList struct {
+	blocks [][]item
+	n      int
+}
+
+const blockItems = 1 << 14
+
+func (l *itemList) at(i int) *item { return &l.blocks[i/blockItems][i%blockItems] }
+
+func (l *itemList) add(it item) int {
+	if l.n%blockItems == 0 {
+		l.blocks = append(l.blocks, make([]item, 0, blockItems))
 	}
-	n.items = nil
+	b := &l.blocks[len(l.blocks)-1]
+	*b = append(*b, it)
+	l.n++
+	return l.n - 1
 }
 
 // classify looks at what the target holds where the item goes.
-func (p *Plan) classify(it *item, c *counts) error {
+func (p *Plan) classify(it *item, rel string, c *counts) error {
 	var st unix.Stat_t
-	err := unix.Lstat(filepath.Join(p.Dst, it.rel), &st)
+	err := unix.Lstat(filepath.Join(p.Dst, rel), &st)
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
 		// ENOTDIR: the target has a non-directory where the source has this
@@ -322,7 +349,7 @@ func (p *Plan) classify(it *item, c *counts) error {
 		c.added++
 		return nil
 	case err != nil:
-		return fmt.Errorf("reading target item %s: %w", it.rel, err)
+		return fmt.Errorf("reading target item %s: %w", rel, err)
 	}
 	c.replaced++
 	switch {
@@ -333,7 +360,7 @@ func (p *Plan) classify(it *item, c *counts) error {
 		}
 	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		it.onTgt = tgtDir
-		n, freed, err := countTree(filepath.Join(p.Dst, it.rel))
+		n, freed, err := countTree(filepath.Join(p.Dst, rel))
 		if err != nil {
 			return err
 		}
@@ -361,11 +388,11 @@ func (p *Plan) alloc(st *meta) int64 {
 
 func (p *Plan) fatLimits() []string {
 	counts := map[string]int{}
-	for i := range p.items {
-		st := &p.items[i].st
+	for i := range p.items.n {
+		st := &p.items.at(i).st
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			if p.items[i].link >= 0 {
+			if p.items.at(i).link >= 0 {
 				p.FATCopies++
 			}
 		case unix.S_IFLNK:

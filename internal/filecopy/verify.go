@@ -21,14 +21,14 @@ func (p *Plan) Verify(ctx context.Context, opts Options) error {
 	if err := syncFS(p.Dst); err != nil {
 		return err
 	}
-	return p.parallel(ctx, opts, 0, len(p.items), func(*item) bool { return true }, func(_ int, it *item, w *worker) error {
+	return p.parallel(ctx, opts, 0, p.items.n, func(*item) bool { return true }, func(_ int, it *item, w *worker) error {
 		return p.verifyItem(it, w)
 	})
 }
 
 func (p *Plan) verifyItem(it *item, w *worker) error {
-	src := filepath.Join(p.Src, it.rel)
-	dst := filepath.Join(p.Dst, it.rel)
+	src := filepath.Join(p.Src, p.rel(it))
+	dst := filepath.Join(p.Dst, p.rel(it))
 	kind := it.st.Mode & unix.S_IFMT
 	if p.FAT && kind != unix.S_IFREG && kind != unix.S_IFDIR {
 		return nil // not copied: FAT cannot hold it
@@ -50,11 +50,11 @@ func (p *Plan) verifyItem(it *item, w *worker) error {
 		}
 		if it.link >= 0 && !p.FAT {
 			var lst unix.Stat_t
-			if err := unix.Lstat(filepath.Join(p.Dst, p.items[it.link].rel), &lst); err != nil {
+			if err := unix.Lstat(filepath.Join(p.Dst, p.rel(p.items.at(int(it.link)))), &lst); err != nil {
 				return fmt.Errorf("verifying: %w", err)
 			}
 			if lst.Ino != st.Ino {
-				return fmt.Errorf("verifying: not a hard link to %s as on the source", p.items[it.link].rel)
+				return fmt.Errorf("verifying: not a hard link to %s as on the source", p.rel(p.items.at(int(it.link))))
 			}
 			return nil // the content was compared through the first name
 		}
