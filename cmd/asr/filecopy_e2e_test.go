@@ -25,7 +25,7 @@ import (
 
 const volSize = 64 << 20
 
-func requireVolumes(t *testing.T) { testenv.Require(t, "losetup", "mkfs.ext4", "chattr") }
+func requireVolumes(t *testing.T) { testenv.Require(t, "losetup", "mkfs.ext4", "chattr", "sgdisk") }
 
 // ext4Volume makes an ext4 image file and, if fill is set, mounts it on a
 // temporary folder, calls fill with that folder, and unmounts it.
@@ -434,6 +434,13 @@ func TestE2EFileCopyRefusals(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(rwMnt, 0) })
 	tgt := loop(t, ext4Volume(t, dir, "target.img", volSize, nil))
 
+	// A disk image with two partitions, raw and prepared.
+	twoParts := filepath.Join(dir, "two.img")
+	must(t, os.WriteFile(twoParts, nil, 0o644))
+	must(t, os.Truncate(twoParts, 8<<20))
+	sh(t, "sgdisk", "-n1:2048:+2M", "-n2:0:0", twoParts)
+	twoPrepared := scan(t, twoParts)
+
 	cases := []struct {
 		name   string
 		args   []string
@@ -445,6 +452,8 @@ func TestE2EFileCopyRefusals(t *testing.T) {
 		{"source mounted read-write", []string{"--source", rwMnt, "--target", tgt}, tgt, "mounted read-write"},
 		{"source device mounted read-write", []string{"--source", rwDev, "--target", tgt}, tgt, "mounted read-write"},
 		{"source is the target", []string{"--source", tgt, "--target", tgt}, tgt, "same volume"},
+		{"source with two partitions", []string{"--source", twoParts, "--target", tgt}, tgt, "is a disk image with 2 partitions"},
+		{"prepared image with two partitions", []string{"--source", twoPrepared, "--target", tgt}, tgt, "holds a disk with several partitions"},
 		{"target without a filesystem", []string{"--source", srcImg, "--target", loop(t, writeZeros(t, dir, "blank.img"))}, "", "holds no filesystem"},
 	}
 	for _, c := range cases {

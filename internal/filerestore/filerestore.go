@@ -87,6 +87,9 @@ func Run(ctx context.Context, req Request) (res *Result, err error) {
 	out.Step("Validating source")
 	src, err := volume.OpenSource(spec)
 	if err != nil {
+		if res.Unpacked && errors.Is(err, volume.ErrPartitions) {
+			return nil, fmt.Errorf("image %s holds a disk with several partitions, and a file copy copies one volume: write it to a file (asr restore --source %s --file disk.raw), attach that (losetup -P -r -f disk.raw, then partx -a on the loop device) and give the partition's device as --source", req.Source, req.Source)
+		}
 		return nil, err
 	}
 	defer closeVolume(src, &err)

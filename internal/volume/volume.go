@@ -25,6 +25,17 @@ import (
 	"github.com/asrlinux/asr/internal/partition"
 )
 
+// ErrPartitions marks a refusal of a disk with several partitions where one
+// volume is meant.
+var ErrPartitions = errors.New("a disk with several partitions")
+
+// partitionsError is such a refusal; it matches ErrPartitions without
+// repeating its text.
+type partitionsError string
+
+func (e partitionsError) Error() string        { return string(e) }
+func (e partitionsError) Is(target error) bool { return target == ErrPartitions }
+
 // Volume is a mounted filesystem and the directory to copy from or to.
 type Volume struct {
 	Spec   string // what was given: a directory, device or image file
@@ -288,7 +299,7 @@ func imagePartition(path string) (off, size int64, num int, err error) {
 	case t == nil || len(t.Partitions) == 0:
 		return 0, 0, 0, fmt.Errorf("source %s holds neither a filesystem asr recognises nor a partition table", path)
 	case len(t.Partitions) > 1:
-		return 0, 0, 0, fmt.Errorf("source %s is a disk image with %d partitions: a file-copy restore copies one volume; attach it (losetup -P -r -f %s) and give the partition's device", path, len(t.Partitions), path)
+		return 0, 0, 0, partitionsError(fmt.Sprintf("source %s is a disk image with %d partitions: a file-copy restore copies one volume; attach it (losetup -P -r -f %s, then partx -a on the loop device) and give the partition's device", path, len(t.Partitions), path))
 	}
 	p := t.Partitions[0]
 	return p.Start, p.Size, p.Number, nil
