@@ -54,7 +54,7 @@ const (
 	batchItems = 4096
 )
 
-// Copy carries out the plan. Directories are made first (in walk order), then
+// Copy carries out the plan. Directories are made first (in scan order, parents first), then
 // every other item is written by the workers under a temporary name and
 // renamed into place, batch by batch, then hard links are linked, then the
 // directories get their modes, owners, xattrs and times (last, since adding

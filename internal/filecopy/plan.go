@@ -72,8 +72,8 @@ type Plan struct {
 	freed   int64
 }
 
-// item is one source item below the root, in walk order (a directory before
-// its contents). It holds what the copy needs of the item's lstat and no
+// item is one source item below the root, in scan order (a directory's item
+// before its contents'). It holds what the copy needs of the item's lstat and no
 // more, since a tree of a million items holds a million of them.
 type item struct {
 	name   string // its name in its folder; Plan.rel gives its path
