@@ -38,6 +38,10 @@ func StartProc(name string, cmd *exec.Cmd) (*Proc, error) {
 	return p, nil
 }
 
+// Signal sends sig to the process (asr server prints its client table on
+// SIGUSR1).
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Running reports whether the process has not exited yet.
 func (p *Proc) Running() bool {
 	select {

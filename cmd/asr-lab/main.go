@@ -266,6 +266,19 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 			say("  %s", l)
 		}
 	}
+	// The server's own table of its clients, as an admin sees it: asr
+	// server prints it on SIGUSR1 (on a terminal it keeps it live).
+	mark := len(server.Output.Log())
+	if err := server.Signal(syscall.SIGUSR1); err == nil {
+		if _, err := server.Output.Expect(`\d+ clients: .*`, 10*time.Second); err == nil {
+			say("\nasr server's client table (kill -USR1 prints it; on a terminal it is live):")
+			for _, l := range strings.Split(server.Output.Log()[mark:], "\n") {
+				if strings.HasPrefix(l, "  ") {
+					say("%s", l)
+				}
+			}
+		}
+	}
 	if *netboot {
 		say("\n%d VMs netbooted, restored over multicast and booted their disks in %.1f s", len(machines), time.Since(start).Seconds())
 	} else {

@@ -316,7 +316,9 @@ STATUS
     followed by a count of clients per state. Past 40 clients the table shows 40 rows,
     clients still at work first; the count covers them all. When its output is not a terminal (a log
     file, journald) it writes plain lines instead: joined, every 10%, done and failed.
-    The server keeps one small record per client and nothing more.
+    SIGUSR1 (kill -USR1 PID) prints the table into the log, as dd prints its progress, and
+    the server prints it once more when it stops. The server keeps one small record per
+    client and nothing more.
 
 CONFIGURATION
     A property list (XML or binary, as written by 'defaults write' or plutil) with Apple's

@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/asrlinux/asr/internal/config"
@@ -70,6 +74,29 @@ func runServer(ctx context.Context, e env, args []string) error {
 		logf("Advertising %s over DNS-SD (%s)", filepath.Base(*src), dnssd.ServiceType)
 	}
 	start := time.Now()
+	// SIGUSR1 prints the client table into the log, as dd prints its
+	// progress: the view of a server whose output goes to a file or a pipe.
+	table := func(title string) {
+		logf("%s", title)
+		for _, l := range strings.Split(strings.TrimRight(string(clientTable(srv.Clients(), srv.Size(), time.Now())), "\n"), "\n") {
+			logf("  %s", l)
+		}
+	}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	uctx, ustop := context.WithCancel(ctx)
+	defer ustop()
+	go func() {
+		for {
+			select {
+			case <-uctx.Done():
+				return
+			case <-usr1:
+				table("Clients (SIGUSR1):")
+			}
+		}
+	}()
 	if live != nil {
 		sctx, stop := context.WithCancel(ctx)
 		defer stop()
@@ -89,6 +116,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}
+	table("Clients at stop:")
 	logf("Server stopped after %s", time.Since(start).Round(time.Second))
 	return nil
 }
