@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,5 +127,64 @@ func TestE2EServerLiveTableOnTerminal(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("the server's terminal lacks %q:\n%s", want, log)
 		}
+	}
+}
+
+// TestE2EServerTableOnSIGUSR1: a server writing to a pipe prints its client
+// table when sent SIGUSR1, and once more when it stops.
+func TestE2EServerTableOnSIGUSR1(t *testing.T) {
+	testenv.Require(t, "ip", "sgdisk")
+	nl, err := qemu.NewLab("usr1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	srvHost, err := nl.AddHost("s", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := nl.AddHost("c", 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	img := scan(t, testenv.Disk(t, dir, 16<<20, 73))
+	cfg := filepath.Join(dir, "asr.plist")
+	os.WriteFile(cfg, []byte(`<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+<key>Multicast Address</key><string>239.255.61.21</string>
+<key>Data Rate</key><integer>20000000</integer>
+<key>DNS Service Discovery</key><false/>
+</dict></plist>`), 0o644)
+	bin := testenv.Asr(t)
+	srv, err := qemu.StartProc("asr server", srvHost.Command(context.Background(), bin, "server", "--source", img, "--config", cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	if err := srv.WaitFor("Ready to start accepting clients", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target.raw")
+	testenv.FillRandom(t, target, 16<<20, 74)
+	if out, err := cli.Command(context.Background(), bin, "restore", "--source", "asr://198.18.0.1", "--target", target,
+		"--erase", "--noprompt", "--timeout", "20").CombinedOutput(); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if err := srv.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Output.Expect(`1 clients: 1 done`, 10*time.Second); err != nil {
+		t.Fatalf("no table after SIGUSR1: %v\n%s", err, srv.Output.Log())
+	}
+	log := srv.Output.Log()
+	mac, _ := cli.Command(context.Background(), "cat", "/sys/class/net/eth0/address").Output()
+	for _, want := range []string{"Clients (SIGUSR1):", "CLIENT", strings.TrimSpace(string(mac)), target, "done"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the server's log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "\x1b[") {
+		t.Errorf("the server wrote terminal escapes into a pipe:\n%q", log)
 	}
 }
