@@ -13,7 +13,8 @@ func TestStartRefusesMixedBoots(t *testing.T) {
 		fns  []Fn
 		want string
 	}{
-		{"nothing to boot", nil, "a kernel and an initramfs are needed (or WithNetboot, WithDiskBoot)"},
+		{"a kernel without an initramfs", []Fn{WithKernel("/boot/vmlinuz")}, "give both a kernel and an initramfs"},
+		{"UEFI with a kernel", []Fn{WithUEFI("code.fd", "vars.fd"), WithKernel("k"), WithInitramfs("i")}, "UEFI firmware boots from disk"},
 		{"netboot without a NIC", []Fn{WithNetboot()}, "WithNetboot needs a NIC"},
 		{"netboot and disk boot", []Fn{WithNetboot(), WithDiskBoot()}, "choose one"},
 		{"disk boot with a kernel", []Fn{WithDiskBoot(), WithKernel("/boot/vmlinuz")}, "the firmware loads its own"},
