@@ -143,10 +143,10 @@ func OpenTarget(spec string) (*Volume, error) {
 		}
 		fstype := sniff(head)
 		if n := len(partitionsOf(st.Rdev)); n > 0 && fstype == "" {
-			return nil, fmt.Errorf("target %s is a disk with %d partitions: give the partition to copy into (such as %s)", spec, n, firstPartitionName(st.Rdev))
+			return nil, fmt.Errorf("target %s is a disk with %d partitions: give the partition to copy into (such as %s), or add --erase to erase the whole disk and restore the image block by block", spec, n, firstPartitionName(st.Rdev))
 		}
 		if fstype == "" && partition.Parse(head) != nil && len(partition.Parse(head).Partitions) > 0 {
-			return nil, fmt.Errorf("target %s holds a partition table: give the partition to copy into (partx -a %s makes its devices)", spec, spec)
+			return nil, fmt.Errorf("target %s holds a partition table: give the partition to copy into (partx -a %s makes its devices), or add --erase to erase the whole disk and restore the image block by block", spec, spec)
 		}
 		if fstype == "" {
 			return nil, fmt.Errorf("target %s holds no filesystem asr recognises (ext2/3/4, FAT, XFS, btrfs): make one (mkfs), or add --erase to erase it and restore the image block by block", spec)
