@@ -52,7 +52,12 @@ step "6. Independent check: cmp of the restored range against the sample disk, s
 # adjusted for the larger disk (its GPT backup now sits at the disk's end).
 cmp -i 1024 -n $((bytes - 1024)) "$work/sample.img" "$loopdev"
 echo "OK: bytes 1024 to $bytes of $loopdev equal $work/sample.img"
-sgdisk -v "$loopdev" | head -n 2
+if sgdisk -v "$loopdev" | grep -q "No problems found"; then
+	echo "OK: sgdisk -v finds no problems in the GPT on $loopdev (its backup moved to the end of the larger disk)"
+else
+	sgdisk -v "$loopdev" >&2
+	exit 1
+fi
 printf '\nimage: %s (%s), sample disk: %s\n' "$work/sample.asr" "$(du -h --apparent-size "$work/sample.asr" | cut -f1)" "$work/sample.img"
 
 step "7. The first-boot OS: a 24 MiB bootable disk (syslinux, a kernel, an init that prints a marker), as a prepared image"
