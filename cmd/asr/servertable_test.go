@@ -77,29 +77,7 @@ func TestBoardRedrawsInPlace(t *testing.T) {
 // table with the client's row, redrawn in place.
 func TestE2EServerLiveTableOnTerminal(t *testing.T) {
 	testenv.Require(t, "ip", "script", "sgdisk")
-	nl, err := qemu.NewLab("n6bt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nl.Close()
-	srvHost, err := nl.AddHost("s", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := nl.AddHost("c", 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	disk := testenv.Disk(t, dir, 32<<20, 71)
-	img := scan(t, disk)
-	cfg := filepath.Join(dir, "asr.plist")
-	os.WriteFile(cfg, []byte(`<?xml version="1.0" encoding="UTF-8"?>
-<plist version="1.0"><dict>
-<key>Multicast Address</key><string>239.255.61.20</string>
-<key>Data Rate</key><integer>8000000</integer>
-<key>DNS Service Discovery</key><false/>
-</dict></plist>`), 0o644)
+	srvHost, cli, dir, img, cfg := serverLab(t, "n6bt", "239.255.61.20", 8000000, 32<<20, 71)
 	bin := testenv.Asr(t)
 	srv, err := qemu.StartProc("asr server", srvHost.Command(context.Background(), "script", "-qfec",
 		bin+" server --source "+img+" --config "+cfg, "/dev/null"))
@@ -134,28 +112,7 @@ func TestE2EServerLiveTableOnTerminal(t *testing.T) {
 // table when sent SIGUSR1, and once more when it stops.
 func TestE2EServerTableOnSIGUSR1(t *testing.T) {
 	testenv.Require(t, "ip", "sgdisk")
-	nl, err := qemu.NewLab("usr1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nl.Close()
-	srvHost, err := nl.AddHost("s", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := nl.AddHost("c", 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	img := scan(t, testenv.Disk(t, dir, 16<<20, 73))
-	cfg := filepath.Join(dir, "asr.plist")
-	os.WriteFile(cfg, []byte(`<?xml version="1.0" encoding="UTF-8"?>
-<plist version="1.0"><dict>
-<key>Multicast Address</key><string>239.255.61.21</string>
-<key>Data Rate</key><integer>20000000</integer>
-<key>DNS Service Discovery</key><false/>
-</dict></plist>`), 0o644)
+	srvHost, cli, dir, img, cfg := serverLab(t, "usr1", "239.255.61.21", 20000000, 16<<20, 73)
 	bin := testenv.Asr(t)
 	srv, err := qemu.StartProc("asr server", srvHost.Command(context.Background(), bin, "server", "--source", img, "--config", cfg))
 	if err != nil {
@@ -187,4 +144,35 @@ func TestE2EServerTableOnSIGUSR1(t *testing.T) {
 	if strings.Contains(log, "\x1b[") {
 		t.Errorf("the server wrote terminal escapes into a pipe:\n%q", log)
 	}
+}
+
+// serverLab makes a lab (removed when the test ends) with a server host at
+// 198.18.0.1 and a client at 198.18.0.11, an image of a sample disk of size
+// bytes, and a server config for group at rate bytes/s without DNS-SD.
+func serverLab(t *testing.T, name, group string, rate int, size int64, seed uint64) (srv, cli *qemu.Host, dir, img, cfg string) {
+	t.Helper()
+	nl, err := qemu.NewLab(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nl.Close() })
+	if srv, err = nl.AddHost("s", 1); err != nil {
+		t.Fatal(err)
+	}
+	if cli, err = nl.AddHost("c", 11); err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	img = scan(t, testenv.Disk(t, dir, size, seed))
+	cfg = filepath.Join(dir, "asr.plist")
+	err = os.WriteFile(cfg, []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+<key>Multicast Address</key><string>%s</string>
+<key>Data Rate</key><integer>%d</integer>
+<key>DNS Service Discovery</key><false/>
+</dict></plist>`, group, rate)), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, cli, dir, img, cfg
 }

@@ -26,6 +26,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/asrlinux/asr/internal/progress"
 )
 
 // msdosMagic is statfs's f_type for FAT (vfat, msdos).
@@ -459,24 +461,11 @@ func (p *Plan) CheckRoom() error {
 	free := int64(fs.Bavail) * fs.Bsize
 	if p.Need > free {
 		return fmt.Errorf("target %s has %s free, and the copy needs %s: free up %s or choose a larger target (nothing was written)",
-			p.Dst, human(free), human(p.Need), human(p.Need-free))
+			p.Dst, progress.HumanBytes(free), progress.HumanBytes(p.Need), progress.HumanBytes(p.Need-free))
 	}
 	if fs.Files > 0 && uint64(p.Added) > fs.Ffree {
 		return fmt.Errorf("target %s has %d free inodes, and the copy adds %d items: choose another target (nothing was written)",
 			p.Dst, fs.Ffree, p.Added)
 	}
 	return nil
-}
-
-func human(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
 }

@@ -483,15 +483,4 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 }
 
 // HumanBytes prints a size the way admins read them: "1.0 GiB".
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func HumanBytes(n int64) string { return progress.HumanBytes(n) }
