@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -79,15 +81,8 @@ func TestE2EServerLiveTableOnTerminal(t *testing.T) {
 	testenv.Require(t, "ip", "script", "sgdisk")
 	srvHost, cli, dir, img, cfg := serverLab(t, "n6bt", "239.255.61.20", 8000000, 32<<20, 71)
 	bin := testenv.Asr(t)
-	srv, err := qemu.StartProc("asr server", srvHost.Command(context.Background(), "script", "-qfec",
+	srv := startServer(t, srvHost.Command(context.Background(), "script", "-qfec",
 		bin+" server --source "+img+" --config "+cfg, "/dev/null"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	if err := srv.WaitFor("Ready to start accepting clients", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	target := filepath.Join(dir, "target.raw")
 	testenv.FillRandom(t, target, 32<<20, 72)
 	out, err := cli.Command(context.Background(), bin, "restore", "--source", "asr://198.18.0.1", "--target", target,
@@ -114,14 +109,7 @@ func TestE2EServerTableOnSIGUSR1(t *testing.T) {
 	testenv.Require(t, "ip", "sgdisk")
 	srvHost, cli, dir, img, cfg := serverLab(t, "usr1", "239.255.61.21", 20000000, 16<<20, 73)
 	bin := testenv.Asr(t)
-	srv, err := qemu.StartProc("asr server", srvHost.Command(context.Background(), bin, "server", "--source", img, "--config", cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	if err := srv.WaitFor("Ready to start accepting clients", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	srv := startServer(t, srvHost.Command(context.Background(), bin, "server", "--source", img, "--config", cfg))
 	target := filepath.Join(dir, "target.raw")
 	testenv.FillRandom(t, target, 16<<20, 74)
 	if out, err := cli.Command(context.Background(), bin, "restore", "--source", "asr://198.18.0.1", "--target", target,
@@ -144,6 +132,27 @@ func TestE2EServerTableOnSIGUSR1(t *testing.T) {
 	if strings.Contains(log, "\x1b[") {
 		t.Errorf("the server wrote terminal escapes into a pipe:\n%q", log)
 	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if log := srv.Output.Log(); !regexp.MustCompile(`Clients at stop:\n(.*\n)*  1 clients: 1 done\n`).MatchString(log) {
+		t.Errorf("the server did not print its table when it stopped:\n%s", log)
+	}
+}
+
+// startServer starts cmd, an asr server in a lab host, stops it when the
+// test ends, and waits until it accepts clients.
+func startServer(t *testing.T, cmd *exec.Cmd) *qemu.Proc {
+	t.Helper()
+	srv, err := qemu.StartProc("asr server", cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	if err := srv.WaitFor("Ready to start accepting clients", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return srv
 }
 
 // serverLab makes a lab (removed when the test ends) with a server host at
