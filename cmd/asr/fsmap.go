@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/partition"
@@ -23,22 +22,12 @@ type areaInfo struct {
 	Fallback bool   `plist:"Fallback"` // a known filesystem whose metadata could not be used
 }
 
-// mapDisk maps the filesystems of a disk of size bytes read through r.
-func mapDisk(r io.ReaderAt, size int64) (*blockmap.Map, []areaInfo, error) {
-	m, err := blockmap.Build(r, size)
-	if err != nil {
-		return nil, nil, err
+// describeMap names the regions of m after the partitions that hold them.
+func describeMap(m *blockmap.Map) []areaInfo {
+	t := m.Table
+	if t == nil {
+		t = &partition.Table{Scheme: partition.None}
 	}
-	head := make([]byte, min(size, 1<<20))
-	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
-		return nil, nil, fmt.Errorf("reading the partition table: %w", err)
-	}
-	return m, describeMap(m, partition.Parse(head)), nil
-}
-
-// describeMap names the regions of m after the partitions of t that hold
-// them.
-func describeMap(m *blockmap.Map, t *partition.Table) []areaInfo {
 	var out []areaInfo
 	for _, r := range m.Regions {
 		a := areaInfo{Start: r.Off, Size: r.Len, Method: r.Method, Used: r.UsedBytes(), Note: r.Note, Fallback: r.Fallback}

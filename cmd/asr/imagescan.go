@@ -64,13 +64,12 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 		out.Info("%s is compressed, so its filesystems cannot be mapped before reading it: every non-zero chunk is kept (decompress it first for a smaller image)", *src)
 	default:
 		out.Step("Mapping used blocks")
-		var areas []areaInfo
-		if used, areas, err = mapDisk(st.At, st.Size); err != nil {
+		if used, err = blockmap.Build(st.At, st.Size); err != nil {
 			out.Fail(err)
 			return fmt.Errorf("mapping %s: %w", *src, err)
 		}
 		out.Done()
-		printAreas(out.Info, areas)
+		printAreas(out.Info, describeMap(used))
 	}
 	// Write to a temporary name and rename at the end, so a failed scan
 	// never leaves a file that looks like an image.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
-	"github.com/asrlinux/asr/internal/partition"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
 )
@@ -133,24 +132,19 @@ func describe(path string, src source.Source) (*imageInfo, error) {
 		StoredBytes: s.StoredBytes, FileSize: m.FileSize(), CompressionRatio: ratio(s.UsedBytes, s.StoredBytes),
 		Created: m.Created, Tool: m.Tool, SourceName: m.Name,
 	}
-	// The partition table lives in the first chunk.
-	first, err := cr.ReadChunk(0)
+	// The image holds its partition table and its filesystems' metadata,
+	// so mapping it again gives the table and the map imagescan used (or,
+	// for an image scanned with --allblocks or from compressed input, the
+	// map it could have used). Only the chunks holding metadata are read.
+	used, err := blockmap.Build(source.NewLogicalReader(m, cr), m.LogicalSize)
 	if err != nil {
-		return nil, fmt.Errorf("reading the first chunk of %s: %w", path, err)
+		return nil, fmt.Errorf("reading the partition table and filesystem metadata in %s: %w", path, err)
 	}
-	t := partition.Parse(first)
-	info.PartitionScheme = t.Summary()
-	for _, p := range t.Partitions {
+	info.PartitionScheme = used.Table.Summary()
+	for _, p := range used.Table.Partitions {
 		info.Partitions = append(info.Partitions, partitionInfo{Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, Name: p.Name})
 	}
-	// The image holds its filesystems' metadata, so mapping it again gives
-	// the map imagescan used (or, for an image scanned with --allblocks or
-	// from compressed input, the map it could have used).
-	m2, err := blockmap.Build(source.NewLogicalReader(m, cr), m.LogicalSize)
-	if err != nil {
-		return nil, fmt.Errorf("mapping the filesystems in %s: %w", path, err)
-	}
-	info.Areas = describeMap(m2, t)
+	info.Areas = describeMap(used)
 	return info, nil
 }
 

@@ -55,6 +55,7 @@ func Build(r io.ReaderAt, size int64) (*Map, error) {
 			t = partition.Parse(head)
 		}
 	}
+	m.Table = t
 	cr := &headReader{r: r, head: head}
 	if t.Scheme == partition.None {
 		m.Regions, err = mapArea(cr, 0, size)

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+
+	"github.com/asrlinux/asr/internal/partition"
 )
 
 // Extent is a byte range [Off, Off+Len) of the disk or partition.
@@ -65,6 +67,9 @@ func (r Region) UsedBytes() int64 {
 type Map struct {
 	Size    int64
 	Regions []Region // sorted, covering [0, Size) without gaps or overlaps
+	// Table is the partition table Build read (Scheme None for a bare
+	// filesystem); nil in a Map made by hand.
+	Table *partition.Table
 }
 
 // Used reports whether any byte of [off, off+n) is used. Bytes outside
