@@ -16,7 +16,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -244,7 +243,7 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 	fmt.Fprintln(w, header)
 	for i, vm := range machines {
 		check := "equals " + *raw
-		if err := sameBytes(*raw, disks[i], size); err != nil {
+		if err := qemu.SameDisk(*raw, disks[i]); err != nil {
 			check, ok = err.Error(), false
 		}
 		if !strings.HasPrefix(results[i], "success") {
@@ -350,34 +349,4 @@ func emptyDisk(path string, size int64) error {
 	}
 	defer f.Close()
 	return f.Truncate(size + 16<<20)
-}
-
-// sameBytes compares the first n bytes of two files, but for the first
-// 1 KiB: the protective MBR and GPT header, which asr adjusts on a disk
-// larger than the image.
-func sameBytes(a, b string, n int64) error {
-	fa, err := os.Open(a)
-	if err != nil {
-		return err
-	}
-	defer fa.Close()
-	fb, err := os.Open(b)
-	if err != nil {
-		return err
-	}
-	defer fb.Close()
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
-	for off := int64(1024); off < n; off += int64(len(ba)) {
-		k := int(min(int64(len(ba)), n-off))
-		if _, err := fa.ReadAt(ba[:k], off); err != nil {
-			return err
-		}
-		if _, err := fb.ReadAt(bb[:k], off); err != nil {
-			return err
-		}
-		if !bytes.Equal(ba[:k], bb[:k]) {
-			return fmt.Errorf("DIFFERS from the source within bytes %d to %d", off, off+int64(k))
-		}
-	}
-	return nil
 }
