@@ -69,6 +69,7 @@ fuzz:
 	$(call fuzz-one,FuzzPartition,./internal/partition/,80000)
 	$(call fuzz-one,FuzzBuild,./internal/blockmap/,30000)
 	$(call fuzz-one,FuzzBuildPatched,./internal/blockmap/,80000)
+	$(call fuzz-one,FuzzLine,./internal/safetext/,60000)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
