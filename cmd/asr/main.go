@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -36,16 +38,46 @@ type env struct {
 	isTerminal     func() bool
 }
 
+// signalError is the cause of the context a signal cancelled: the run's
+// errors name it, and the exit status is the shell's 128+N for it.
+type signalError struct{ sig syscall.Signal }
+
+func (e *signalError) Error() string { return "by " + unix.SignalName(e.sig) }
+
+// notifyContext is signal.NotifyContext with the signal as the cause. Later
+// signals are caught and ignored: the first one's cleanup (blanking a disk's
+// first chunk) must not be cut short by an impatient second Ctrl-C.
+func notifyContext(parent context.Context, sigs ...os.Signal) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	go func() {
+		select {
+		case s := <-ch:
+			if n, ok := s.(syscall.Signal); ok {
+				cancel(&signalError{n})
+			}
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: stdinIsTerminal}
 	err := run(ctx, e, os.Args[1:])
+	var sig *signalError
+	gotSignal := errors.As(context.Cause(ctx), &sig)
 	stop()
 	if err != nil {
 		code := 1
 		var ee *exitError
 		if errors.As(err, &ee) {
 			code = ee.code
+		}
+		if gotSignal {
+			code = 128 + int(sig.sig)
 		}
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(os.Stderr, "asr: %v\n", err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strings"
@@ -83,7 +84,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	}
 	res, err := restore.Run(ctx, req)
 	if err != nil {
-		return err
+		return restoreHint(err)
 	}
 	total := res.Elapsed + res.VerifyTime
 	free := ""
@@ -107,6 +108,18 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		}
 	}
 	return nil
+}
+
+// restoreHint adds to the engine's errors the flag that changes the outcome.
+func restoreHint(err error) error {
+	var g *restore.GrowError
+	switch {
+	case errors.Is(err, restore.ErrNoConfirm):
+		return fmt.Errorf("%w; add --noprompt to erase without asking", err)
+	case errors.As(err, &g):
+		return fmt.Errorf("--grow: %w", err)
+	}
+	return err
 }
 
 // runFileCopy is restore without --erase: items copied from the source

@@ -8,32 +8,52 @@
 // except the first and last chunk of the image (partition table, superblock,
 // GPT backup header), which are written only after everything else is on the
 // device; so an interrupted restore leaves a disk that does not look valid.
-// The engine does not parse flags or print errors: the caller does.
+//
+// A cancelled context (a signal) is honoured at every step: before the
+// erase the run ends with nothing written; after it the writers are
+// stopped and the first chunk is blanked, so the disk is visibly not good.
+//
+// The engine does not parse flags or print errors: the caller does, and
+// adds its own hint (a CLI flag, a kernel parameter) to the errors below.
 package restore
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/asrlinux/asr/internal/blockmap"
-	"github.com/asrlinux/asr/internal/partition"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
 )
 
-// ErrCancelled is returned when the person declined the erase prompt.
-var ErrCancelled = errors.New("restore cancelled: nothing was written")
+// Errors a caller tells apart to add its hint: the engine names no flag.
+var (
+	// ErrCancelled is returned when the person declined the erase prompt.
+	ErrCancelled = errors.New("restore cancelled: nothing was written")
+	// ErrIncomplete wraps failures after writing began.
+	ErrIncomplete = errors.New("the target is incomplete")
+	// ErrInterrupted wraps a run stopped by its context (a signal). Before
+	// the erase it comes alone; after, together with ErrIncomplete.
+	ErrInterrupted = errors.New("interrupted")
+	// ErrNoConfirm: the target would be overwritten, and Confirm is nil
+	// (nobody can be asked) and NoPrompt is not set.
+	ErrNoConfirm = errors.New("there is no terminal to confirm on")
+	// ErrNotErase: Run was called for a block restore without Erase
+	// (restore without erasing is the file copy of internal/filerestore).
+	ErrNotErase = errors.New("a block restore erases its target: Request.Erase must be set")
+)
 
-// ErrIncomplete wraps failures after writing began.
-var ErrIncomplete = errors.New("the target is incomplete")
+// GrowError is why Grow did not grow: nothing to grow into, or the
+// filesystem could not be grown. The caller names its option.
+type GrowError struct{ Err error }
+
+func (e *GrowError) Error() string { return e.Err.Error() }
+func (e *GrowError) Unwrap() error { return e.Err }
 
 // Request is one restore.
 type Request struct {
@@ -56,6 +76,8 @@ type Request struct {
 	// without the engine knowing about them.
 	OpenSource func(string) (source.Source, error)
 	// Confirm asks a person a yes/no question; nil means nobody can answer.
+	// It is asked only when something would be overwritten (a device, an
+	// existing non-empty file), never for a new file.
 	Confirm func(question string) (bool, error)
 	Out     *progress.Printer
 }
@@ -78,172 +100,330 @@ type Result struct {
 	// Table says how the partition table was adjusted for a larger
 	// target ("GPT backup moved to the end of the disk"); empty if not.
 	Table string
-	// Grown is what --grow did; empty without it.
+	// Grown is what Grow did; empty without it.
 	Grown string
+}
+
+// run is one restore's state, passed from step to step.
+type run struct {
+	req     Request
+	out     *progress.Printer
+	name    string // the target as the person named it (Target or File)
+	workers int
+
+	tgt     *target.Target
+	src     source.Source
+	info    source.Info
+	created bool // tgt is a file this run created: remove it on failure
+	w       *writer
+	res     *Result
 }
 
 // Run performs a restore: validate, confirm, erase, write, verify.
 func Run(ctx context.Context, req Request) (res *Result, err error) {
-	out := req.Out
 	if !req.Erase && req.File == "" {
-		return nil, errors.New("a block restore needs --erase (restore without it is the file copy of internal/filerestore)")
-	}
-	workers := req.Workers
-	if workers <= 0 {
-		// I/O-bound work wants a deeper queue than the core count alone.
-		workers = max(4, runtime.NumCPU())
-	}
-
-	out.Step("Validating target")
-	var tgt *target.Target
-	if req.File != "" {
-		if err := target.CheckNew(req.File, req.Erase); err != nil {
-			out.Fail(err)
-			return nil, err
-		}
-	} else {
-		if tgt, err = target.Open(req.Target); err != nil {
-			out.Fail(err)
-			return nil, err
-		}
-		defer tgt.Close()
-	}
-	out.Done()
-
-	out.Step("Validating source")
-	src, err := req.OpenSource(req.Source)
-	if err != nil {
-		out.Fail(err)
-		return nil, err
-	}
-	defer src.Close()
-	if f, ok := src.(source.Finisher); ok {
-		// Deferred after Close, so it runs before it: the source still
-		// has its connection to say how it ended.
-		defer func() { f.Finished(err) }()
-	}
-	info := src.Info()
-	// Each worker holds about three chunks (stored, decoded, read back):
-	// keep them within 96 MiB whatever the core count and chunk size, so
-	// a restore stays far below the appliance's 256 MiB budget.
-	workers = min(workers, max(2, (96<<20)/(3*max(info.ChunkSize, 1))))
-	if tgt != nil && info.Path != "" {
-		if bad, why := tgt.Overlaps(info.Path); bad {
-			err := fmt.Errorf("source %s and target %s: %s", req.Source, req.Target, why)
-			out.Fail(err)
-			return nil, err
-		}
-	}
-	out.Done()
-
-	if info.Manifest != nil {
-		out.Step("Retrieving scan information")
-		out.Done()
-	}
-
-	out.Step("Validating sizes")
-	if tgt != nil && tgt.Size < info.Size {
-		err := fmt.Errorf("target %s is too small: %s (%d bytes), the source needs %s (%d bytes)",
-			req.Target, HumanBytes(tgt.Size), tgt.Size, HumanBytes(info.Size), info.Size)
-		out.Fail(err)
-		return nil, err
-	}
-	if req.Grow && (tgt == nil || tgt.Size == info.Size) {
-		err := fmt.Errorf("--grow: the target is exactly the image's size (%s): there is nothing to grow into", HumanBytes(info.Size))
-		out.Fail(err)
-		return nil, err
+		return nil, ErrNotErase
 	}
 	if req.Grow && req.GrowFS == nil {
 		return nil, errors.New("restore: Grow needs GrowFS")
 	}
-	out.Done()
-
-	name := req.Target
+	r := &run{req: req, out: req.Out, name: req.Target, workers: req.Workers}
 	if req.File != "" {
-		name = req.File
+		r.name = req.File
 	}
-	if !req.NoPrompt {
-		if req.Confirm == nil {
-			return nil, fmt.Errorf("not erasing %s: there is no terminal to confirm on; add --noprompt to erase without asking", name)
-		}
-		ok, err := req.Confirm(fmt.Sprintf("Erase contents of %s? [ny]: ", name))
-		if err != nil {
-			return nil, fmt.Errorf("reading the answer: %w", err)
-		}
-		if !ok {
-			return nil, ErrCancelled
-		}
+	if r.workers <= 0 {
+		// I/O-bound work wants a deeper queue than the core count alone.
+		r.workers = max(4, runtime.NumCPU())
 	}
+	defer r.close()
+	defer func() {
+		if f, ok := r.src.(source.Finisher); ok {
+			// Before the source's Close: it still has its connection
+			// to say how it ended.
+			f.Finished(err)
+		}
+	}()
 
-	// Every check has passed: from here on the target changes.
-	start := time.Now()
-	if req.File != "" {
-		out.StepNamed("Creating", "Creating "+req.File)
-		if tgt, err = target.Create(req.File, info.Size); err != nil {
-			out.Fail(err)
+	// Nothing is written before every one of these has passed.
+	for _, check := range []func(context.Context) error{r.checkTarget, r.openSource, r.checkSizes, r.confirm} {
+		if err := check(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, r.interruptedBeforeErase(ctx)
+			}
 			return nil, err
 		}
-		defer tgt.Close()
-	} else {
-		out.StepNamed("Erasing", "Erasing target device "+req.Target)
-		if err := tgt.Erase(info.Size, int64(info.ChunkSize)); err != nil {
-			err = fmt.Errorf("erasing %s: %w", req.Target, err)
-			out.Fail(err)
-			return nil, err
+		if ctx.Err() != nil {
+			return nil, r.interruptedBeforeErase(ctx)
 		}
 	}
-	out.Done()
 
-	w := newWriter(tgt, info, req.Grow)
-	out.Start("Restoring", info.Size)
-	err = src.Run(ctx, workers, func(c source.Chunk) error {
-		n, err := w.put(c)
-		out.Add(int64(n))
-		return err
-	})
-	if err == nil {
-		err = w.finish()
-	}
-	if err != nil {
-		out.Fail(err)
-		return nil, fmt.Errorf("%w: %w (its first chunk was left blank, so it will not pass as a good disk; run the restore again)", ErrIncomplete, err)
-	}
-	out.Finish()
-	if n, ok := src.(source.Noter); ok && n.Note() != "" {
-		out.Info("Source check: %s", n.Note())
-	}
-	res = &Result{
-		Target: name, Size: info.Size, DataBytes: w.dataBytes.Load(),
-		Chunks: len(w.sums), ZeroChunks: int(w.zeroChunks.Load()), Elapsed: time.Since(start),
-		UnusedBytes: w.unusedBytes.Load(), Table: w.tableNote,
-	}
-	if w.tableNote != "" {
-		out.Info("Partition table: %s", w.tableNote)
-	}
-
-	if req.NoVerify {
-		out.Info("Verification skipped (--noverify): nothing was read back from %s", name)
-		return res, grow(ctx, req, w, res, out)
-	}
-	vstart := time.Now()
-	direct, err := verify(ctx, tgt, info, w.sums, workers, out)
-	if err == nil {
-		err = verifyExtra(tgt, w.extra)
-	}
-	if err != nil {
-		// A disk that failed verification must not boot as if it were good.
-		if zerr := tgt.ZeroRange(0, int64(min(int64(info.ChunkSize), info.Size))); zerr == nil {
-			_ = tgt.Sync()
-			return nil, fmt.Errorf("%w (its first chunk has been blanked so it will not pass as a good disk)", err)
+	// From here on the target changes: a failure leaves it visibly bad.
+	for _, step := range []func(context.Context) error{r.erase, r.write, r.verify} {
+		if err := step(ctx); err != nil {
+			return nil, r.failAfterErase(ctx, err)
 		}
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, r.failAfterErase(ctx, ctx.Err())
+		}
 	}
-	res.Verified, res.VerifyTime, res.VerifyDirect = true, time.Since(vstart), direct
-	res.VerifiedBytes = info.Size - res.UnusedBytes
-	return res, grow(ctx, req, w, res, out)
+	return r.res, grow(ctx, req, r.w, r.res, r.out)
 }
 
-// grow runs --grow's filesystem step on what the writer enlarged: the last
+// close releases the source and the target, in that order.
+func (r *run) close() {
+	if r.src != nil {
+		r.src.Close()
+	}
+	if r.tgt != nil {
+		r.tgt.Close()
+	}
+}
+
+// fail prints err on the current step's line and returns it.
+func (r *run) fail(err error) error {
+	r.out.Fail(err)
+	return err
+}
+
+// interruptedBeforeErase is a signal's answer while nothing was written.
+func (r *run) interruptedBeforeErase(ctx context.Context) error {
+	return r.fail(fmt.Errorf("%w (%v) before erasing: nothing was written to %s", ErrInterrupted, context.Cause(ctx), r.name))
+}
+
+// failAfterErase stops the writers and makes the target visibly not a good
+// disk: a file this run created is removed; anything else gets its first
+// chunk blanked (the engine writes it last, but verification or a signal
+// may come after it was written).
+func (r *run) failAfterErase(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w (%v) after erasing began", ErrInterrupted, context.Cause(ctx))
+	}
+	r.out.Fail(err)
+	if r.w != nil {
+		r.w.stop()
+	}
+	if r.created {
+		r.tgt.Close()
+		r.tgt = nil
+		if rerr := os.Remove(r.req.File); rerr != nil {
+			return fmt.Errorf("%w: %w (and removing %s failed: %v)", ErrIncomplete, err, r.req.File, rerr)
+		}
+		return fmt.Errorf("%w: %w (the new file %s was removed)", ErrIncomplete, err, r.req.File)
+	}
+	n := min(int64(r.info.ChunkSize), r.info.Size, r.tgt.Size)
+	if zerr := r.tgt.ZeroRange(0, n); zerr != nil {
+		return fmt.Errorf("%w: %w (and blanking its first chunk failed: %v: do not boot it)", ErrIncomplete, err, zerr)
+	}
+	if serr := r.tgt.Sync(); serr != nil {
+		return fmt.Errorf("%w: %w (and flushing its blanked first chunk failed: %v: do not boot it)", ErrIncomplete, err, serr)
+	}
+	return fmt.Errorf("%w: %w (its first chunk has been blanked so it will not pass as a good disk; run the restore again)", ErrIncomplete, err)
+}
+
+// checkTarget opens the target, or checks that the new file can be made.
+func (r *run) checkTarget(context.Context) error {
+	r.out.Step("Validating target")
+	if r.req.File != "" {
+		if err := target.CheckNew(r.req.File, r.req.Erase); err != nil {
+			return r.fail(err)
+		}
+	} else {
+		tgt, err := target.Open(r.req.Target)
+		if err != nil {
+			return r.fail(err)
+		}
+		r.tgt = tgt
+	}
+	r.out.Done()
+	return nil
+}
+
+// openSource opens the source, giving up on it when ctx ends: a source
+// stalled in its opening must not hold up a signal.
+func (r *run) openSource(ctx context.Context) error {
+	r.out.Step("Validating source")
+	type opened struct {
+		src source.Source
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		src, err := r.req.OpenSource(r.req.Source)
+		ch <- opened{src, err}
+	}()
+	var o opened
+	select {
+	case o = <-ch:
+	case <-ctx.Done():
+		go func() { // close what the abandoned open yields, if anything
+			if o := <-ch; o.src != nil {
+				o.src.Close()
+			}
+		}()
+		return ctx.Err()
+	}
+	if o.err != nil {
+		return r.fail(o.err)
+	}
+	r.src, r.info = o.src, o.src.Info()
+	// Each worker holds about three chunks (stored, decoded, read back):
+	// keep them within 96 MiB whatever the core count and chunk size, so
+	// a restore stays far below the appliance's 256 MiB budget.
+	r.workers = min(r.workers, max(2, (96<<20)/(3*max(r.info.ChunkSize, 1))))
+	if r.tgt != nil && r.info.Path != "" {
+		if bad, why := r.tgt.Overlaps(r.info.Path); bad {
+			return r.fail(fmt.Errorf("source %s and target %s: %s", r.req.Source, r.req.Target, why))
+		}
+	}
+	r.out.Done()
+	if r.info.Manifest != nil {
+		r.out.Step("Retrieving scan information")
+		r.out.Done()
+	}
+	return nil
+}
+
+// checkSizes refuses a target smaller than the image, and Grow with
+// nothing to grow into.
+func (r *run) checkSizes(context.Context) error {
+	r.out.Step("Validating sizes")
+	size := r.info.Size
+	if r.tgt != nil && r.tgt.Size < size {
+		return r.fail(fmt.Errorf("target %s is too small: %s (%d bytes), the source needs %s (%d bytes)",
+			r.req.Target, HumanBytes(r.tgt.Size), r.tgt.Size, HumanBytes(size), size))
+	}
+	if r.req.Grow && (r.tgt == nil || r.tgt.Size == size) {
+		return r.fail(&GrowError{fmt.Errorf("the target is exactly the image's size (%s): there is nothing to grow into", HumanBytes(size))})
+	}
+	r.out.Done()
+	return nil
+}
+
+// confirm asks before overwriting anything: a device, or an existing file
+// that holds data. A new (or empty) file erases nothing, so it is not asked
+// about. A signal ends the question.
+func (r *run) confirm(ctx context.Context) error {
+	if r.req.NoPrompt {
+		return nil
+	}
+	if r.req.File != "" {
+		if fi, err := os.Stat(r.req.File); errors.Is(err, fs.ErrNotExist) || (err == nil && fi.Size() == 0) {
+			return nil
+		}
+	}
+	if r.req.Confirm == nil {
+		return fmt.Errorf("not erasing %s: %w", r.name, ErrNoConfirm)
+	}
+	type answer struct {
+		ok  bool
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		ok, err := r.req.Confirm(fmt.Sprintf("Erase contents of %s? [ny]: ", r.name))
+		ch <- answer{ok, err}
+	}()
+	select {
+	case a := <-ch:
+		if a.err != nil {
+			return fmt.Errorf("reading the answer: %w", a.err)
+		}
+		if !a.ok {
+			return ErrCancelled
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// erase creates the new file, or erases the target.
+func (r *run) erase(context.Context) error {
+	r.res = &Result{Target: r.name, Size: r.info.Size}
+	if r.req.File != "" {
+		r.out.StepNamed("Creating", "Creating "+r.req.File)
+		_, err := os.Lstat(r.req.File)
+		existed := err == nil
+		tgt, err := target.Create(r.req.File, r.info.Size)
+		if err != nil {
+			if !existed {
+				os.Remove(r.req.File)
+			}
+			r.out.Fail(err)
+			return err
+		}
+		r.tgt, r.created = tgt, !existed
+	} else {
+		r.out.StepNamed("Erasing", "Erasing target device "+r.req.Target)
+		if err := r.tgt.Erase(r.info.Size, int64(r.info.ChunkSize)); err != nil {
+			return fmt.Errorf("erasing %s: %w", r.req.Target, err)
+		}
+	}
+	r.out.Done()
+	return nil
+}
+
+// write takes every chunk from the source and puts it on the target, the
+// held-back first and last chunks at the end. A signal stops it even if
+// the source does not notice: the writers are stopped by the caller.
+func (r *run) write(ctx context.Context) error {
+	start := time.Now()
+	r.w = newWriter(r.tgt, r.info, r.req.Grow)
+	r.out.Start("Restoring", r.info.Size)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.src.Run(ctx, r.workers, func(c source.Chunk) error {
+			n, err := r.w.put(c)
+			r.out.Add(int64(n))
+			return err
+		})
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err == nil && ctx.Err() == nil {
+		err = r.w.finish()
+	}
+	if err != nil {
+		return err
+	}
+	r.out.Finish()
+	if n, ok := r.src.(source.Noter); ok && n.Note() != "" {
+		r.out.Info("Source check: %s", n.Note())
+	}
+	w, res := r.w, r.res
+	res.DataBytes, res.Chunks, res.ZeroChunks = w.dataBytes.Load(), len(w.sums), int(w.zeroChunks.Load())
+	res.UnusedBytes, res.Table, res.Elapsed = w.unusedBytes.Load(), w.tableNote, time.Since(start)
+	if w.tableNote != "" {
+		r.out.Info("Partition table: %s", w.tableNote)
+	}
+	return nil
+}
+
+// verify reads the target back, unless NoVerify.
+func (r *run) verify(ctx context.Context) error {
+	if r.req.NoVerify {
+		r.out.Info("Verification skipped: nothing was read back from %s", r.name)
+		return nil
+	}
+	start := time.Now()
+	direct, err := verify(ctx, r.tgt, r.info, r.w.sums, r.workers, r.out)
+	if err == nil {
+		err = verifyExtra(r.tgt, r.w.extra)
+	}
+	if err != nil {
+		return err
+	}
+	res := r.res
+	res.Verified, res.VerifyTime, res.VerifyDirect = true, time.Since(start), direct
+	res.VerifiedBytes = r.info.Size - res.UnusedBytes
+	return nil
+}
+
+// grow runs Grow's filesystem step on what the writer enlarged: the last
 // partition, or the whole target for an image of one volume.
 func grow(ctx context.Context, req Request, w *writer, res *Result, out *progress.Printer) error {
 	if !req.Grow {
@@ -259,16 +439,16 @@ func grow(ctx context.Context, req Request, w *writer, res *Result, out *progres
 		if w.tableNote != "" {
 			why = w.tableNote
 		}
-		return fmt.Errorf("--grow: the disk was restored, but nothing was grown: its partition table was %s", why)
+		return &GrowError{fmt.Errorf("the disk was restored, but nothing was grown: its partition table was %s", why)}
 	}
 	out.Step("Growing " + what)
 	msg, err := req.GrowFS(ctx, req.Target, off, size)
 	if err != nil {
 		done := "restored and verified"
 		if !res.Verified {
-			done = "restored (not verified: --noverify)"
+			done = "restored (not verified)"
 		}
-		err = fmt.Errorf("--grow: %s was %s, but its filesystem was not grown: %w", what, done, err)
+		err = &GrowError{fmt.Errorf("%s was %s, but its filesystem was not grown: %w", what, done, err)}
 		out.Fail(err)
 		return err
 	}
@@ -276,210 +456,6 @@ func grow(ctx context.Context, req Request, w *writer, res *Result, out *progres
 	res.Grown = fmt.Sprintf("%s to %s: %s", what, HumanBytes(size), msg)
 	out.Info("Grew %s", res.Grown)
 	return nil
-}
-
-// verifyExtra reads back what was written outside the image's range (the
-// GPT backup of a larger disk) and compares it byte for byte.
-func verifyExtra(tgt *target.Target, extra []patch) error {
-	if len(extra) == 0 {
-		return nil
-	}
-	r, err := tgt.OpenReader()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for _, p := range extra {
-		// Past the page cache, so from 4 KiB boundaries.
-		start := p.off &^ 4095
-		n := int(p.off - start + int64(len(p.data)))
-		b, err := r.ReadAt(target.NewBuffer(n), n, start)
-		if err != nil {
-			return fmt.Errorf("verification: %s: %w", tgt.Path, err)
-		}
-		if !bytes.Equal(b[p.off-start:], p.data) {
-			return fmt.Errorf("verification failed: %s bytes %d to %d (the moved GPT backup) differ from what was written", tgt.Path, p.off, p.off+int64(len(p.data)))
-		}
-	}
-	return nil
-}
-
-// writer puts chunks on the target and remembers what it wrote.
-type writer struct {
-	tgt         *target.Target
-	info        source.Info
-	last        int
-	sums        []sum
-	seen        []atomic.Bool
-	mu          sync.Mutex
-	deferred    map[int][]byte
-	dataBytes   atomic.Int64
-	zeroChunks  atomic.Int64
-	unusedBytes atomic.Int64
-
-	grow      bool
-	hasTable  bool                 // the first chunk holds a partition table
-	tableNote string               // how the table was adjusted for the target
-	grown     *partition.Partition // the partition --grow enlarged
-	extra     []patch              // written beyond the image, to verify
-}
-
-// patch is bytes written at off outside the image's chunks.
-type patch struct {
-	off  int64
-	data []byte
-}
-
-// sum is what verification expects of a chunk.
-type sum struct {
-	zero   bool
-	unused bool // free space: anything may be there
-	sha    [32]byte
-}
-
-func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
-	n := int((info.Size + int64(info.ChunkSize) - 1) / int64(info.ChunkSize))
-	return &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}, grow: grow}
-}
-
-func (w *writer) chunkLen(i int) int {
-	off := int64(i) * int64(w.info.ChunkSize)
-	return int(min(int64(w.info.ChunkSize), w.info.Size-off))
-}
-
-// put writes one chunk; it is called from many goroutines.
-func (w *writer) put(c source.Chunk) (int, error) {
-	if c.Index < 0 || c.Index > w.last {
-		return 0, fmt.Errorf("source delivered chunk %d of %d", c.Index, w.last+1)
-	}
-	if w.seen[c.Index].Swap(true) {
-		return 0, fmt.Errorf("source delivered chunk %d twice", c.Index)
-	}
-	n := w.chunkLen(c.Index)
-	off := int64(c.Index) * int64(w.info.ChunkSize)
-	if c.Unused {
-		// Free space is left as the erase left it, as partclone leaves it:
-		// no filesystem reads it, and writing it would cost as much as
-		// copying the disk whole.
-		w.sums[c.Index] = sum{unused: true}
-		w.unusedBytes.Add(int64(n))
-		return n, nil
-	}
-	if c.Zero {
-		w.sums[c.Index] = sum{zero: true}
-		w.zeroChunks.Add(1)
-		if !w.tgt.Erased {
-			if err := w.tgt.ZeroRange(off, int64(n)); err != nil {
-				return 0, err
-			}
-		}
-		return n, nil
-	}
-	if len(c.Data) != n {
-		return 0, fmt.Errorf("chunk %d is %d bytes, want %d", c.Index, len(c.Data), n)
-	}
-	w.sums[c.Index] = sum{sha: c.Sum}
-	w.dataBytes.Add(int64(n))
-	if c.Index == 0 || c.Index == w.last {
-		w.mu.Lock()
-		w.deferred[c.Index] = append([]byte(nil), c.Data...)
-		w.mu.Unlock()
-		return n, nil
-	}
-	if _, err := w.tgt.WriteAt(c.Data, off); err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
-// finish checks that every chunk came, flushes, then writes the held-back
-// chunks (the last, then the first) and flushes again.
-func (w *writer) finish() error {
-	for i := range w.seen {
-		if !w.seen[i].Load() {
-			return fmt.Errorf("source ended without chunk %d", i)
-		}
-	}
-	if err := w.tgt.Sync(); err != nil {
-		return err
-	}
-	if err := w.adjustTable(); err != nil {
-		return err
-	}
-	for _, i := range []int{w.last, 0} {
-		if d, ok := w.deferred[i]; ok {
-			if _, err := w.tgt.WriteAt(d, int64(i)*int64(w.info.ChunkSize)); err != nil {
-				return err
-			}
-			delete(w.deferred, i)
-		}
-	}
-	return w.tgt.Sync()
-}
-
-// verify reads every chunk of the restored range back past the page cache
-// and compares it with what the source said it holds: zero chunks must read
-// as zeros, every other chunk must match its SHA-256. Free space (unused
-// chunks) is not read: nothing was written there to check.
-func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []sum, workers int, out *progress.Printer) (bool, error) {
-	r, err := tgt.OpenReader()
-	if err != nil {
-		return false, err
-	}
-	defer r.Close()
-	cs := info.ChunkSize
-	total := info.Size
-	for i, s := range sums {
-		if s.unused {
-			total -= min(int64(cs), info.Size-int64(i)*int64(cs))
-		}
-	}
-	out.Start("Verifying", total)
-	next := make(chan int)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		defer close(next)
-		for i := range sums {
-			if sums[i].unused {
-				continue
-			}
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			buf := target.NewBuffer(cs)
-			for i := range next {
-				off := int64(i) * int64(cs)
-				n := int(min(int64(cs), info.Size-off))
-				data, err := r.ReadAt(buf, n, off)
-				if err != nil {
-					cancel(err)
-					return
-				}
-				s := sums[i]
-				ok := (s.zero && blockmap.IsZero(data)) || (!s.zero && sha256.Sum256(data) == s.sha)
-				if !ok {
-					cancel(fmt.Errorf("verification failed: %s bytes %d to %d differ from the source (chunk %d)", tgt.Path, off, off+int64(n), i))
-					return
-				}
-				out.Add(int64(n))
-			}
-		})
-	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		out.Fail(err)
-		return false, err
-	}
-	out.Finish()
-	return r.Direct, nil
 }
 
 // HumanBytes prints a size the way admins read them: "1.0 GiB".

@@ -1,0 +1,146 @@
+package restore
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asrlinux/asr/internal/partition"
+	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/target"
+)
+
+// writer puts chunks on the target and remembers what it wrote.
+type writer struct {
+	tgt         *target.Target
+	info        source.Info
+	last        int
+	sums        []sum
+	seen        []atomic.Bool
+	mu          sync.Mutex
+	deferred    map[int][]byte
+	dataBytes   atomic.Int64
+	zeroChunks  atomic.Int64
+	unusedBytes atomic.Int64
+
+	// gate is held (read) by every write to the target and taken (write)
+	// by stop, so that once stop returns nothing more is written: a
+	// source that does not notice a signal cannot write after the first
+	// chunk was blanked.
+	gate    sync.RWMutex
+	stopped bool
+
+	grow      bool
+	hasTable  bool                 // the first chunk holds a partition table
+	tableNote string               // how the table was adjusted for the target
+	grown     *partition.Partition // the partition --grow enlarged
+	extra     []patch              // written beyond the image, to verify
+}
+
+// patch is bytes written at off outside the image's chunks.
+type patch struct {
+	off  int64
+	data []byte
+}
+
+// sum is what verification expects of a chunk.
+type sum struct {
+	zero   bool
+	unused bool // free space: anything may be there
+	sha    [32]byte
+}
+
+func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
+	n := int((info.Size + int64(info.ChunkSize) - 1) / int64(info.ChunkSize))
+	return &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}, grow: grow}
+}
+
+func (w *writer) chunkLen(i int) int {
+	off := int64(i) * int64(w.info.ChunkSize)
+	return int(min(int64(w.info.ChunkSize), w.info.Size-off))
+}
+
+// errStopped is what a write gets after stop.
+var errStopped = fmt.Errorf("%w: the writers were stopped", ErrInterrupted)
+
+// stop waits for writes in flight and refuses every later one.
+func (w *writer) stop() {
+	w.gate.Lock()
+	w.stopped = true
+	w.gate.Unlock()
+}
+
+// put writes one chunk; it is called from many goroutines.
+func (w *writer) put(c source.Chunk) (int, error) {
+	w.gate.RLock()
+	defer w.gate.RUnlock()
+	if w.stopped {
+		return 0, errStopped
+	}
+	if c.Index < 0 || c.Index > w.last {
+		return 0, fmt.Errorf("source delivered chunk %d of %d", c.Index, w.last+1)
+	}
+	if w.seen[c.Index].Swap(true) {
+		return 0, fmt.Errorf("source delivered chunk %d twice", c.Index)
+	}
+	n := w.chunkLen(c.Index)
+	off := int64(c.Index) * int64(w.info.ChunkSize)
+	if c.Unused {
+		// Free space is left as the erase left it, as partclone leaves it:
+		// no filesystem reads it, and writing it would cost as much as
+		// copying the disk whole.
+		w.sums[c.Index] = sum{unused: true}
+		w.unusedBytes.Add(int64(n))
+		return n, nil
+	}
+	if c.Zero {
+		w.sums[c.Index] = sum{zero: true}
+		w.zeroChunks.Add(1)
+		if !w.tgt.Erased {
+			if err := w.tgt.ZeroRange(off, int64(n)); err != nil {
+				return 0, err
+			}
+		}
+		return n, nil
+	}
+	if len(c.Data) != n {
+		return 0, fmt.Errorf("chunk %d is %d bytes, want %d", c.Index, len(c.Data), n)
+	}
+	w.sums[c.Index] = sum{sha: c.Sum}
+	w.dataBytes.Add(int64(n))
+	if c.Index == 0 || c.Index == w.last {
+		w.mu.Lock()
+		w.deferred[c.Index] = append([]byte(nil), c.Data...)
+		w.mu.Unlock()
+		return n, nil
+	}
+	if _, err := w.tgt.WriteAt(c.Data, off); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// finish checks that every chunk came, flushes, then writes the held-back
+// chunks (the last, then the first) and flushes again.
+func (w *writer) finish() error {
+	for i := range w.seen {
+		if !w.seen[i].Load() {
+			return fmt.Errorf("source ended without chunk %d", i)
+		}
+	}
+	if err := w.tgt.Sync(); err != nil {
+		return err
+	}
+	if err := w.adjustTable(); err != nil {
+		return err
+	}
+	for _, i := range []int{w.last, 0} {
+		if d, ok := w.deferred[i]; ok {
+			if _, err := w.tgt.WriteAt(d, int64(i)*int64(w.info.ChunkSize)); err != nil {
+				return err
+			}
+			delete(w.deferred, i)
+		}
+	}
+	return w.tgt.Sync()
+}
