@@ -8,12 +8,16 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"os"
 	"sort"
+	"strconv"
 
 	"howett.net/plist"
+
+	"github.com/asrlinux/asr/internal/safetext"
 )
 
 // Keys, as Apple's asr spells them.
@@ -26,6 +30,17 @@ const (
 	KeyTTL              = "Multicast TTL"
 	KeyPort             = "Port"
 )
+
+// MinDataRate is the lowest Data Rate and Client Data Rate accepted, in bytes
+// per second: below it a 1 GiB image takes more than three hours a pass,
+// which is a typo (a rate in megabytes, or bits) rather than a choice.
+const MinDataRate = 100_000
+
+// maxDataRate is far above any network a multicast stream runs on.
+const maxDataRate = 1 << 40
+
+// maxFileSize bounds what Load reads.
+const maxFileSize = 1 << 20
 
 // Server is a validated server configuration.
 type Server struct {
@@ -51,9 +66,19 @@ func (s *Server) StreamRate() int64 {
 
 // Load reads and validates a configuration file.
 func Load(path string) (*Server, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	defer f.Close()
+	// A configuration is a few hundred bytes: a larger file is not one,
+	// and must not be read whole.
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("config %s: larger than %d KiB: not a server configuration", path, maxFileSize>>10)
 	}
 	s, err := Parse(b)
 	if err != nil {
@@ -64,12 +89,18 @@ func Load(path string) (*Server, error) {
 
 // Parse validates a configuration's bytes (XML, binary or OpenStep plist).
 func Parse(b []byte) (*Server, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("the file is empty: want an XML or binary property list with at least %q and %q", KeyMulticastAddress, KeyDataRate)
+	}
 	var m map[string]any
 	if _, err := plist.Unmarshal(b, &m); err != nil {
 		if bytes.Contains(b, []byte("<plist")) || bytes.HasPrefix(b, []byte("bplist")) {
-			return nil, fmt.Errorf("not a readable property list: %v", err)
+			return nil, fmt.Errorf("not a readable property list: %s", safetext.Short(err.Error(), 200))
 		}
-		return nil, fmt.Errorf("not a property list dictionary (want XML or binary plist): %v", err)
+		return nil, fmt.Errorf("not a property list dictionary (want XML or binary plist): %s", safetext.Short(err.Error(), 200))
+	}
+	if k := duplicateKey(b); k != "" {
+		return nil, fmt.Errorf("key %s appears more than once: keep one (which one was meant cannot be told)", quote(k))
 	}
 	s := &Server{DNSSD: true, TTL: 3, Port: 7800}
 	known := map[string]bool{}
@@ -84,7 +115,7 @@ func Parse(b []byte) (*Server, error) {
 	}
 	sort.Strings(unknown)
 	for _, k := range unknown {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("unknown key %q ignored (known keys: Multicast Address, Data Rate, Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port)", k))
+		s.Warnings = append(s.Warnings, fmt.Sprintf("unknown key %s ignored (known keys: Multicast Address, Data Rate, Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port)", quote(k)))
 	}
 
 	addr, ok := m[KeyMulticastAddress]
@@ -97,7 +128,7 @@ func Parse(b []byte) (*Server, error) {
 	}
 	g, err := netip.ParseAddr(as)
 	if err != nil || !g.Is4() || !g.IsMulticast() {
-		return nil, fmt.Errorf("%q %q is not an IPv4 multicast address (224.0.0.0/4; use 239.x.x.x on a private network)", KeyMulticastAddress, as)
+		return nil, fmt.Errorf("%q %s is not an IPv4 multicast address (224.0.0.0/4; use 239.x.x.x on a private network)", KeyMulticastAddress, quote(as))
 	}
 	if g.IsLinkLocalMulticast() {
 		return nil, fmt.Errorf("%q %s is reserved for link-local control traffic: use 239.x.x.x", KeyMulticastAddress, as)
@@ -107,11 +138,11 @@ func Parse(b []byte) (*Server, error) {
 	if _, ok := m[KeyDataRate]; !ok {
 		return nil, fmt.Errorf("%q is required (bytes per second, such as 6000000)", KeyDataRate)
 	}
-	if s.DataRate, err = intKey(m, KeyDataRate, 1, 1<<40); err != nil {
+	if s.DataRate, err = intKey(m, KeyDataRate, MinDataRate, maxDataRate); err != nil {
 		return nil, err
 	}
 	if _, ok := m[KeyClientDataRate]; ok {
-		if s.ClientDataRate, err = intKey(m, KeyClientDataRate, 1, 1<<40); err != nil {
+		if s.ClientDataRate, err = intKey(m, KeyClientDataRate, MinDataRate, maxDataRate); err != nil {
 			return nil, err
 		}
 	}
@@ -162,6 +193,11 @@ func intKey(m map[string]any, key string, lo, hi int64) (int64, error) {
 		if v != math.Trunc(v) || math.IsInf(v, 0) || math.IsNaN(v) {
 			return 0, fmt.Errorf("%q must be a whole number, not %v", key, v)
 		}
+		// Compared as a real: converting 1e300 to an integer first would
+		// report a number nobody wrote.
+		if v < float64(lo) || v > float64(hi) {
+			return 0, fmt.Errorf("%q %v is out of range (allowed: %d to %d)", key, v, lo, hi)
+		}
 		n = int64(v)
 	default:
 		return 0, fmt.Errorf("%q must be an integer, not %s", key, typeName(m[key]))
@@ -170,9 +206,29 @@ func intKey(m map[string]any, key string, lo, hi int64) (int64, error) {
 		if n == 0 {
 			return 0, fmt.Errorf("%q must not be 0 (allowed: %d to %d)", key, lo, hi)
 		}
+		if n < lo && lo == MinDataRate {
+			return 0, fmt.Errorf("%q %d is below the minimum of %d bytes per second (give bytes per second, such as 6000000)", key, n, lo)
+		}
 		return 0, fmt.Errorf("%q %d is out of range (allowed: %d to %d)", key, n, lo, hi)
 	}
 	return n, nil
+}
+
+// quote quotes untrusted text from the file for a message: escaped by %q,
+// and cut so that a megabyte key makes no megabyte message.
+func quote(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	cut := 0
+	for i := range s {
+		if i > max {
+			break
+		}
+		cut = i
+	}
+	return strconv.Quote(s[:cut]) + "..."
 }
 
 func typeName(v any) string {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -71,19 +72,24 @@ func TestDefaults(t *testing.T) {
 
 func TestLoadRefuses(t *testing.T) {
 	cases := []struct{ plist, want string }{
-		{`{"Data Rate": 1000}`, `"Multicast Address" is required`},
+		{`{"Data Rate": 1000000}`, `"Multicast Address" is required`},
 		{`{"Multicast Address": "239.255.1.1"}`, `"Data Rate" is required`},
-		{`{"Multicast Address": "10.0.0.1", "Data Rate": 1000}`, `is not an IPv4 multicast address`},
-		{`{"Multicast Address": "not an address", "Data Rate": 1000}`, `is not an IPv4 multicast address`},
-		{`{"Multicast Address": "224.0.0.5", "Data Rate": 1000}`, `reserved for link-local`},
-		{`{"Multicast Address": 5, "Data Rate": 1000}`, `"Multicast Address" must be a string, not an integer`},
+		{`{"Multicast Address": "10.0.0.1", "Data Rate": 1000000}`, `is not an IPv4 multicast address`},
+		{`{"Multicast Address": "not an address", "Data Rate": 1000000}`, `is not an IPv4 multicast address`},
+		{`{"Multicast Address": "224.0.0.5", "Data Rate": 1000000}`, `reserved for link-local`},
+		{`{"Multicast Address": 5, "Data Rate": 1000000}`, `"Multicast Address" must be a string, not an integer`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 0}`, `"Data Rate" must not be 0`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": "fast"}`, `"Data Rate" must be an integer, not a string`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1.5}`, `"Data Rate" must be a whole number`},
-		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000, "Client Data Rate": 0}`, `"Client Data Rate" must not be 0`},
-		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000, "DNS Service Discovery": "yes"}`, `must be a boolean`},
-		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000, "Multicast TTL": 300}`, `"Multicast TTL" 300 is out of range`},
-		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000, "Port": 70000}`, `"Port" 70000 is out of range`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Client Data Rate": 0}`, `"Client Data Rate" must not be 0`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "DNS Service Discovery": "yes"}`, `must be a boolean`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Multicast TTL": 300}`, `"Multicast TTL" 300 is out of range`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Port": 70000}`, `"Port" 70000 is out of range`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1}`, `"Data Rate" 1 is below the minimum of 100000 bytes per second`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Client Data Rate": 99999}`, `"Client Data Rate" 99999 is below the minimum`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1e300}`, `"Data Rate" 1e+300 is out of range`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": -1e300}`, `"Data Rate" -1e+300 is out of range`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 2**64-1}`, `"Data Rate" 18446744073709551615 is out of range`},
 	}
 	dicts := make([]string, len(cases))
 	for i, c := range cases {
@@ -105,5 +111,57 @@ func TestLoadRefuses(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.plist")); err == nil {
 		t.Error("Load(missing file) succeeded")
+	}
+}
+
+// Duplicate keys are refused by name, in XML written by hand and in binary
+// plists, whichever of the two values is the valid one.
+func TestLoadRefusesDuplicateKeys(t *testing.T) {
+	dir := t.TempDir()
+	xmlDup := `<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+<key>Multicast Address</key><string>239.255.1.1</string>
+<key>Data Rate</key><integer>6000000</integer>
+<key>Data Rate</key><integer>60000000</integer>
+</dict></plist>`
+	p := filepath.Join(dir, "dup.plist")
+	os.WriteFile(p, []byte(xmlDup), 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), `key "Data Rate" appears more than once`) {
+		t.Errorf("Load(XML with Data Rate twice) = %v, want a refusal naming \"Data Rate\"", err)
+	}
+	// A nested dictionary may reuse its parent's keys: only one level counts.
+	nested := strings.Replace(xmlDup, "<key>Data Rate</key><integer>60000000</integer>",
+		"<key>Notes</key><dict><key>Data Rate</key><string>x</string></dict>", 1)
+	os.WriteFile(p, []byte(nested), 0o644)
+	if _, err := Load(p); err != nil {
+		t.Errorf("Load(XML with the key again in a nested dict) = %v, want it accepted", err)
+	}
+	// plistlib writes no duplicates: write "Data Ratf" and rename it.
+	_, bin := plists(t, `{"Multicast Address": "239.255.1.1", "Data Rate": 6000000, "Data Ratf": 7000000}`)
+	b, err := os.ReadFile(bin[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(b, []byte("Data Ratf")) != 1 {
+		t.Fatalf("binary plist holds \"Data Ratf\" %d times, want 1", bytes.Count(b, []byte("Data Ratf")))
+	}
+	os.WriteFile(p, bytes.Replace(b, []byte("Data Ratf"), []byte("Data Rate"), 1), 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), `key "Data Rate" appears more than once`) {
+		t.Errorf("Load(binary plist with Data Rate twice) = %v, want a refusal naming \"Data Rate\"", err)
+	}
+}
+
+func TestLoadEmpty(t *testing.T) {
+	for _, content := range []string{"", " \n\t\n"} {
+		p := filepath.Join(t.TempDir(), "empty.plist")
+		os.WriteFile(p, []byte(content), 0o644)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "the file is empty") {
+			t.Errorf("Load(%q) = %v, want \"the file is empty\"", content, err)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "big.plist")
+	os.WriteFile(p, bytes.Repeat([]byte(" "), 2<<20), 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "larger than 1024 KiB") {
+		t.Errorf("Load(2 MiB file) = %v, want a refusal of its size", err)
 	}
 }
