@@ -42,6 +42,10 @@ func TestParseCmdlineRefuses(t *testing.T) {
 		{"asr.report=198.18.0.1/status", "asr.report=198.18.0.1/status: give the http:// or https:// URL"},
 		{"asr.source=label:", "give label:LABEL or label:LABEL/IMAGE.asr"},
 		{"asr.source=label:ASRDATA/a/b.asr", "name an image at the top of the ASRDATA filesystem"},
+		{`asr.target=/dev/sda" asr.after=bogus`, `the double quote in asr.target=/dev/sda" asr.after=bogus is never closed`},
+		{`console=ttyS0 asr.target="/dev/disk/by-id/ata-Some Disk`, `the double quote in asr.target="/dev/disk/by-id/ata-Some Disk is never closed`},
+		{`quiet "asr.noverify asr.after=poweroff`, `is never closed`},
+		{"asr.target=/dev/sda\x1b[2J", `kernel parameter asr.target=/dev/sda\x1b[2J holds control characters`},
 	} {
 		_, err := ParseCmdline(c.cmdline)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/asrlinux/asr/internal/safetext"
 )
 
 // After is what the appliance does once the restore succeeded.
@@ -33,9 +35,16 @@ type Config struct {
 // silently ignored by a machine about to erase its disk.
 func ParseCmdline(cmdline string) (Config, error) {
 	c := Config{After: Reboot, Timeout: 60 * time.Second}
-	for _, f := range splitCmdline(cmdline) {
+	fields, err := splitCmdline(cmdline)
+	if err != nil {
+		return c, err
+	}
+	for _, f := range fields {
 		if !strings.HasPrefix(f, "asr.") {
 			continue
+		}
+		if safetext.Line(f) != f {
+			return c, fmt.Errorf("kernel parameter %s holds control characters: retype it", safetext.Short(f, 80))
 		}
 		key, val, hasVal := strings.Cut(f, "=")
 		switch key {
@@ -107,14 +116,19 @@ func flag(key, val string, hasVal bool) (bool, error) {
 
 // splitCmdline splits on spaces, keeping double-quoted values together as
 // the kernel does ("asr.target=/dev/disk/by-id/ata-Some Disk" needs quotes).
-func splitCmdline(s string) []string {
+// A quote left open is an error: the kernel would read every parameter
+// after it as part of one value, so `asr.target=/dev/sda" asr.after=shell`
+// would silently lose asr.after.
+func splitCmdline(s string) ([]string, error) {
 	var out []string
 	var b strings.Builder
-	quoted := false
-	for _, r := range strings.TrimSpace(s) {
+	quoted, open := false, 0
+	s = strings.TrimSpace(s)
+	for i, r := range s {
 		switch {
 		case r == '"':
 			quoted = !quoted
+			open = i
 		case (r == ' ' || r == '\t' || r == '\n') && !quoted:
 			if b.Len() > 0 {
 				out = append(out, b.String())
@@ -124,8 +138,13 @@ func splitCmdline(s string) []string {
 			b.WriteRune(r)
 		}
 	}
+	if quoted {
+		start := strings.LastIndexAny(s[:open], " \t\n") + 1
+		return nil, fmt.Errorf("kernel command line: the double quote in %s is never closed, so it would swallow every parameter after it: close it or remove it",
+			safetext.Short(s[start:], 80))
+	}
 	if b.Len() > 0 {
 		out = append(out, b.String())
 	}
-	return out
+	return out, nil
 }

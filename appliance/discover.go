@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/asrlinux/asr/internal/safetext"
 )
 
 // SourceOption is the DHCP option that carries the source URL, for a
@@ -38,6 +41,9 @@ func findSource(cfg Config, leases []Lease) (url, how string, err error) {
 			continue
 		}
 		how := fmt.Sprintf("DHCP option %d from %s on %s", SourceOption, l.Server, l.Interface)
+		if err := checkOptionText(l.Source); err != nil {
+			return "", "", fmt.Errorf("%s: %w", how, err)
+		}
 		if err := checkSourceURL(l.Source); err != nil {
 			return "", "", fmt.Errorf("%s: %w", how, err)
 		}
@@ -64,11 +70,28 @@ func checkSourceURL(s string) error {
 	return nil
 }
 
+// maxOptionURL bounds a source URL from DHCP: one option holds 255 bytes,
+// and a long option split in parts (RFC 3396) has no business being longer.
+const maxOptionURL = 2048
+
+// checkOptionText refuses what a DHCP server may send but no URL holds:
+// control characters (which would reach the console as they are) and
+// megabytes of text.
+func checkOptionText(s string) error {
+	if len(s) > maxOptionURL {
+		return fmt.Errorf("the source is %d bytes long, more than the %d a URL may have here: %s", len(s), maxOptionURL, safetext.Short(s, 80))
+	}
+	if safetext.Line(s) != s {
+		return fmt.Errorf("the source holds control characters: %s", safetext.Short(s, 200))
+	}
+	return nil
+}
+
 // sourceFromLease reads SourceOption from a DHCP reply: text, of which a
 // trailing NUL (some servers send C strings) and spaces are dropped.
 func sourceFromLease(m *dhcpv4.DHCPv4) string {
 	if m == nil {
 		return ""
 	}
-	return strings.TrimSpace(strings.TrimRight(string(m.Options.Get(sourceOptionCode)), "\x00"))
+	return strings.TrimFunc(string(m.Options.Get(sourceOptionCode)), func(r rune) bool { return r == 0 || unicode.IsSpace(r) })
 }

@@ -25,6 +25,9 @@ func TestFindSource(t *testing.T) {
 		{"a bad URL from DHCP is an error, not skipped", Config{},
 			[]Lease{{Interface: "eth0", Server: "198.18.0.9", Source: "tftp://x/y"}, withOpt}, "", "",
 			[]string{"DHCP option 224 from 198.18.0.9 on eth0", `"tftp://x/y"`, "give an http://, https:// or asr:// URL"}},
+		{"control characters from DHCP are refused, escaped", Config{},
+			[]Lease{{Interface: "eth0", Server: "198.18.0.9", Source: "asr://x\x1b[2J\rforged"}}, "", "",
+			[]string{"DHCP option 224 from 198.18.0.9 on eth0", `the source holds control characters: asr://x\x1b[2J\rforged`}},
 	} {
 		url, how, err := findSource(c.cfg, c.leases)
 		if c.errSubstr != nil {

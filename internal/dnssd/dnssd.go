@@ -115,15 +115,7 @@ func Browse(ctx context.Context, wait time.Duration, ifi *net.Interface) ([]Serv
 			if i := strings.Index(s.Instance, "."+ServiceType); i > 0 {
 				s.Instance = unescape(s.Instance[:i])
 			}
-			for _, f := range e.InfoFields {
-				k, v, _ := strings.Cut(f, "=")
-				switch k {
-				case "image":
-					s.Image = v
-				case "digest":
-					s.Digest = v
-				}
-			}
+			s.Image, s.Digest = parseTXT(e.InfoFields)
 			if s.Addr == nil {
 				continue
 			}
