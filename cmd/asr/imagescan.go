@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -47,6 +48,16 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	defer st.Close()
 	out.Done()
 
+	if explicit := flagSet(fs, "chunksize"); !explicit && st.Size > 0 {
+		// An image holds at most image.MaxChunks chunks: a disk larger
+		// than that many default chunks gets larger ones.
+		for st.Size > int64(image.MaxChunks)*int64(*chunk) && *chunk < image.MaxChunkSize {
+			*chunk *= 2
+		}
+		if *chunk != image.DefaultChunkSize {
+			out.Info("Chunk size %s: %s is too large for %d chunks of %s", restore.HumanBytes(int64(*chunk)), restore.HumanBytes(st.Size), image.MaxChunks, restore.HumanBytes(image.DefaultChunkSize))
+		}
+	}
 	if _, err := os.Stat(*output); err == nil && !*overwrite {
 		return fmt.Errorf("%s already exists: add --overwrite to replace it", *output)
 	}
@@ -147,4 +158,11 @@ func ratio(used, stored int64) float64 {
 		return 0
 	}
 	return float64(used) / float64(stored)
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -12,6 +12,7 @@
 package image
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -48,6 +49,14 @@ const (
 	MinChunkSize = 64 << 10
 	MaxChunkSize = 16 << 20
 )
+
+// MaxChunks is the most chunks an image may have. A reader holds every
+// chunk's entry (48 bytes, and as much again while the table grows) and a
+// restore 35 bytes more per chunk to verify it: 2^19 chunks keep that near
+// 70 MiB, so that with its chunks in flight a restore stays within its
+// 256 MiB. It is 512 GiB at the default 1 MiB chunks and 8 TiB at the
+// largest; a larger disk needs larger chunks (imagescan picks them).
+const MaxChunks = 1 << 19
 
 // Limits that protect readers from hostile headers: a manifest is 48 bytes per
 // chunk, so 256 MiB covers a 5 TiB disk at 1 MiB chunks.
@@ -266,91 +275,5 @@ func MarshalManifest(m *Manifest) []byte {
 // every field in range, chunk count matching the logical size, stored chunks
 // laid out in order without overlap. It does not check the digest; Open does.
 func ParseManifest(b []byte) (*Manifest, error) {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: manifest: %s", ErrCorrupt, fmt.Sprintf(format, a...))
-	}
-	if len(b) < fixedManifest {
-		return nil, bad("%d bytes is too short", len(b))
-	}
-	m := &Manifest{}
-	size := binary.LittleEndian.Uint64(b[0:])
-	m.ChunkSize = binary.LittleEndian.Uint32(b[8:])
-	count := binary.LittleEndian.Uint32(b[12:])
-	m.Created = time.Unix(int64(binary.LittleEndian.Uint64(b[16:])), 0).UTC()
-	dataOff := binary.LittleEndian.Uint64(b[24:])
-	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize || m.ChunkSize%4096 != 0 {
-		return nil, bad("chunk size %d out of range", m.ChunkSize)
-	}
-	if size == 0 || size > 1<<56 {
-		return nil, bad("logical size %d out of range", size)
-	}
-	m.LogicalSize = int64(size)
-	if want := (size + uint64(m.ChunkSize) - 1) / uint64(m.ChunkSize); uint64(count) != want {
-		return nil, bad("%d chunks for %d bytes, want %d", count, size, want)
-	}
-	p := 32
-	str := func() (string, error) {
-		if len(b) < p+2 {
-			return "", bad("short string")
-		}
-		n := int(binary.LittleEndian.Uint16(b[p:]))
-		p += 2
-		if n > maxNameLen || len(b) < p+n {
-			return "", bad("string of %d bytes out of range", n)
-		}
-		s := string(b[p : p+n])
-		p += n
-		return s, nil
-	}
-	var err error
-	if m.Name, err = str(); err != nil {
-		return nil, err
-	}
-	if m.Tool, err = str(); err != nil {
-		return nil, err
-	}
-	if rest := len(b) - p; rest != int(count)*entrySize {
-		return nil, bad("chunk table is %d bytes, want %d", rest, int(count)*entrySize)
-	}
-	minData := uint64(HeaderSize) + uint64(len(b))
-	if dataOff < minData || dataOff > 1<<60 {
-		return nil, bad("data offset %d before end of manifest %d", dataOff, minData)
-	}
-	m.DataOffset = int64(dataOff)
-	m.Chunks = make([]Chunk, count)
-	next := dataOff
-	for i := range m.Chunks {
-		e := b[p+i*entrySize:]
-		c := Chunk{
-			Offset: int64(binary.LittleEndian.Uint64(e[0:])),
-			Length: binary.LittleEndian.Uint32(e[8:]),
-			Codec:  Codec(e[12]),
-		}
-		copy(c.Sum[:], e[16:48])
-		if e[13] != 0 || e[14] != 0 || e[15] != 0 {
-			return nil, bad("chunk %d has non-zero reserved bytes", i)
-		}
-		switch c.Codec {
-		case CodecZero, CodecUnused:
-			if c.Offset != 0 || c.Length != 0 || c.Sum != ([32]byte{}) {
-				return nil, bad("%s chunk %d has stored bytes or a digest", c.Codec, i)
-			}
-		case CodecRaw, CodecZstd:
-			if uint64(c.Offset) != next {
-				return nil, bad("chunk %d at offset %d, want %d", i, c.Offset, next)
-			}
-			// A chunk is stored compressed only when that saves space.
-			if c.Length == 0 || int(c.Length) > m.ChunkLen(i) {
-				return nil, bad("chunk %d stored length %d out of range", i, c.Length)
-			}
-			if c.Codec == CodecRaw && int(c.Length) != m.ChunkLen(i) {
-				return nil, bad("raw chunk %d is %d bytes, want %d", i, c.Length, m.ChunkLen(i))
-			}
-			next += uint64(c.Length)
-		default:
-			return nil, bad("chunk %d has unknown codec %d", i, c.Codec)
-		}
-		m.Chunks[i] = c
-	}
-	return m, nil
+	return decodeManifest(bytes.NewReader(b), uint64(len(b)))
 }

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -25,22 +24,18 @@ func ReadManifest(r io.Reader) (*Manifest, Digest, error) {
 	if err != nil {
 		return nil, Digest{}, err
 	}
-	// Read the manifest in pieces: a hostile length in range must not make
-	// us allocate it before the bytes actually arrive.
-	var mb bytes.Buffer
-	if _, err := io.CopyN(&mb, r, int64(h.ManifestLen)); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, Digest{}, fmt.Errorf("%w: manifest cut short", ErrTruncated)
-		}
-		return nil, Digest{}, fmt.Errorf("reading manifest: %w", err)
-	}
-	d := Digest(sha256.Sum256(mb.Bytes()))
-	if d != Digest(h.ManifestDigest) {
-		return nil, Digest{}, fmt.Errorf("%w: manifest digest %s, header says %x", ErrCorrupt, d, h.ManifestDigest)
-	}
-	m, err := ParseManifest(mb.Bytes())
+	// Decoded as it arrives, while its digest is computed: a hostile
+	// length in range must not make us allocate it before the bytes come,
+	// and no copy of the raw manifest is kept beside the decoded one.
+	hash := sha256.New()
+	m, err := decodeManifest(io.TeeReader(r, hash), h.ManifestLen)
 	if err != nil {
 		return nil, Digest{}, err
+	}
+	var d Digest
+	copy(d[:], hash.Sum(nil))
+	if d != Digest(h.ManifestDigest) {
+		return nil, Digest{}, fmt.Errorf("%w: manifest digest %s, header says %x", ErrCorrupt, d, h.ManifestDigest)
 	}
 	if h.Flags&FlagUnused == 0 && m.HasUnused() {
 		return nil, Digest{}, fmt.Errorf("%w: manifest has unused chunks but the header lacks their flag", ErrCorrupt)

@@ -219,6 +219,10 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 	var pos, done int64
 	for j := range order {
 		<-j.done
+		if werr == nil && len(m.Chunks) == MaxChunks {
+			werr = fmt.Errorf("the source is larger than %d chunks of %d bytes, the most an image may have: use a chunk size of at least %d", MaxChunks, m.ChunkSize, 2*m.ChunkSize)
+			cancel()
+		}
 		if werr == nil {
 			if j.out != nil {
 				j.entry.Offset = pos
