@@ -11,6 +11,7 @@ import (
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/restore"
+	"github.com/asrlinux/asr/internal/safetext"
 	"github.com/asrlinux/asr/internal/source"
 )
 
@@ -78,7 +79,7 @@ func runInfo(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "Image:\t%s\n", info.Path)
+	fmt.Fprintf(w, "Image:\t%s\n", safetext.Line(info.Path))
 	fmt.Fprintf(w, "Digest:\tsha256:%s\n", info.Digest)
 	fmt.Fprintf(w, "Format:\tasr prepared image, version %d\n", info.FormatVersion)
 	fmt.Fprintf(w, "Logical size:\t%s (%d bytes)\n", restore.HumanBytes(info.LogicalSize), info.LogicalSize)
@@ -93,7 +94,7 @@ func runInfo(ctx context.Context, e env, args []string) error {
 	for _, p := range info.Partitions {
 		name := ""
 		if p.Name != "" {
-			name = fmt.Sprintf(" %q", p.Name)
+			name = fmt.Sprintf(" \"%s\"", p.Name) // escaped by describe
 		}
 		fmt.Fprintf(w, "  %d:\t%s at %d, %s%s\n", p.Number, restore.HumanBytes(p.Size), p.Start, p.Type, name)
 	}
@@ -145,7 +146,26 @@ func describe(path string, src source.Source) (*imageInfo, error) {
 		info.Partitions = append(info.Partitions, partitionInfo{Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, Name: p.Name})
 	}
 	info.Areas = describeMap(used)
+	info.escape()
 	return info, nil
+}
+
+// escape makes every text the image supplies safe to print: the scanned
+// disk's name, the tool, partition names and types, notes from its
+// filesystems' metadata. Whoever made the image chose them, escape
+// sequences and forged lines included; the plist output carries the same
+// escaped text.
+func (info *imageInfo) escape() {
+	info.Tool, info.SourceName = safetext.Line(info.Tool), safetext.Line(info.SourceName)
+	info.PartitionScheme = safetext.Line(info.PartitionScheme)
+	for i := range info.Partitions {
+		p := &info.Partitions[i]
+		p.Type, p.Name = safetext.Line(p.Type), safetext.Line(p.Name)
+	}
+	for i := range info.Areas {
+		a := &info.Areas[i]
+		a.Method, a.Note = safetext.Line(a.Method), safetext.Line(a.Note)
+	}
 }
 
 // mapSummary says in a line whether the image was mapped by its filesystems.
