@@ -48,7 +48,7 @@ func main() {
 			code = ee.code
 		}
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "asr: %v\n", err)
+			fmt.Fprintf(os.Stderr, "asr: %v%s\n", err, hint(err))
 		} else {
 			code = 0
 		}

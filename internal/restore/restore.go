@@ -53,8 +53,10 @@ type Request struct {
 	GrowFS func(ctx context.Context, target string, off, size int64) (string, error)
 
 	// OpenSource opens Source. It is a parameter so network sources plug in
-	// without the engine knowing about them.
-	OpenSource func(string) (source.Source, error)
+	// without the engine knowing about them. maxSize is the target's size
+	// (0: no limit, for a new file): a source that learns its size only by
+	// reading itself (compressed, or streamed without a length) stops there.
+	OpenSource func(name string, maxSize int64) (source.Source, error)
 	// Confirm asks a person a yes/no question; nil means nobody can answer.
 	Confirm func(question string) (bool, error)
 	Out     *progress.Printer
@@ -75,6 +77,10 @@ type Result struct {
 	VerifyTime    time.Duration
 	VerifyDirect  bool  // verification bypassed the page cache with O_DIRECT
 	VerifiedBytes int64 // bytes read back and compared: all but UnusedBytes
+	// Unchecked says why nothing published checked the source's bytes (a
+	// raw download without a checksum): Verified then means the disk
+	// matches what was downloaded, no more. Empty when they were checked.
+	Unchecked string
 	// Table says how the partition table was adjusted for a larger
 	// target ("GPT backup moved to the end of the disk"); empty if not.
 	Table string
@@ -111,7 +117,11 @@ func Run(ctx context.Context, req Request) (res *Result, err error) {
 	out.Done()
 
 	out.Step("Validating source")
-	src, err := req.OpenSource(req.Source)
+	var maxSize int64
+	if tgt != nil {
+		maxSize = tgt.Size
+	}
+	src, err := req.OpenSource(req.Source, maxSize)
 	if err != nil {
 		out.Fail(err)
 		return nil, err
@@ -216,6 +226,9 @@ func Run(ctx context.Context, req Request) (res *Result, err error) {
 		Target: name, Size: info.Size, DataBytes: w.dataBytes.Load(),
 		Chunks: len(w.sums), ZeroChunks: int(w.zeroChunks.Load()), Elapsed: time.Since(start),
 		UnusedBytes: w.unusedBytes.Load(), Table: w.tableNote,
+	}
+	if u, ok := src.(source.Unchecked); ok {
+		res.Unchecked = u.Unchecked()
 	}
 	if w.tableNote != "" {
 		out.Info("Partition table: %s", w.tableNote)
