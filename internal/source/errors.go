@@ -3,6 +3,8 @@ package source
 import (
 	"fmt"
 	"time"
+
+	"github.com/asrlinux/asr/internal/progress"
 )
 
 // StallError is a network source that sent nothing for Idle: no answer to
@@ -31,5 +33,22 @@ type TooBigError struct {
 }
 
 func (e *TooBigError) Error() string {
-	return fmt.Sprintf("source %s holds more than %d bytes, the most the target can take: stopped reading it there", e.Source, e.Limit)
+	return fmt.Sprintf("source %s holds more than %s (%d bytes), the most the target can take: stopped reading it there", e.Source, progress.HumanBytes(e.Limit), e.Limit)
+}
+
+// WindowError is a compressed stream that needs more decoder memory (the
+// xz dictionary, the zstd window) than asr allows: MaxDecoderWindow.
+type WindowError struct {
+	Format string // "xz", "zstd"
+	Need   int64  // bytes the stream asks for; 0 when the decoder does not say
+	Max    int64
+}
+
+func (e *WindowError) Error() string {
+	switch {
+	case e.Format == "xz":
+		return fmt.Sprintf("the xz stream needs a %d MiB dictionary; asr allows %d MiB: recompress it with xz -9 or less", (e.Need+1<<20-1)>>20, e.Max>>20)
+	default:
+		return fmt.Sprintf("the %s stream needs a window larger than the %d MiB asr allows: recompress it with zstd -19 or less (--long=26 at most)", e.Format, e.Max>>20)
+	}
 }

@@ -614,7 +614,7 @@ func TestHTTPMeasureLimit(t *testing.T) {
 	for _, p := range []string{"/bomb.img.gz", "/endless.img", "/disk.img.gz"} {
 		t.Run(p, func(t *testing.T) {
 			_, took, err := restoreAll(s.URL+p, HTTPOptions{MaxSize: diskLen - 1})
-			wantErr(t, err, took, margin, "holds more than 2097151 bytes")
+			wantErr(t, err, took, margin, "holds more than 2.0 MiB (2097151 bytes)")
 			var big *TooBigError
 			if !errors.As(err, &big) {
 				t.Errorf("error %v is not a *TooBigError", err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 
@@ -111,7 +110,7 @@ type zstdReader struct{ d *zstd.Decoder }
 func (z zstdReader) Read(p []byte) (int, error) {
 	n, err := z.d.Read(p)
 	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
-		err = fmt.Errorf("the zstd stream needs a window larger than the %d MiB asr allows: recompress it with zstd -19 or less (without --long above 26): %w", MaxDecoderWindow>>20, err)
+		err = &WindowError{Format: "zstd", Max: MaxDecoderWindow}
 	}
 	return n, err
 }

@@ -82,8 +82,12 @@ func Open(path string, opts Options) (Source, error) {
 		if err != nil {
 			f.Close()
 			var big *TooBigError
-			if errors.As(err, &big) {
+			var win *WindowError
+			switch {
+			case errors.As(err, &big):
 				return nil, err
+			case errors.As(err, &win):
+				return nil, fmt.Errorf("source %s: %w", path, win)
 			}
 			return nil, fmt.Errorf("source %s: %s stream is damaged: %w", path, ft.compression, err)
 		}

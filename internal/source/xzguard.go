@@ -3,7 +3,6 @@ package source
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -118,7 +117,7 @@ func (g *xzGuard) step() error {
 			return err
 		}
 		if dict > g.max {
-			return fmt.Errorf("the xz stream needs a %d MiB dictionary; asr allows %d MiB: recompress it with xz -9 or less", (dict+1<<20-1)>>20, g.max>>20)
+			return &WindowError{Format: "xz", Need: dict, Max: g.max}
 		}
 		g.blockLen = int64(len(b))
 		g.expect(1, xzChunk)
