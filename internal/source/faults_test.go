@@ -676,7 +676,9 @@ func TestHTTPSidecar(t *testing.T) {
 			io.WriteString(w, "<html></html>")
 		}, "", false},
 		{"wrong", func(s *server, w http.ResponseWriter, r *http.Request) { io.WriteString(w, wrong) }, "the download's SHA-256 is", false},
-		{"500", func(s *server, w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) }, "checksum file", false},
+		{"500", func(s *server, w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "no", http.StatusInternalServerError)
+		}, "checksum file", false},
 		{"403", func(s *server, w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusForbidden) }, "403 Forbidden", false},
 		{"stalls after headers", func(s *server, w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusOK)
