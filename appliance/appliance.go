@@ -112,7 +112,11 @@ func verified(r *restore.Result) string {
 // stop reports a failure and waits for a person: it never reboots into a
 // loop of failed restores.
 func stop(logf func(string, ...any), cfg Config, err error) {
-	fmt.Fprintf(os.Stdout, "asr-appliance: RESULT failure: %v\n", err)
+	hint := ""
+	if stall := (*source.StallError)(nil); errors.As(err, &stall) {
+		hint = " (raise asr.timeout= if the server is only slow)"
+	}
+	fmt.Fprintf(os.Stdout, "asr-appliance: RESULT failure: %v%s\n", err, hint)
 	if cfg.Debug || cfg.After == Shell {
 		logf("starting a shell (asr.debug)")
 		if err := shell(); err != nil {
@@ -200,9 +204,9 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
 		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
-		OpenSource: func(s string) (source.Source, error) {
+		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
-				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf})
+				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf, MaxSize: maxSize})
 			if err != nil || rep == nil {
 				return src, err
 			}
@@ -250,8 +254,8 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, logf func(stri
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
 		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
-		OpenSource: func(s string) (source.Source, error) {
-			return sourceurl.Open(ctx, s, sourceurl.Options{Log: logf})
+		OpenSource: func(s string, maxSize int64) (source.Source, error) {
+			return sourceurl.Open(ctx, s, sourceurl.Options{Log: logf, MaxSize: maxSize})
 		},
 		Out: progress.New(o.Console, false),
 	})

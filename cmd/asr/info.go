@@ -61,7 +61,7 @@ func runInfo(ctx context.Context, e env, args []string) error {
 	if *src == "" {
 		return usageError("info: --source is required (a prepared image, a path or an http(s) URL)")
 	}
-	s, err := openSource(ctx, *src, "", sf, func(format string, a ...any) { fmt.Fprintf(e.stderr, format+"\n", a...) })
+	s, err := openSource(ctx, *src, "", 0, sf, func(format string, a ...any) { fmt.Fprintf(e.stderr, format+"\n", a...) })
 	if err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func main() {
 			code = 128 + int(sig.sig)
 		}
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "asr: %v\n", err)
+			fmt.Fprintf(os.Stderr, "asr: %v%s\n", err, hint(err))
 		} else {
 			code = 0
 		}

@@ -59,7 +59,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	if !*erase && *file == "" {
 		return runFileCopy(ctx, filerestore.Request{
 			Source: *src, Target: *tgt, NoVerify: *noverify, Workers: *workers,
-			OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, *tgt, sf, out.Info) },
+			OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, *tgt, 0, sf, out.Info) },
 			Out:        out,
 		})
 	}
@@ -67,8 +67,10 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
 		Grow: *growFlag, GrowFS: fsgrow.Grow,
-		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, cmp.Or(*tgt, *file), sf, out.Info) },
-		Out:        out,
+		OpenSource: func(s string, max int64) (source.Source, error) {
+			return openSource(ctx, s, cmp.Or(*tgt, *file), max, sf, out.Info)
+		},
+		Out: out,
 	}
 	if e.isTerminal() && !*puppet {
 		in := bufio.NewReader(e.stdin)
@@ -94,7 +96,12 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	out.Info("Restored %s (%s of data, %d of %d chunks zero%s) to %s in %s, %s",
 		restore.HumanBytes(res.Size), restore.HumanBytes(res.DataBytes), res.ZeroChunks, res.Chunks, free,
 		res.Target, secs(res.Elapsed), rate(res.Size, res.Elapsed))
-	if res.Verified {
+	if res.Verified && res.Unchecked != "" {
+		// Nothing published checked the download: say what the
+		// verification does show, and what it does not.
+		out.Info("Verified: the disk matches what was downloaded (the download itself could not be checked: %s); %s compared in %s; total %s",
+			res.Unchecked, restore.HumanBytes(res.VerifiedBytes), secs(res.VerifyTime), secs(total))
+	} else if res.Verified {
 		how := "read back with O_DIRECT"
 		if !res.VerifyDirect {
 			how = "read back after dropping the page cache"

@@ -44,13 +44,23 @@ func (f sourceFlags) check() error {
 // openSource routes --source to the package that reads it.
 // log hears retries and checksum decisions, one line each.
 // disk names the target for a multicast server's table.
-func openSource(ctx context.Context, s, disk string, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
+func openSource(ctx context.Context, s, disk string, maxSize int64, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
 	src, err := sourceurl.Open(ctx, s, sourceurl.Options{
 		CACert: *f.cacert, Checksum: *f.checksum, Timeout: time.Duration(*f.timeout) * time.Second,
-		Retries: *f.retries, Interface: *f.iface, Disk: disk, Log: log, AllBlocks: *f.all,
+		Retries: *f.retries, Interface: *f.iface, Disk: disk, Log: log, AllBlocks: *f.all, MaxSize: maxSize,
 	})
 	if errors.Is(err, sourceurl.ErrChecksumLocal) {
 		return nil, usageError("%v", err)
 	}
 	return src, err
+}
+
+// hint says, in this command's terms, what to do about a source error that
+// the source package reports as a type rather than naming our flags.
+func hint(err error) string {
+	var stall *source.StallError
+	if errors.As(err, &stall) {
+		return " (--timeout: raise it if the server is only slow)"
+	}
+	return ""
 }

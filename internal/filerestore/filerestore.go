@@ -229,7 +229,8 @@ func unpack(ctx context.Context, req Request, tgt *volume.Volume) (string, error
 		// and the copy is verified against this file: reading it back
 		// here too would only cost time.
 		Erase: true, NoPrompt: true, NoVerify: true, Workers: req.Workers,
-		OpenSource: req.OpenSource, Out: req.Out,
+		OpenSource: func(s string, _ int64) (source.Source, error) { return req.OpenSource(s) },
+		Out:        req.Out,
 	})
 	if err != nil {
 		return tmp, fmt.Errorf("unpacking %s into %s (set TMPDIR to a folder with more room if it is full): %w", req.Source, tmp, err)

@@ -73,8 +73,10 @@ type Request struct {
 	GrowFS func(ctx context.Context, target string, off, size int64) (string, error)
 
 	// OpenSource opens Source. It is a parameter so network sources plug in
-	// without the engine knowing about them.
-	OpenSource func(string) (source.Source, error)
+	// without the engine knowing about them. maxSize is the target's size
+	// (0: no limit, for a new file): a source that learns its size only by
+	// reading itself (compressed, or streamed without a length) stops there.
+	OpenSource func(name string, maxSize int64) (source.Source, error)
 	// Confirm asks a person a yes/no question; nil means nobody can answer.
 	// It is asked only when something would be overwritten (a device, an
 	// existing non-empty file), never for a new file.
@@ -97,6 +99,10 @@ type Result struct {
 	VerifyTime    time.Duration
 	VerifyDirect  bool  // verification bypassed the page cache with O_DIRECT
 	VerifiedBytes int64 // bytes read back and compared: all but UnusedBytes
+	// Unchecked says why nothing published checked the source's bytes (a
+	// raw download without a checksum): Verified then means the disk
+	// matches what was downloaded, no more. Empty when they were checked.
+	Unchecked string
 	// Table says how the partition table was adjusted for a larger
 	// target ("GPT backup moved to the end of the disk"); empty if not.
 	Table string
@@ -247,8 +253,12 @@ func (r *run) openSource(ctx context.Context) error {
 		err error
 	}
 	ch := make(chan opened, 1)
+	var maxSize int64
+	if r.tgt != nil {
+		maxSize = r.tgt.Size
+	}
 	go func() {
-		src, err := r.req.OpenSource(r.req.Source)
+		src, err := r.req.OpenSource(r.req.Source, maxSize)
 		ch <- opened{src, err}
 	}()
 	var o opened
@@ -397,6 +407,9 @@ func (r *run) write(ctx context.Context) error {
 	w, res := r.w, r.res
 	res.DataBytes, res.Chunks, res.ZeroChunks = w.dataBytes.Load(), len(w.sums), int(w.zeroChunks.Load())
 	res.UnusedBytes, res.Table, res.Elapsed = w.unusedBytes.Load(), w.tableNote, time.Since(start)
+	if u, ok := r.src.(source.Unchecked); ok {
+		res.Unchecked = u.Unchecked()
+	}
 	if w.tableNote != "" {
 		r.out.Info("Partition table: %s", w.tableNote)
 	}

@@ -2,8 +2,6 @@ package source
 
 import (
 	"bufio"
-	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 
 	"github.com/asrlinux/asr/internal/image"
@@ -26,6 +22,10 @@ type Options struct {
 	// AllBlocks reads raw files and devices whole, free space included,
 	// instead of mapping their filesystems.
 	AllBlocks bool
+	// MaxSize is the most a source may hold (the target's size); 0: no
+	// limit. A compressed image is measured by decompressing it, and the
+	// measuring stops past MaxSize, so a bomb costs no more than that.
+	MaxSize int64
 }
 
 // Open opens a local source: a prepared image, a raw or compressed raw image
@@ -64,101 +64,44 @@ func Open(path string, opts Options) (Source, error) {
 		return plain("block device")
 	}
 
-	head := make([]byte, 8)
+	head := make([]byte, headLen)
 	n, _ := f.ReadAt(head, 0)
-	head = head[:n]
-	if bytes.HasPrefix(head, []byte(image.Magic)) || looksPrepared(path, head) {
+	ft := detect(head[:n], path)
+	if ft.prepared {
 		s, err := OpenPrepared(path, f, size)
 		if err != nil {
 			f.Close()
 		}
 		return s, err
 	}
-	if kind, dec := compression(head); dec != nil {
-		open := func() (io.ReadCloser, error) { return dec(sectionOf(f, size)) }
+	if ft.decomp != nil {
+		open := func() (io.ReadCloser, error) { return ft.decomp(sectionOf(f, size)) }
 		// The disk's size is only known once the stream has been read; every
 		// check happens before writing, so measure it now.
-		usize, err := measure(open)
+		usize, err := measure(open, path, opts.MaxSize)
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("source %s: %s stream is damaged: %w", path, kind, err)
+			var big *TooBigError
+			var win *WindowError
+			switch {
+			case errors.As(err, &big):
+				return nil, err
+			case errors.As(err, &win):
+				return nil, fmt.Errorf("source %s: %w", path, win)
+			}
+			return nil, fmt.Errorf("source %s: %s stream is damaged: %w", path, ft.compression, err)
 		}
 		if usize == 0 {
 			f.Close()
 			return nil, fmt.Errorf("source %s decompresses to nothing", path)
 		}
-		return &raw{info: Info{Kind: kind + "-compressed raw image", Path: path, Size: usize, ChunkSize: cs}, open: open, closer: f}, nil
+		return &raw{info: Info{Kind: ft.kind(), Path: path, Size: usize, ChunkSize: cs}, open: open, closer: f}, nil
 	}
 	return plain("raw image")
 }
 
-// looksPrepared catches a prepared image whose magic is damaged, so it is
-// refused rather than restored as if it were a raw disk: the name says .asr,
-// or the first bytes miss the magic by a byte or two.
-func looksPrepared(path string, head []byte) bool {
-	if strings.HasSuffix(strings.ToLower(path), ".asr") {
-		return true
-	}
-	if len(head) < len(image.Magic) {
-		return false
-	}
-	diff := 0
-	for i := range len(image.Magic) {
-		if head[i] != image.Magic[i] {
-			diff++
-		}
-	}
-	return diff <= 2
-}
-
 func sectionOf(f *os.File, size int64) io.ReadCloser {
 	return io.NopCloser(bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20))
-}
-
-// compression recognises gzip, xz and zstd by their magic numbers.
-func compression(head []byte) (string, func(io.ReadCloser) (io.ReadCloser, error)) {
-	switch {
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		return "gzip", func(r io.ReadCloser) (io.ReadCloser, error) {
-			z, err := gzip.NewReader(r)
-			if err != nil {
-				return nil, err
-			}
-			return z, nil
-		}
-	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		return "xz", func(r io.ReadCloser) (io.ReadCloser, error) {
-			z, err := xz.NewReader(r)
-			if err != nil {
-				return nil, err
-			}
-			return io.NopCloser(z), nil
-		}
-	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		return "zstd", func(r io.ReadCloser) (io.ReadCloser, error) {
-			z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
-			if err != nil {
-				return nil, err
-			}
-			return z.IOReadCloser(), nil
-		}
-	}
-	return "", nil
-}
-
-// Decompressor returns a reader that undoes the compression that head (the
-// first bytes of a stream) announces, or nil for an uncompressed stream.
-func Decompressor(head []byte) (kind string, wrap func(io.ReadCloser) (io.ReadCloser, error)) {
-	return compression(head)
-}
-
-func measure(open func() (io.ReadCloser, error)) (int64, error) {
-	r, err := open()
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	return io.Copy(io.Discard, r)
 }
 
 // Stream is a raw disk opened for one sequential read, for imagescan.
@@ -190,22 +133,23 @@ func OpenStream(path string) (*Stream, error) {
 	if lf.device {
 		s.Kind = "block device"
 	}
-	head := make([]byte, 8)
+	head := make([]byte, headLen)
 	n, _ := f.ReadAt(head, 0)
-	if bytes.HasPrefix(head[:n], []byte(image.Magic)) {
+	ft := detect(head[:n], "")
+	if ft.prepared {
 		f.Close()
 		return nil, fmt.Errorf("source %s is already a prepared image", path)
 	}
 	cr := &countingReader{r: io.NewSectionReader(f, 0, s.Size)}
 	s.Consumed = cr.n.Load
 	body := io.NopCloser(bufio.NewReaderSize(cr, 1<<20))
-	if kind, dec := compression(head[:n]); dec != nil {
-		z, err := dec(body)
+	if ft.decomp != nil {
+		z, err := ft.decomp(body)
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("source %s: %s stream is damaged: %w", path, kind, err)
+			return nil, fmt.Errorf("source %s: %s stream is damaged: %w", path, ft.compression, err)
 		}
-		s.Kind, s.Size, body = kind+"-compressed raw image", -1, z
+		s.Kind, s.Size, body = ft.kind(), -1, z
 	} else {
 		s.At = io.NewSectionReader(f, 0, s.Size)
 	}

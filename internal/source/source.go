@@ -67,6 +67,16 @@ type Noter interface {
 	Note() string
 }
 
+// Unchecked is a source whose bytes nothing published could check, such
+// as a raw download with no checksum: verifying the disk then shows only
+// that it matches what was downloaded, and the caller must say so rather
+// than call the disk verified against the source.
+type Unchecked interface {
+	// Unchecked says why ("no checksum published"), or "" when the
+	// source's bytes were checked after all.
+	Unchecked() string
+}
+
 // Finisher is a source that tells someone how the restore ended: a
 // multicast client tells its server, whose table shows every client. The
 // restore engine calls Finished once, after verifying (nil) or at its first

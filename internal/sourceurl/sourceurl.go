@@ -25,6 +25,7 @@ type Options struct {
 	AllBlocks bool          // local raw images and devices: copy free space too
 	MAC       string        // asr://: this machine's network card, for the server's table
 	Disk      string        // asr://: the target, for the server's table
+	MaxSize   int64         // the target's size: sources measured by reading stop past it; 0: no limit
 	// Log hears retries and checksum decisions, one line each.
 	Log func(format string, a ...any)
 }
@@ -37,7 +38,7 @@ func Open(ctx context.Context, s string, o Options) (source.Source, error) {
 	switch {
 	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
 		return source.OpenHTTP(ctx, s, source.HTTPOptions{
-			CACert: o.CACert, Checksum: o.Checksum, Stall: o.Timeout, Retries: o.Retries, Log: o.Log,
+			CACert: o.CACert, Checksum: o.Checksum, Stall: o.Timeout, Retries: o.Retries, Log: o.Log, MaxSize: o.MaxSize,
 		})
 	case strings.HasPrefix(s, "asr://"):
 		return multicast.Open(ctx, s, multicast.ClientOptions{
@@ -47,5 +48,5 @@ func Open(ctx context.Context, s string, o Options) (source.Source, error) {
 	if o.Checksum != "" {
 		return nil, ErrChecksumLocal
 	}
-	return source.Open(s, source.Options{AllBlocks: o.AllBlocks})
+	return source.Open(s, source.Options{AllBlocks: o.AllBlocks, MaxSize: o.MaxSize})
 }
