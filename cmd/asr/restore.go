@@ -28,10 +28,15 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	workers := fs.Int("workers", 0, "")
 	growFlag := fs.Bool("grow", false, "")
 	sf := addSourceFlags(fs)
+	tf := addTrustFlags(fs)
 	if err := parse(e, fs, manRestore, args); err != nil {
 		return err
 	}
 	if err := sf.check(); err != nil {
+		return err
+	}
+	keys, err := tf.load()
+	if err != nil {
 		return err
 	}
 	switch {
@@ -58,7 +63,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	if !*erase && *file == "" {
 		return runFileCopy(ctx, filerestore.Request{
 			Source: *src, Target: *tgt, NoVerify: *noverify, Workers: *workers,
-			OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, *tgt, sf, out.Info) },
+			OpenSource: func(s string) (source.Source, error) { return openTrusted(ctx, s, *tgt, sf, keys, out.Info) },
 			Out:        out,
 		})
 	}
@@ -66,7 +71,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
 		Grow: *growFlag, GrowFS: fsgrow.Grow,
-		OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, cmp.Or(*tgt, *file), sf, out.Info) },
+		OpenSource: func(s string) (source.Source, error) { return openTrusted(ctx, s, cmp.Or(*tgt, *file), sf, keys, out.Info) },
 		Out:        out,
 	}
 	if e.isTerminal() && !*puppet {

@@ -100,7 +100,7 @@ func OpenHTTP(ctx context.Context, rawurl string, opts HTTPOptions) (Source, err
 		first = &resumer{hc: hc, ctx: ctx, end: hc.total}
 	}
 	if bytes.HasPrefix(head, []byte(image.Magic)) || looksPrepared(u.Path, head) {
-		return openHTTPPrepared(hc, first)
+		return openHTTPPrepared(ctx, hc, first)
 	}
 	return openHTTPRaw(ctx, hc, first, head, opts)
 }
@@ -369,13 +369,15 @@ type httpPrepared struct {
 	first *resumer
 }
 
-func openHTTPPrepared(hc *httpClient, first *resumer) (Source, error) {
-	m, d, err := image.ReadManifest(first)
+func openHTTPPrepared(ctx context.Context, hc *httpClient, first *resumer) (Source, error) {
+	m, d, hdr, err := image.ReadHeaderManifest(first)
 	if err != nil {
 		first.Close()
 		return nil, fmt.Errorf("source %s: %w", hc.shown, err)
 	}
-	if hc.total >= 0 && hc.total != m.FileSize() {
+	// A signed image is longer than its manifest says by its signature
+	// trailer, and by nothing else.
+	if extra := hc.total - m.FileSize(); hc.total >= 0 && (extra < 0 || extra > image.MaxTrailerLen) {
 		first.Close()
 		return nil, fmt.Errorf("source %s: the server says the file is %d bytes, its manifest says %d: the file on the server is truncated or not this image", hc.shown, hc.total, m.FileSize())
 	}
@@ -388,11 +390,45 @@ func openHTTPPrepared(hc *httpClient, first *resumer) (Source, error) {
 		Kind: "prepared image over " + strings.ToUpper(urlScheme(hc.url)), Size: m.LogicalSize,
 		ChunkSize: int(m.ChunkSize), Manifest: m, Digest: d,
 	}}
+	p.info.Header = hdr
+	p.info.Signatures, p.info.SignaturesErr = hc.signatures(ctx, m)
 	if hc.ranges {
 		first.Close() // ranged workers fetch chunk runs on their own connections
 		p.first = nil
 	}
 	return p, nil
+}
+
+// signatures fetches the signature trailer after the last chunk with one
+// range request. Without Range support it cannot be read before the chunks
+// have streamed past, which is too late to refuse an image: that is an
+// error for callers that require a signature.
+func (hc *httpClient) signatures(ctx context.Context, m *image.Manifest) ([][]byte, error) {
+	end := m.FileSize()
+	switch {
+	case hc.total == end:
+		return nil, nil
+	case hc.total < 0:
+		return nil, fmt.Errorf("the server does not say how long %s is, so its signatures cannot be found", hc.shown)
+	case !hc.ranges:
+		return nil, fmt.Errorf("the server does not answer range requests, so the signatures at the end of %s cannot be read before restoring: enable ranges (nginx and Apache do by default)", hc.shown)
+	}
+	resp, err := hc.get(ctx, end, hc.total)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent {
+		return nil, fmt.Errorf("reading the signatures: %w", hc.statusError(resp))
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, image.MaxTrailerLen+1))
+	if err != nil {
+		return nil, fmt.Errorf("source %s: reading the signatures: %w", hc.shown, err)
+	}
+	if int64(len(b)) != hc.total-end {
+		return nil, fmt.Errorf("source %s: the server sent %d bytes of signatures, want %d", hc.shown, len(b), hc.total-end)
+	}
+	return image.ParseTrailer(b)
 }
 
 func urlScheme(s string) string {

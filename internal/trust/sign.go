@@ -47,15 +47,15 @@ func (p Password) get(keyPath string) (string, error) {
 }
 
 // TerminalPrompt returns a prompt that reads a password from the terminal
-// tty without echo, writing the prompt to it; nil if tty is not a terminal.
-func TerminalPrompt(tty *os.File) func(string) (string, error) {
+// tty without echo, writing the prompt to w; nil if tty is not a terminal.
+func TerminalPrompt(tty *os.File, w io.Writer) func(string) (string, error) {
 	if tty == nil || !term.IsTerminal(int(tty.Fd())) {
 		return nil
 	}
 	return func(prompt string) (string, error) {
-		fmt.Fprint(tty, prompt)
+		fmt.Fprint(w, prompt)
 		b, err := term.ReadPassword(int(tty.Fd()))
-		fmt.Fprintln(tty)
+		fmt.Fprintln(w)
 		if err != nil {
 			return "", fmt.Errorf("reading the password: %w", err)
 		}

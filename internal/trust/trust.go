@@ -17,7 +17,7 @@
 //	keys, err := trust.Load(files, trust.DefaultDir)
 //	...
 //	if len(keys) > 0 {
-//		signer, err := trust.Check(keys, header, sigs)
+//		signer, err := trust.CheckImage(keys, info.Header, info.Signatures, info.SignaturesErr)
 //		if err != nil { refuse: err names every key ID found and why it did not count }
 //		print("Signed by " + signer.String())
 //	}
@@ -239,8 +239,8 @@ func (e *Error) Error() string {
 	for i, r := range e.Found {
 		found[i] = r.String()
 	}
-	return "the image is signed by " + strings.Join(found, ", ") + ", and by no key trusted here (" + trusted +
-		"): restore only images their owner signed, or trust the signer's key (--trusted-key)"
+	return "the image is signed by " + strings.Join(found, ", ") + ", but by no key trusted here (trusted: " + trusted +
+		"): restore only images their owner signed, or trust the signer's key"
 }
 
 // Unsigned reports whether the image had no signature at all.
@@ -270,6 +270,28 @@ func Check(keys []Key, header []byte, sigs [][]byte) (Result, error) {
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	return Result{}, &Error{Found: res, Trusted: ids}
+}
+
+// ErrNotPrepared says a source carries no signatures because it is not a
+// prepared image (a raw image or a disk); when a signature is required it
+// is refused, unless the caller exempts it (a local clone).
+var ErrNotPrepared = errors.New("only prepared images carry signatures: make one with asr imagescan and sign it with asr sign")
+
+// CheckImage is Check for what a source found: header is nil for a source
+// that is not a prepared image, and readErr says why its signatures could
+// not be read (a damaged trailer, a web server without range requests).
+// Both are refusals: an image whose signatures cannot be read is not
+// trusted.
+func CheckImage(keys []Key, header []byte, sigs [][]byte, readErr error) (Result, error) {
+	switch {
+	case len(keys) == 0:
+		return Result{}, ErrNoKeys
+	case header == nil:
+		return Result{}, ErrNotPrepared
+	case readErr != nil:
+		return Result{}, fmt.Errorf("cannot check the image's signatures: %w", readErr)
+	}
+	return Check(keys, header, sigs)
 }
 
 // SignerIDs returns the key IDs that signatures claim, in order, without

@@ -57,7 +57,7 @@ func TestCheck(t *testing.T) {
 		{"unsigned", []Key{a.key}, nil, 0, nil,
 			[]string{"not signed", FormatID(a.key.ID), "asr sign"}},
 		{"signed by another key", []Key{b.key}, [][]byte{sigA}, 0, []Status{UntrustedKey},
-			[]string{"signed by key ID " + FormatID(a.key.ID) + " (key not trusted here)", "no key trusted here (key ID " + FormatID(b.key.ID) + ")"}},
+			[]string{"signed by key ID " + FormatID(a.key.ID) + " (key not trusted here)", "no key trusted here (trusted: key ID " + FormatID(b.key.ID) + ")"}},
 		{"signature of another image", []Key{a.key}, [][]byte{a.sign(h2, d2)}, 0, []Status{BadSignature},
 			[]string{FormatID(a.key.ID) + " (BAD SIGNATURE: does not match this image)"}},
 		{"malformed", []Key{a.key}, [][]byte{[]byte("untrusted comment: hi\nnot base64\n")}, 0, []Status{Malformed},
