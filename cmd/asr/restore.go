@@ -71,8 +71,10 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
 		Grow: *growFlag, GrowFS: fsgrow.Grow,
-		OpenSource: func(s string) (source.Source, error) { return openTrusted(ctx, s, cmp.Or(*tgt, *file), sf, keys, out.Info) },
-		Out:        out,
+		OpenSource: func(s string) (source.Source, error) {
+			return openTrusted(ctx, s, cmp.Or(*tgt, *file), sf, keys, out.Info)
+		},
+		Out: out,
 	}
 	if e.isTerminal() && !*puppet {
 		in := bufio.NewReader(e.stdin)
