@@ -60,10 +60,12 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	}
 
 	out := progress.New(e.stdout, *puppet)
+	// Every source is opened through the signature check (see SIGNED IMAGES).
+	open := func(s, disk string) (source.Source, error) { return openTrusted(ctx, s, disk, sf, keys, out.Info) }
 	if !*erase && *file == "" {
 		return runFileCopy(ctx, filerestore.Request{
 			Source: *src, Target: *tgt, NoVerify: *noverify, Workers: *workers,
-			OpenSource: func(s string) (source.Source, error) { return openTrusted(ctx, s, *tgt, sf, keys, out.Info) },
+			OpenSource: func(s string) (source.Source, error) { return open(s, *tgt) },
 			Out:        out,
 		})
 	}
@@ -71,10 +73,8 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
 		Grow: *growFlag, GrowFS: fsgrow.Grow,
-		OpenSource: func(s string) (source.Source, error) {
-			return openTrusted(ctx, s, cmp.Or(*tgt, *file), sf, keys, out.Info)
-		},
-		Out: out,
+		OpenSource: func(s string) (source.Source, error) { return open(s, cmp.Or(*tgt, *file)) },
+		Out:        out,
 	}
 	if e.isTerminal() && !*puppet {
 		in := bufio.NewReader(e.stdin)
