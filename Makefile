@@ -66,6 +66,7 @@ fuzz-one = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $$(( $(3) * $(FUZZSCA
 fuzz:
 	$(call fuzz-one,FuzzParseHeader,./internal/image/,150000)
 	$(call fuzz-one,FuzzReadManifest,./internal/image/,5000)
+	$(call fuzz-one,FuzzParseTrailer,./internal/image/,80000)
 	$(call fuzz-one,FuzzPartition,./internal/partition/,80000)
 	$(call fuzz-one,FuzzBuild,./internal/blockmap/,30000)
 	$(call fuzz-one,FuzzBuildPatched,./internal/blockmap/,80000)

@@ -1,7 +1,8 @@
 #!/bin/bash
 # make demo: the main job end to end on built-in defaults. Makes a sample
-# GPT/ext4 disk, scans it into a prepared image, restores that image onto a
-# loop device with erase and verification, and checks the bytes. Then VMs
+# GPT/ext4 disk, scans it into a prepared image, signs it with a minisign key,
+# restores that image onto a loop device with erase and verification, trusting
+# only that key, and checks the bytes. Then VMs
 # with empty disks netboot the appliance, restore a small bootable OS over
 # multicast, and boot it.
 set -euo pipefail
@@ -32,8 +33,14 @@ fi
 step "2. asr imagescan: the disk becomes a prepared image"
 "$asr" imagescan --source "$work/sample.img" --output "$work/sample.asr" --overwrite
 
-step "3. asr info"
-"$asr" info --source "$work/sample.asr"
+step "2b. asr sign: a minisign key pair (no password, for the demo) signs the image"
+if [ ! -s "$work/demo.key" ]; then
+	minisign -G -W -p "$work/demo.pub" -s "$work/demo.key" >/dev/null
+fi
+"$asr" sign --source "$work/sample.asr" --key "$work/demo.key"
+
+step "3. asr info (its signature, checked with the demo key)"
+"$asr" info --source "$work/sample.asr" --trusted-key "$work/demo.pub"
 
 step "4. A target disk: a loop device 64 MiB larger than the image, full of old data"
 bytes=$(stat -c %s "$work/sample.img")
@@ -44,8 +51,10 @@ head -c 8M /dev/urandom | dd of="$work/target.img" conv=notrunc status=none
 loopdev=$(losetup --show -f "$work/target.img")
 echo "target: $loopdev"
 
-step "5. asr restore --erase, with verification"
-"$asr" restore --source "$work/sample.asr" --target "$loopdev" --erase --noprompt
+step "5. asr restore --erase, with verification, trusting only the demo key"
+"$asr" restore --source "$work/sample.asr" --target "$loopdev" --erase --noprompt \
+	--trusted-key "$work/demo.pub" | tee "$work/restore.log"
+grep -q "Signed by key ID .* (trusted)" "$work/restore.log" || { echo "the restore did not print its trusted signer" >&2; exit 1; }
 
 step "6. Independent check: cmp of the restored range against the sample disk, sgdisk -v"
 # The first 1 KiB holds the protective MBR and the GPT header, which asr

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/dnssd"
+	"github.com/asrlinux/asr/internal/safetext"
 )
 
 func runBrowse(ctx context.Context, e env, args []string) error {
@@ -35,13 +36,17 @@ func runBrowse(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("no asr servers answered within %d s (is one running with DNS Service Discovery on, on this network?)", *wait)
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSOURCE\tIMAGE\tDIGEST")
+	fmt.Fprintln(w, "NAME\tSOURCE\tIMAGE\tDIGEST\tSIGNED BY")
 	for _, s := range found {
 		digest := s.Digest
 		if len(digest) > 16 {
 			digest = digest[:16] + "…"
 		}
-		fmt.Fprintf(w, "%s\tasr://%s\t%s\t%s\n", s.Instance, net.JoinHostPort(s.Addr.String(), fmt.Sprint(s.Port)), s.Image, digest)
+		signer := "unsigned"
+		if s.Signer != "" {
+			signer = "key ID " + safetext.Short(s.Signer, 80)
+		}
+		fmt.Fprintf(w, "%s\tasr://%s\t%s\t%s\t%s\n", s.Instance, net.JoinHostPort(s.Addr.String(), fmt.Sprint(s.Port)), s.Image, digest, signer)
 	}
 	return w.Flush()
 }

@@ -9,7 +9,9 @@ USAGE
     asr restore   --source SOURCE --file PATH [--erase] [--noverify]
     asr restore   --source SOURCE --target VOLUME [--noverify] [--puppetstrings]   (file copy)
     asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--overwrite]
-    asr info      --source IMAGE [--plist]
+    asr info      --source IMAGE [--plist] [--trusted-key PUB]
+    asr sign      --source IMAGE --key KEY [--password-file FILE]
+    asr sign      --source IMAGE --remove KEYID
     asr server    --source IMAGE --config asrconfig.plist [--interface IF]
     asr browse    [--timeout SECONDS] [--interface IF]
     asr help [VERB]
@@ -21,7 +23,10 @@ VERBS
                 image's files into an existing volume, keeping the volume's other files
     imagescan   turn a raw disk image, compressed disk image or block device into a
                 prepared image: chunked, compressed, checksummed, with zeros left out
-    info        describe a prepared image: sizes, digest, creation, partition table
+    info        describe a prepared image: sizes, digest, creation, partition table,
+                signatures
+    sign        sign a prepared image with a minisign key, so that machines that trust
+                the key restore it (and machines that trust keys restore nothing else)
     server      stream a prepared image by multicast to any number of 'asr restore
                 --source asr://HOST' clients
     browse      list the asr servers on the network (DNS-SD, _asr._tcp)
@@ -40,7 +45,7 @@ const manRestore = `NAME
 
 SYNOPSIS
     asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify] [--grow]
-                [--puppetstrings] [--workers N]
+                [--puppetstrings] [--workers N] [--trusted-key PUB]... [--trusted-keys-dir DIR]
     asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
     asr restore --source SOURCE --target VOLUME [--noverify] [--puppetstrings] [--workers N]
 
@@ -92,7 +97,9 @@ STEPS
                           exclusively
     Validating source     the source is readable; a prepared image's magic, version,
                           header checksum, manifest digest and length are checked; source
-                          and target are not the same device, nor the image stored on it
+                          and target are not the same device, nor the image stored on it;
+                          when keys are trusted, a trusted key signed the image (see
+                          SIGNED IMAGES)
     Validating sizes      the target is at least as large as the source
     Erase contents of TARGET? [ny]
                           asked on a terminal unless --noprompt; with no terminal and
@@ -145,6 +152,30 @@ OPTIONS
                         raw images over http(s): the SHA-256 of the file as served; else
                         IMG.sha256 beside it is used when the server has one
     --interface IF      asr://: join the multicast group on this interface
+    --trusted-key PUB   trust the minisign public key in file PUB (repeatable): restore only
+                        images that a trusted key signed (see SIGNED IMAGES)
+    --trusted-keys-dir DIR
+                        trust every minisign public key (*.pub) in DIR (default
+                        /etc/asr/trusted-keys, when it exists; a DIR given here must exist)
+
+SIGNED IMAGES
+    When any key is trusted (--trusted-key, or a .pub file in the trusted keys
+    directory), asr restores only prepared images that carry a valid signature by one
+    of them ('asr help sign'). The check is part of Validating source, before the target
+    is erased or written, and holds for every source: a local file, a prepared image on
+    a USB stick, http(s):// (the signatures are fetched from the end of the file with a
+    range request; a server that ignores Range is refused, since the signatures could
+    only be read after the disk was written) and asr:// (the server hands the
+    signatures to each client with the image's manifest). A refused image exits 1 with a
+    message that names every key ID that signed it and why each did not count (key not
+    trusted here, or BAD SIGNATURE: it does not match this image, as when a chunk was
+    changed or the signature was copied from another image), and the target is
+    untouched. On success asr prints the signer:
+      Signed by key ID 3A5F0B2C9D1E4F60 (trusted)
+    A raw image file or a block device on this machine (a clone) carries no signature:
+    it is restored with the line "not signature-checked". A raw image over http(s) is
+    refused when keys are trusted. With no key trusted, nothing is checked; a signed
+    image's signers are printed as "not checked".
 
 FILE COPY (no --erase)
     asr restore --source SOURCE --target VOLUME copies every item of the source volume
@@ -219,6 +250,8 @@ EXAMPLES
     asr restore --source disk.img.xz --file /var/lib/vm/disk.raw
     asr restore --source /srv/lab.asr --target /dev/sdb2                   (file copy)
     asr restore --source /dev/sdc1 --target /mnt/data                      (file copy)
+    asr restore --source https://images.example/lab.asr --target /dev/sdb --erase \
+                --trusted-key /etc/asr/admin.pub                          (signed only)
 `
 
 const manImagescan = `NAME
@@ -226,7 +259,7 @@ const manImagescan = `NAME
 
 SYNOPSIS
     asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--allblocks] [--overwrite]
-                  [--puppetstrings]
+                  [--puppetstrings] [--sign KEY [--password-file FILE]]
 
 DESCRIPTION
     Reads DISK from start to end and writes IMAGE, a prepared image: the disk cut into
@@ -266,22 +299,42 @@ OPTIONS
                          included (for forensic copies, or to keep deleted data)
     --overwrite          replace IMAGE if it exists
     --puppetstrings      machine-readable progress (see 'asr help restore')
+    --sign KEY           sign the new image with the minisign secret key KEY, as 'asr sign'
+                         does (the key and its password are read before the scan starts)
+    --password-file FILE with --sign: the key's password is FILE's first line (else
+                         $ASR_KEY_PASSWORD, else asked on the terminal)
 
-EXAMPLE
+EXAMPLES
     asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr
+    asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr --sign ~/.minisign/minisign.key
 `
 
 const manInfo = `NAME
     asr info - describe a prepared image
 
 SYNOPSIS
-    asr info --source IMAGE [--plist]
+    asr info --source IMAGE [--plist] [--trusted-key PUB]... [--trusted-keys-dir DIR]
 
 DESCRIPTION
     Checks IMAGE's header and manifest and prints its logical size, chunk size and count,
     stored and used bytes, compression ratio, digest, creation time, the asr version that
-    made it and a summary of its partition table. --plist prints the same as an XML
-    property list.
+    made it, a summary of its partition table, and its signatures. --plist prints the
+    same as an XML property list.
+
+    Each signature is shown with its key ID and what it is worth here, with the keys
+    trusted as 'asr restore' trusts them (--trusted-key, --trusted-keys-dir, default
+    /etc/asr/trusted-keys):
+      key ID 3A5F0B2C9D1E4F60: trusted, valid (timestamp:1764640000  asr image digest ...)
+      key ID 77E1C2D3A4B5C6D7: key not trusted here
+      key ID 3A5F0B2C9D1E4F60: BAD SIGNATURE: does not match this image
+    A signature by a key not trusted here cannot be checked: give the key with
+    --trusted-key to check it. "Signatures: none" means the image is unsigned.
+
+OPTIONS
+    --source IMAGE          the prepared image: a path or an http(s):// URL (required)
+    --plist                 print an XML property list
+    --trusted-key PUB       a minisign public key to check signatures with (repeatable)
+    --trusted-keys-dir DIR  a directory of them (default /etc/asr/trusted-keys)
 `
 
 const manServer = `NAME
@@ -328,8 +381,9 @@ CONFIGURATION
       Client Data Rate        integer: the slowest client's disk speed in bytes per second;
                               the stream is sent at the lower of the two rates
       DNS Service Discovery   boolean, default true: advertise _asr._tcp over mDNS, with
-                              the image's name and digest in the TXT record ('asr
-                              browse', avahi-browse -r _asr._tcp and dns-sd list it)
+                              the image's name, digest and signers (signer=KEYID,...)
+                              in the TXT record ('asr browse', avahi-browse -r
+                              _asr._tcp and dns-sd list it)
       Loop Suspend            integer, default 0: pause after this many passes with no
                               client listening (0: only stop looping when nobody ever came)
       Multicast TTL           integer, default 3: router hops the stream may cross
@@ -353,7 +407,16 @@ OPTIONS
     --parity PCT         Reed-Solomon parity per chunk, percent of its packets (default 5;
                          0 turns it off)
 
+SIGNATURES
+    A signed image ('asr help sign') is served with its signatures: the log says
+    "Image signed by key ID X" (or "Image unsigned"), the client table's first line says
+    the same, and each client receives the signatures with the image's manifest, so a
+    client that trusts keys checks them before it erases its disk. The server itself
+    trusts nothing: it serves what it is given. An image whose bytes after the last
+    chunk are not a valid signature trailer is refused at start.
+
 OUTPUT
+    Image signed by key ID 3A5F0B2C9D1E4F60: clients that trust keys check this before erasing anything
     Ready to start accepting clients
     Starting stream 2026-11-26 10:00:00 +0000      (each pass)
     Client 198.18.0.11 (lab-pc-07) joined / NN% / done / failed: reason
@@ -369,7 +432,9 @@ DESCRIPTION
     Asks over multicast DNS for DNS-SD services of type _asr._tcp (what 'asr server'
     advertises unless its configuration sets DNS Service Discovery to false), waits
     --timeout seconds (default 3) for answers, and prints one line per server: its name,
-    the asr:// source to restore from, the image it serves and the start of its digest.
+    the asr:// source to restore from, the image it serves, the start of its digest and
+    the key IDs that signed it (or "unsigned"). The signer column is what the server
+    advertises, not a checked fact: 'asr restore' checks the signatures themselves.
     Exits 1 when nobody answered.
 `
 
@@ -389,8 +454,83 @@ func runHelp(e env, args []string) error {
 		fmt.Fprint(e.stdout, manServer)
 	case "browse":
 		fmt.Fprint(e.stdout, manBrowse)
+	case "sign":
+		fmt.Fprint(e.stdout, manSign)
 	default:
-		return usageError("help: no manual for %q (verbs: restore, imagescan, info, server, browse)", args[0])
+		return usageError("help: no manual for %q (verbs: restore, imagescan, info, sign, server, browse)", args[0])
 	}
 	return nil
 }
+
+const manSign = `NAME
+    asr sign - sign a prepared image with a minisign key
+
+SYNOPSIS
+    asr sign --source IMAGE --key KEY [--password-file FILE]
+    asr sign --source IMAGE --remove KEYID
+    asr sign --source IMAGE --minisig OUT.minisig [--key-id KEYID]
+    asr sign --source IMAGE --add-minisig FILE
+
+DESCRIPTION
+    Signs IMAGE with the minisign secret key KEY and stores the signature in the image
+    file itself, after its last chunk: a signed image is still one file to copy. What
+    is signed is the image's 64-byte header, which holds the image digest, which covers
+    the manifest and so the SHA-256 of every chunk: change one byte of the disk and the
+    signature no longer matches. Signing does not change the image digest, and
+    re-signing or removing signatures does not either.
+
+    An image holds up to 8 signatures, one per key: signing with a second key adds a
+    signature (key rotation: sign with the new key, move the machines to it, then remove
+    the old one), and signing again with the same key replaces its signature.
+
+    Machines that trust a key ('asr restore --trusted-key PUB', /etc/asr/trusted-keys,
+    an appliance built with TRUSTED_KEYS) restore only images that key signed: see
+    SIGNED IMAGES in 'asr help restore'.
+
+KEYS
+    Keys are minisign's: make a pair with
+      minisign -G -p admin.pub -s admin.key          (asks for a password)
+      minisign -G -W -p admin.pub -s admin.key       (no password: for automation)
+    Keep admin.key secret; give admin.pub to the machines. asr shows a key by its ID,
+    the hex number minisign prints ("minisign public key 3A5F0B2C9D1E4F60").
+
+    A password-protected key's password is read from --password-file (its first line),
+    else from the environment variable ASR_KEY_PASSWORD, else asked on the terminal
+    without echo. Unlocking takes a few seconds and up to 1 GiB of memory: minisign's
+    key derivation is made to be slow.
+
+CHECKING WITH MINISIGN
+    The signed message is the image's first 64 bytes, so minisign checks an asr
+    signature on a file holding exactly those bytes:
+      asr sign --source lab.asr --minisig lab.header.minisig
+      minisign -V -p admin.pub -m lab.header -x lab.header.minisig
+    --minisig writes the signature (of --key-id's key when there are several) to OUT and
+    the 64 signed bytes to OUT without .minisig; 'head -c 64 lab.asr > lab.header' gives
+    the same bytes. minisign prints the trusted comment, which names the image digest.
+    The other way round, a signature that 'minisign -S -m lab.header' made can be added
+    with --add-minisig. FORMAT.md describes the trailer.
+
+OPTIONS
+    --source IMAGE        the prepared image file (required); only its signature trailer
+                          is rewritten
+    --key KEY             the minisign secret key to sign with
+    --password-file FILE  KEY's password is FILE's first line
+    --remove KEYID        remove the signature by this key ID (as 'asr info' shows it)
+    --minisig OUT         write a signature as OUT (ending in .minisig) and the signed
+                          bytes beside it, for minisign -V
+    --key-id KEYID        with --minisig: the signature to write, if there are several
+    --add-minisig FILE    add a .minisig file that minisign made over the 64 bytes
+
+OUTPUT
+    Signed lab.asr (digest sha256:...) with key ID 3A5F0B2C9D1E4F60; it has 1 signature,
+    by key ID 3A5F0B2C9D1E4F60
+
+    Sign an image before publishing it: a client that fetches it from a web server
+    while it is being signed may find no valid signature and refuse it. 'asr server'
+    reads the signatures once, when it starts.
+
+EXAMPLES
+    asr sign --source /srv/images/lab.asr --key ~/.minisign/minisign.key
+    ASR_KEY_PASSWORD=... asr sign --source lab.asr --key ci.key
+    asr sign --source lab.asr --remove 3A5F0B2C9D1E4F60
+`

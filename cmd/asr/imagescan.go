@@ -11,11 +11,14 @@ import (
 	"strconv"
 	"time"
 
+	"aead.dev/minisign"
+
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/trust"
 )
 
 func runImagescan(ctx context.Context, e env, args []string) error {
@@ -26,6 +29,8 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	overwrite := fs.Bool("overwrite", false, "")
 	puppet := fs.Bool("puppetstrings", false, "")
 	allBlocks := fs.Bool("allblocks", false, "")
+	signKey := fs.String("sign", "", "minisign secret key file: sign the new image with it (see asr sign)")
+	pwFile := fs.String("password-file", "", "with --sign: file whose first line is the secret key's password")
 	if err := parse(e, fs, manImagescan, args); err != nil {
 		return err
 	}
@@ -36,6 +41,18 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 		return usageError("imagescan: --output is required (the prepared image file to write)")
 	case *chunk < image.MinChunkSize || *chunk > image.MaxChunkSize || *chunk%4096 != 0:
 		return usageError("imagescan: --chunksize %d must be a multiple of 4096 from %d to %d", *chunk, image.MinChunkSize, image.MaxChunkSize)
+	case *pwFile != "" && *signKey == "":
+		return usageError("imagescan: --password-file goes with --sign")
+	}
+	// The key (and its password) first: a wrong password must not cost a
+	// whole scan.
+	var sk *minisign.PrivateKey
+	if *signKey != "" {
+		k, err := loadSecretKey(e, *signKey, *pwFile)
+		if err != nil {
+			return err
+		}
+		sk = &k
 	}
 	out := progress.New(e.stdout, *puppet)
 
@@ -118,6 +135,22 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("scanning %s: %w", *src, err)
 	}
 	out.Finish()
+	if sk != nil {
+		hdr := make([]byte, image.HeaderSize)
+		if _, err := tmp.ReadAt(hdr, 0); err != nil {
+			return fmt.Errorf("signing %s: %w", *output, err)
+		}
+		if h, err := image.ParseHeader(hdr); err != nil || image.Digest(h.ManifestDigest) != d {
+			return fmt.Errorf("signing %s: its header does not hold the digest just computed (%v)", *output, err)
+		}
+		sigs, err := signHeader(*sk, hdr, d, nil)
+		if err == nil {
+			err = image.WriteSignatures(tmp, m, sigs)
+		}
+		if err != nil {
+			return fmt.Errorf("signing %s: %w", *output, err)
+		}
+	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return err
 	}
@@ -133,6 +166,9 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 		*src, st.Kind, secs(time.Since(start)), restore.HumanBytes(m.LogicalSize), s.Chunks,
 		restore.HumanBytes(s.UsedBytes), restore.HumanBytes(s.StoredBytes), ratio(s.UsedBytes, s.StoredBytes), free)
 	out.Info("Image %s, digest sha256:%s", *output, d)
+	if sk != nil {
+		out.Info("Signed with key ID %s", trust.FormatID(sk.ID()))
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/safetext"
 	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/trust"
 )
 
 // imageInfo is what `asr info` reports; the plist keys follow Apple's
@@ -37,6 +39,15 @@ type imageInfo struct {
 	PartitionScheme  string          `plist:"Partition Scheme"`
 	Partitions       []partitionInfo `plist:"Partitions"`
 	Areas            []areaInfo      `plist:"Areas"`
+	Signatures       []sigInfo       `plist:"Signatures"`
+}
+
+// sigInfo is one signature as `asr info` sees it from here.
+type sigInfo struct {
+	KeyID   string `plist:"Key ID"`
+	Trusted bool   `plist:"Trusted"` // by a key trusted here, and valid
+	Status  string `plist:"Status"`
+	Comment string `plist:"Trusted Comment,omitempty"` // only when Trusted: otherwise unchecked
 }
 
 type partitionInfo struct {
@@ -52,10 +63,15 @@ func runInfo(ctx context.Context, e env, args []string) error {
 	src := fs.String("source", "", "")
 	asPlist := fs.Bool("plist", false, "")
 	sf := addSourceFlags(fs)
+	tf := addTrustFlags(fs)
 	if err := parse(e, fs, manInfo, args); err != nil {
 		return err
 	}
 	if err := sf.check(); err != nil {
+		return err
+	}
+	keys, err := tf.load()
+	if err != nil {
 		return err
 	}
 	if *src == "" {
@@ -69,6 +85,20 @@ func runInfo(ctx context.Context, e env, args []string) error {
 	info, err := describe(*src, s)
 	if err != nil {
 		return err
+	}
+	si := s.Info()
+	if si.SignaturesErr != nil && *asPlist {
+		fmt.Fprintf(e.stderr, "asr: warning: the signatures are unreadable: %v\n", si.SignaturesErr)
+	}
+	for _, r := range trust.Verify(keys, si.Header, si.Signatures) {
+		sg := sigInfo{KeyID: trust.FormatID(r.KeyID), Trusted: r.Status == trust.Trusted, Status: r.Status.String()}
+		if r.Status == trust.Malformed {
+			sg.KeyID = "-"
+		}
+		if sg.Trusted {
+			sg.Comment = r.Comment
+		}
+		info.Signatures = append(info.Signatures, sg)
 	}
 	if *asPlist {
 		b, err := plist.MarshalIndent(info, plist.XMLFormat, "\t")
@@ -89,6 +119,23 @@ func runInfo(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(w, "File size:\t%s\n", restore.HumanBytes(info.FileSize))
 	fmt.Fprintf(w, "Created:\t%s\n", info.Created.Format(time.RFC3339))
 	fmt.Fprintf(w, "Created by:\t%s\n", info.Tool)
+	switch {
+	case si.SignaturesErr != nil:
+		fmt.Fprintf(w, "Signatures:\tunreadable (%v)\n", si.SignaturesErr)
+	case len(info.Signatures) == 0:
+		fmt.Fprintf(w, "Signatures:\tnone (unsigned; asr sign signs it)\n")
+	}
+	for i, sg := range info.Signatures {
+		label := ""
+		if i == 0 {
+			label = "Signatures:"
+		}
+		if sg.Trusted {
+			fmt.Fprintf(w, "%s\tkey ID %s: %s (%s)\n", label, sg.KeyID, sg.Status, safetext.Line(strings.ReplaceAll(sg.Comment, "\t", "  ")))
+		} else {
+			fmt.Fprintf(w, "%s\tkey ID %s: %s\n", label, sg.KeyID, sg.Status)
+		}
+	}
 	fmt.Fprintf(w, "Scanned from:\t%s\n", info.SourceName)
 	fmt.Fprintf(w, "Partitions:\t%s\n", info.PartitionScheme)
 	for _, p := range info.Partitions {

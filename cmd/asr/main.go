@@ -101,6 +101,8 @@ func run(ctx context.Context, e env, args []string) error {
 		return runImagescan(ctx, e, rest)
 	case "info":
 		return runInfo(ctx, e, rest)
+	case "sign":
+		return runSign(ctx, e, rest)
 	case "version", "-version", "--version":
 		fmt.Fprintf(e.stdout, "asr %s\n", Version)
 		return nil

@@ -29,10 +29,15 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	workers := fs.Int("workers", 0, "")
 	growFlag := fs.Bool("grow", false, "")
 	sf := addSourceFlags(fs)
+	tf := addTrustFlags(fs)
 	if err := parse(e, fs, manRestore, args); err != nil {
 		return err
 	}
 	if err := sf.check(); err != nil {
+		return err
+	}
+	keys, err := tf.load()
+	if err != nil {
 		return err
 	}
 	switch {
@@ -56,10 +61,14 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	}
 
 	out := progress.New(e.stdout, *puppet)
+	// Every source is opened through the signature check (see SIGNED IMAGES).
+	open := func(s, disk string, max int64) (source.Source, error) {
+		return openTrusted(ctx, s, disk, max, sf, keys, out.Info)
+	}
 	if !*erase && *file == "" {
 		return runFileCopy(ctx, filerestore.Request{
 			Source: *src, Target: *tgt, NoVerify: *noverify, Workers: *workers,
-			OpenSource: func(s string) (source.Source, error) { return openSource(ctx, s, *tgt, 0, sf, out.Info) },
+			OpenSource: func(s string) (source.Source, error) { return open(s, *tgt, 0) },
 			Out:        out,
 		})
 	}
@@ -67,10 +76,8 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
 		Grow: *growFlag, GrowFS: fsgrow.Grow,
-		OpenSource: func(s string, max int64) (source.Source, error) {
-			return openSource(ctx, s, cmp.Or(*tgt, *file), max, sf, out.Info)
-		},
-		Out: out,
+		OpenSource: func(s string, max int64) (source.Source, error) { return open(s, cmp.Or(*tgt, *file), max) },
+		Out:        out,
 	}
 	if e.isTerminal() && !*puppet {
 		in := bufio.NewReader(e.stdin)

@@ -14,7 +14,14 @@ import (
 	"github.com/asrlinux/asr/internal/config"
 	"github.com/asrlinux/asr/internal/dnssd"
 	"github.com/asrlinux/asr/internal/multicast"
+	"github.com/asrlinux/asr/internal/trust"
 )
+
+// servedTable is the client table under a line that says who signed the
+// image being served.
+func servedTable(signedBy string, srv *multicast.Server, now time.Time) []byte {
+	return append([]byte("Image "+signedBy+"\n"), clientTable(srv.Clients(), srv.Size(), now)...)
+}
 
 func runServer(ctx context.Context, e env, args []string) error {
 	fs := newFlags("server")
@@ -59,6 +66,17 @@ func runServer(ctx context.Context, e env, args []string) error {
 	}
 	logf("Serving %s (digest sha256:%s) on group %s port %d, control port %d, %d bytes/s, TTL %d",
 		*src, srv.Digest(), cfg.Group, cfg.Port+1, cfg.Port, cfg.StreamRate(), cfg.TTL)
+	signedBy := "unsigned"
+	var txt []string
+	if ids := trust.SignerIDs(srv.Signatures()); len(ids) > 0 {
+		signedBy = "signed by " + idList(ids)
+		s := make([]string, len(ids))
+		for i, id := range ids {
+			s[i] = trust.FormatID(id)
+		}
+		txt = append(txt, "signer="+strings.Join(s, ","))
+	}
+	logf("Image %s: clients that trust keys check this before erasing anything", signedBy)
 	if cfg.DNSSD {
 		var ifi *net.Interface
 		if *iface != "" {
@@ -66,7 +84,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 				return fmt.Errorf("--interface %s: %w", *iface, err)
 			}
 		}
-		ad, err := dnssd.Advertise(cfg.Port, nil, filepath.Base(*src), srv.Digest().String(), ifi)
+		ad, err := dnssd.Advertise(cfg.Port, nil, filepath.Base(*src), srv.Digest().String(), ifi, txt...)
 		if err != nil {
 			return fmt.Errorf("%w (or set DNS Service Discovery to false in %s)", err, *cfgPath)
 		}
@@ -78,7 +96,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 	// progress: the view of a server whose output goes to a file or a pipe.
 	table := func(title string) {
 		logf("%s", title)
-		for _, l := range strings.Split(strings.TrimRight(string(clientTable(srv.Clients(), srv.Size(), time.Now())), "\n"), "\n") {
+		for _, l := range strings.Split(strings.TrimRight(string(servedTable(signedBy, srv, time.Now())), "\n"), "\n") {
 			logf("  %s", l)
 		}
 	}
@@ -108,7 +126,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 				case <-sctx.Done():
 					return
 				case now := <-t.C:
-					live.draw(clientTable(srv.Clients(), srv.Size(), now))
+					live.draw(servedTable(signedBy, srv, now))
 				}
 			}
 		}()

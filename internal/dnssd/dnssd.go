@@ -32,6 +32,7 @@ type Service struct {
 	Port     int
 	Image    string // from TXT image=
 	Digest   string // from TXT digest=
+	Signer   string // from TXT signer=: key IDs that signed the image, comma-separated (unchecked)
 	TXT      []string
 }
 
@@ -43,8 +44,8 @@ func (a *Advertisement) Stop() error { return a.srv.Shutdown() }
 
 // Advertise answers mDNS queries for an asr server on port, reachable at
 // ips (nil: this host's IPv4 addresses), serving image with digest. ifi, if
-// set, limits it to one interface.
-func Advertise(port int, ips []net.IP, image, digest string, ifi *net.Interface) (*Advertisement, error) {
+// set, limits it to one interface. extra are more TXT fields ("signer=ID").
+func Advertise(port int, ips []net.IP, image, digest string, ifi *net.Interface, extra ...string) (*Advertisement, error) {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "asr-server"
@@ -55,7 +56,7 @@ func Advertise(port int, ips []net.IP, image, digest string, ifi *net.Interface)
 			return nil, err
 		}
 	}
-	txt := []string{"txtvers=1", "image=" + image, "digest=" + digest}
+	txt := append([]string{"txtvers=1", "image=" + image, "digest=" + digest}, extra...)
 	instance := host + " asr"
 	if port != 7800 {
 		// A second server on the same host (another image, another port)
@@ -115,7 +116,7 @@ func Browse(ctx context.Context, wait time.Duration, ifi *net.Interface) ([]Serv
 			if i := strings.Index(s.Instance, "."+ServiceType); i > 0 {
 				s.Instance = unescape(s.Instance[:i])
 			}
-			s.Image, s.Digest = parseTXT(e.InfoFields)
+			s.Image, s.Digest, s.Signer = parseTXT(e.InfoFields)
 			if s.Addr == nil {
 				continue
 			}

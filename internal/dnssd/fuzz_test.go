@@ -41,7 +41,10 @@ func FuzzParseTXT(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fields := txtStrings(b)
-		image, digest := parseTXT(fields)
+		image, digest, signer := parseTXT(fields)
+		if signer != "" && !validSigners(signer) {
+			t.Fatalf("signer %q is not a list of key IDs", signer)
+		}
 		if safetext.Line(image) != image {
 			t.Fatalf("image %q holds characters a console would act on", image)
 		}

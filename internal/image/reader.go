@@ -13,16 +13,23 @@ import (
 // checks the manifest's digest. It reads exactly HeaderSize plus the manifest
 // length, so the caller can go on reading chunk data from r.
 func ReadManifest(r io.Reader) (*Manifest, Digest, error) {
+	m, d, _, err := ReadHeaderManifest(r)
+	return m, d, err
+}
+
+// ReadHeaderManifest is ReadManifest that also returns the header's 64 bytes:
+// what a signature signs.
+func ReadHeaderManifest(r io.Reader) (*Manifest, Digest, []byte, error) {
 	hb := make([]byte, HeaderSize)
 	if _, err := io.ReadFull(r, hb); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, Digest{}, fmt.Errorf("%w: shorter than its %d-byte header", ErrTruncated, HeaderSize)
+			return nil, Digest{}, nil, fmt.Errorf("%w: shorter than its %d-byte header", ErrTruncated, HeaderSize)
 		}
-		return nil, Digest{}, fmt.Errorf("reading header: %w", err)
+		return nil, Digest{}, nil, fmt.Errorf("reading header: %w", err)
 	}
 	h, err := ParseHeader(hb)
 	if err != nil {
-		return nil, Digest{}, err
+		return nil, Digest{}, nil, err
 	}
 	// Decoded as it arrives, while its digest is computed: a hostile
 	// length in range must not make us allocate it before the bytes come,
@@ -30,32 +37,35 @@ func ReadManifest(r io.Reader) (*Manifest, Digest, error) {
 	hash := sha256.New()
 	m, err := decodeManifest(io.TeeReader(r, hash), h.ManifestLen)
 	if err != nil {
-		return nil, Digest{}, err
+		return nil, Digest{}, nil, err
 	}
 	var d Digest
 	copy(d[:], hash.Sum(nil))
 	if d != Digest(h.ManifestDigest) {
-		return nil, Digest{}, fmt.Errorf("%w: manifest digest %s, header says %x", ErrCorrupt, d, h.ManifestDigest)
+		return nil, Digest{}, nil, fmt.Errorf("%w: manifest digest %s, header says %x", ErrCorrupt, d, h.ManifestDigest)
 	}
 	if h.Flags&FlagUnused == 0 && m.HasUnused() {
-		return nil, Digest{}, fmt.Errorf("%w: manifest has unused chunks but the header lacks their flag", ErrCorrupt)
+		return nil, Digest{}, nil, fmt.Errorf("%w: manifest has unused chunks but the header lacks their flag", ErrCorrupt)
 	}
-	return m, d, nil
+	return m, d, hb, nil
 }
 
 // Image is a prepared image opened for random access.
 type Image struct {
 	Manifest *Manifest
 	Digest   Digest
-	r        io.ReaderAt
-	dec      *Decoder
+	// Header is the file's first HeaderSize bytes, checked: the message an
+	// image's signatures sign.
+	Header []byte
+	r      io.ReaderAt
+	dec    *Decoder
 }
 
 // Open reads and checks the header and manifest of an image of size bytes.
 // size may be -1 when unknown; otherwise a file shorter than the manifest says
 // is refused as truncated.
 func Open(r io.ReaderAt, size int64) (*Image, error) {
-	m, d, err := ReadManifest(io.NewSectionReader(r, 0, 1<<62))
+	m, d, hb, err := ReadHeaderManifest(io.NewSectionReader(r, 0, 1<<62))
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +76,7 @@ func Open(r io.ReaderAt, size int64) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Image{Manifest: m, Digest: d, r: r, dec: dec}, nil
+	return &Image{Manifest: m, Digest: d, Header: hb, r: r, dec: dec}, nil
 }
 
 // Close releases the decoder.

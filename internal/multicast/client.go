@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -169,7 +170,7 @@ func (c *Client) handshake() error {
 	if err != nil || typ != msgManifest {
 		return fmt.Errorf("handshake: no manifest: %v", err)
 	}
-	m, dg, err := image.ReadManifest(bytes.NewReader(b))
+	m, dg, hdr, err := image.ReadHeaderManifest(bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -181,9 +182,27 @@ func (c *Client) handshake() error {
 	}
 	c.info = source.Info{
 		Kind: "multicast stream from " + c.host, Size: m.LogicalSize, ChunkSize: int(m.ChunkSize),
-		Manifest: m, Digest: dg,
+		Manifest: m, Digest: dg, Header: hdr,
 	}
+	c.info.Signatures, c.info.SignaturesErr = sessionSignatures(c.sess.Signatures)
 	return nil
+}
+
+// sessionSignatures decodes the signature trailer a session carries; the
+// caller checks them (before erasing anything) when it requires a signature.
+func sessionSignatures(b64 string) ([][]byte, error) {
+	if b64 == "" {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("the server sent signatures that are not base64: %w", err)
+	}
+	sigs, err := image.ParseTrailer(b)
+	if err != nil {
+		return nil, fmt.Errorf("the server sent: %w", err)
+	}
+	return sigs, nil
 }
 
 func (c *Client) send(typ byte, v any) error {

@@ -42,6 +42,10 @@ type session struct {
 	// RepairLimit is how many chunks the server will send this client by
 	// unicast in all; past it the client waits for the next pass.
 	RepairLimit int `json:"repair_limit"`
+	// Signatures is the image's signature trailer (FORMAT.md), base64: the
+	// client checks it against its trusted keys before erasing anything.
+	// At most image.MaxTrailerLen bytes, so the frame stays under 64 KiB.
+	Signatures string `json:"signatures,omitempty"`
 }
 
 // status is what a client says of its restore: once at each change of

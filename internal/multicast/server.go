@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -44,6 +45,11 @@ type Server struct {
 	parity int
 	rs     codecs
 
+	// sigs are the image's signatures; trailer is their trailer as the
+	// session carries it (base64).
+	sigs    [][]byte
+	trailer string
+
 	mu      sync.Mutex
 	clients int           // connected clients that still want the stream
 	wake    chan struct{} // closed and replaced when a client arrives
@@ -71,8 +77,20 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if _, err := f.ReadAt(raw, 0); err != nil {
 		return nil, fmt.Errorf("source %s: %w", opts.Image, err)
 	}
-	s := &Server{opts: opts, im: im, raw: raw, rate: opts.Config.StreamRate(), wake: make(chan struct{}),
-		table: map[int]*ClientStatus{}}
+	sigs, err := image.ReadSignatures(f, st.Size(), im.Manifest)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("source %s: %w (sign it again with asr sign, or remove the bytes after its last chunk)", opts.Image, err)
+	}
+	var trailer []byte
+	if len(sigs) > 0 {
+		if trailer, err = image.EncodeTrailer(sigs); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	s := &Server{opts: opts, im: im, raw: raw, sigs: sigs, trailer: base64.StdEncoding.EncodeToString(trailer),
+		rate: opts.Config.StreamRate(), wake: make(chan struct{}), table: map[int]*ClientStatus{}}
 	copy(s.stream[:8], im.Digest[:8])
 	if _, err := rand.Read(s.stream[8:]); err != nil {
 		return nil, err
@@ -94,6 +112,10 @@ func (s *Server) Stream() StreamID { return s.stream }
 
 // Digest is the image's digest.
 func (s *Server) Digest() image.Digest { return s.im.Digest }
+
+// Signatures are the image's signature texts (nil when unsigned), which
+// every client receives in its session.
+func (s *Server) Signatures() [][]byte { return s.sigs }
 
 // Serve listens for clients and streams until ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
@@ -395,7 +417,7 @@ func (s *Server) client(c net.Conn) {
 	sess := session{
 		Version: WireVersion, Stream: hex.EncodeToString(s.stream[:]), Digest: s.im.Digest.String(),
 		Name: m.Name, Group: cfg.Group.String(), Port: cfg.Port + 1, ShardSize: ShardSize,
-		Parity: s.parity, Rate: s.rate, RepairLimit: limit,
+		Parity: s.parity, Rate: s.rate, RepairLimit: limit, Signatures: s.trailer,
 	}
 	if writeJSON(w, msgSession, sess) != nil || writeFrame(w, msgManifest, s.raw) != nil || w.Flush() != nil {
 		return

@@ -24,10 +24,14 @@ func OpenPrepared(path string, f *os.File, size int64) (Source, error) {
 		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
 	m := im.Manifest
-	return &prepared{im: im, f: f, info: Info{
+	info := Info{
 		Kind: "prepared image", Path: path, Size: m.LogicalSize, ChunkSize: int(m.ChunkSize),
-		Manifest: m, Digest: im.Digest,
-	}}, nil
+		Manifest: m, Digest: im.Digest, Header: im.Header,
+	}
+	if size >= 0 {
+		info.Signatures, info.SignaturesErr = image.ReadSignatures(f, size, m)
+	}
+	return &prepared{im: im, f: f, info: info}, nil
 }
 
 func (p *prepared) Info() Info { return p.info }

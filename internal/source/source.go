@@ -44,6 +44,15 @@ type Info struct {
 	// Manifest and Digest are set for prepared images.
 	Manifest *image.Manifest
 	Digest   image.Digest
+	// Header is a prepared image's 64-byte header, the message its
+	// signatures sign; Signatures are the texts of its signature trailer
+	// (nil when unsigned). SignaturesErr says why they could not be read:
+	// a damaged trailer, or a web server without range requests. A caller
+	// that requires a trusted signature refuses the source then
+	// (internal/trust decides); others may ignore it.
+	Header        []byte
+	Signatures    [][]byte
+	SignaturesErr error
 }
 
 // Source is an opened source.

@@ -44,7 +44,7 @@ func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (
 	if first == nil {
 		first = t.open(ctx, 0, t.size())
 	}
-	m, d, err := image.ReadManifest(first)
+	m, d, hdr, err := image.ReadHeaderManifest(first)
 	if err != nil {
 		first.Close()
 		var stall *StallError
@@ -53,7 +53,9 @@ func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (
 		}
 		return nil, fmt.Errorf("source %s: %w", t.name(), err)
 	}
-	if t.size() >= 0 && t.size() != m.FileSize() {
+	// A signed image is longer than its manifest says by its signature
+	// trailer, and by nothing else.
+	if extra := t.size() - m.FileSize(); t.size() >= 0 && (extra < 0 || extra > image.MaxTrailerLen) {
 		first.Close()
 		return nil, fmt.Errorf("source %s: the server says the file is %d bytes, its manifest says %d: the file on the server is truncated or not this image", t.name(), t.size(), m.FileSize())
 	}
@@ -64,13 +66,40 @@ func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (
 	}
 	p := &streamPrepared{t: t, dec: dec, first: first, info: Info{
 		Kind: "prepared image over " + t.kind(), Size: m.LogicalSize,
-		ChunkSize: int(m.ChunkSize), Manifest: m, Digest: d,
+		ChunkSize: int(m.ChunkSize), Manifest: m, Digest: d, Header: hdr,
 	}}
+	p.info.Signatures, p.info.SignaturesErr = readTrailer(ctx, t, m)
 	if t.ranges() {
 		first.Close() // ranged workers fetch chunk runs on their own connections
 		p.first = nil
 	}
 	return p, nil
+}
+
+// readTrailer fetches the signature trailer after the last chunk with one
+// range request. Without ranges it cannot be read before the chunks have
+// streamed past, which is too late to refuse an image: that is an error for
+// callers that require a signature (and only for them).
+func readTrailer(ctx context.Context, t transport, m *image.Manifest) ([][]byte, error) {
+	end := m.FileSize()
+	switch {
+	case t.size() == end:
+		return nil, nil
+	case t.size() < 0:
+		return nil, fmt.Errorf("the server does not say how long %s is, so its signatures cannot be found", t.name())
+	case !t.ranges():
+		return nil, fmt.Errorf("the server does not answer range requests, so the signatures at the end of %s cannot be read before restoring: enable ranges (nginx and Apache do by default)", t.name())
+	}
+	rc := t.open(ctx, end, t.size())
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, image.MaxTrailerLen+1))
+	if err != nil {
+		return nil, fmt.Errorf("source %s: reading the signatures: %w", t.name(), err)
+	}
+	if int64(len(b)) != t.size()-end {
+		return nil, fmt.Errorf("source %s: the server sent %d bytes of signatures, want %d", t.name(), len(b), t.size()-end)
+	}
+	return image.ParseTrailer(b)
 }
 
 func (p *streamPrepared) Info() Info { return p.info }
