@@ -78,7 +78,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 	// progress: the view of a server whose output goes to a file or a pipe.
 	table := func(title string) {
 		logf("%s", title)
-		for _, l := range strings.Split(strings.TrimRight(string(clientTable(srv.Clients(), srv.Size(), time.Now())), "\n"), "\n") {
+		for _, l := range strings.Split(strings.TrimRight(string(clientTable(srv.Clients(), srv.Forgotten(), srv.Size(), time.Now())), "\n"), "\n") {
 			logf("  %s", l)
 		}
 	}
@@ -108,7 +108,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 				case <-sctx.Done():
 					return
 				case now := <-t.C:
-					live.draw(clientTable(srv.Clients(), srv.Size(), now))
+					live.draw(clientTable(srv.Clients(), srv.Forgotten(), srv.Size(), now))
 				}
 			}
 		}()

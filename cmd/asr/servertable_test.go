@@ -26,7 +26,7 @@ func TestClientTable(t *testing.T) {
 		{ID: 2, Addr: "198.18.0.12", State: multicast.StateFailed, Message: "target /dev/sda is too small: 16.0 MiB",
 			LastSeen: now},
 	}
-	got := string(clientTable(rows, 400<<20, now))
+	got := string(clientTable(rows, nil, 400<<20, now))
 	for _, want := range []string{"CLIENT", "MAC", "DISK", "STATE", "LAST SEEN",
 		"lab-07", "52:54:00:12:34:07", "/dev/vda (64.0 MiB)", "restoring", "25",
 		"10.0 MiB/s", "30s", "2s ago", // 100 MiB in 10 s; 75% left at that rate
@@ -49,7 +49,7 @@ func TestClientTableBounded(t *testing.T) {
 		}
 		rows = append(rows, c)
 	}
-	got := string(clientTable(rows, 1<<30, now))
+	got := string(clientTable(rows, nil, 1<<30, now))
 	if n := strings.Count(got, "\n"); n != maxRows+2 {
 		t.Errorf("table of 100 clients has %d lines, want %d:\n%s", n, maxRows+2, got)
 	}

@@ -212,6 +212,14 @@ func TestE2EAttackNonReadingRepairers(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	r, exact := l.legit("t.raw")
 	l.report("20 repairers that never read", r, exact)
+	// Each is dropped once a write to it has waited writeTimeout.
+	deadline := time.Now().Add(writeTimeout + 5*time.Second)
+	for l.held() > 0 && time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+	}
+	if n := l.held(); n > 0 {
+		t.Errorf("the server still holds %d control connections of clients that do not read, %s after they asked for repair", n, writeTimeout+5*time.Second)
+	}
 }
 
 // 6000 short connections, each with a 64 KiB hello.
@@ -283,6 +291,7 @@ func TestE2EAttackControlCharacters(t *testing.T) {
 		t.Fatalf("attacker: %v", err)
 	}
 	r, exact := l.legit("t.raw")
+	l.report("control characters in names", r, exact)
 	l.proc.stop(t) // prints the client table at stop
 	log := l.proc.log()
 	if strings.ContainsAny(log, "\x1b\r\a") {
@@ -300,7 +309,6 @@ func TestE2EAttackControlCharacters(t *testing.T) {
 	if !strings.Contains(table, `\x1b]0;owned\a`) || !strings.Contains(table, `/dev/\x1b[31mvda`) {
 		t.Errorf("the client table does not show the MAC and disk escaped:\n%s", table)
 	}
-	l.report("control characters in names", r, exact)
 }
 
 // A LAN host copies the stream identity from a sniffed packet and floods
