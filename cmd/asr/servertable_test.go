@@ -185,3 +185,24 @@ func serverLab(t *testing.T, name, group string, rate int, size int64, seed uint
 	}
 	return srv, cli, dir, img, cfg
 }
+
+// Names, MACs, disks and messages come from clients: escape sequences, CR
+// and forged lines show escaped and cut to the column, never raw.
+func TestClientTableEscapes(t *testing.T) {
+	now := time.Now()
+	rows := []multicast.ClientStatus{{ID: 1, Name: "evil\x1b[2J\rClient 198.18.0.99 (pc) done\n", MAC: "\x1b]0;owned\a",
+		Disk: "/dev/\x1b[31mvda", State: multicast.StateFailed, Message: "gone\x1b[2K\r\nforged line", LastSeen: now, Ended: now}}
+	got := string(clientTable(rows, map[string]int{multicast.StateDone: 300}, 1<<30, now))
+	if strings.ContainsAny(got, "\x1b\r\a") {
+		t.Errorf("table holds raw control characters: %q", got)
+	}
+	for _, want := range []string{`evil\x1b[2J\rClient 198.18.0.99 (pc) done\n`, `\x1b]0;owned\a`, `/dev/\x1b[31mvda`,
+		`failed: gone\x1b[2K\r\nforged line`, "301 clients: 300 done, 1 failed (300 not shown)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "\n"); n != 3 {
+		t.Errorf("table of one client has %d lines, want 3:\n%s", n, got)
+	}
+}

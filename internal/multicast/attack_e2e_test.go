@@ -353,6 +353,9 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
+	// A small buffer: the forger sees where the stream is now, not where
+	// it was.
+	pc.SetReadBuffer(8 << 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	var flooding atomic.Bool
@@ -367,7 +370,7 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 			defer out.Close()
 			buf := make([]byte, packetSize+1)
 			pkt := make([]byte, packetSize)
-			last := -1
+			last, upTo := -1, 0 // the chunk the stream is at; forged up to
 			for ctx.Err() == nil {
 				// The real stream's latest packet: its identity, pass, and
 				// the chunk it is sending now.
@@ -380,17 +383,29 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 				if err != nil || int(h.Chunk) == last {
 					continue
 				}
+				if int(h.Chunk) < last {
+					upTo = 0 // a new pass
+				}
 				last = int(h.Chunk)
-				// Complete sets of forged shards for the next few chunks,
-				// before their real packets come.
-				for i, ahead := last+1, 0; i < len(m.Chunks) && ahead < 4; i++ {
+				// Forged data shards for the next few chunks, before their
+				// real packets come: all but one, so that a chunk is not
+				// complete (and dropped) before real packets mix in.
+				for i, ahead := last+1, 0; i < len(m.Chunks) && ahead < 8; i++ {
 					ch := m.Chunks[i]
 					if !ch.Codec.Stored() {
 						continue
 					}
 					ahead++
-					for gi, g := range layout(int(ch.Length), sess.Parity) {
-						for s := range g.k + g.m {
+					if i < upTo {
+						continue
+					}
+					upTo = i + 1
+					groups := layout(int(ch.Length), sess.Parity)
+					for gi, g := range groups {
+						for s := range g.k {
+							if gi == len(groups)-1 && s == g.k-1 {
+								break
+							}
 							(&header{Stream: h.Stream, Pass: h.Pass, Chunk: uint32(i), Group: uint16(gi), Shard: uint16(s),
 								K: uint16(g.k), N: uint16(g.k + g.m)}).marshal(pkt)
 							pkt[headerLen] = byte(forged)

@@ -3,6 +3,7 @@ package multicast
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -521,48 +522,65 @@ func (c *Client) join() (*net.UDPConn, error) {
 type assembly struct {
 	i      int
 	groups []groupShards
-	short  int   // groups that still lack shards
-	used   int64 // when a packet last added a shard: the least recently used is evicted
+	short  int           // groups that still lack shards
+	cost   int           // bytes it holds, for the budget
+	used   time.Time     // when a packet last added a shard
+	elem   *list.Element // in the receiver's recency list
 }
 
 // receiver is the state of the receive loop.
 type receiver struct {
 	*run
-	// A handful of chunks assemble at once: the server sends a chunk's
-	// packets together, so one that has had no new shard for a while will
-	// not complete in this pass. Keeping few bounds memory whatever the
-	// image. Forged packets cannot push out a chunk that the real stream
-	// is completing (it is the most recently used), and a forged shard
-	// where a real one also came shows as a conflict.
-	open                  []*assembly
-	tick                  int64
+	// Chunks being assembled, by index, and from the most to the least
+	// recently given a shard. Their memory is bounded by a byte budget,
+	// not a count: a forger who sends one shard each for many chunks
+	// costs little per chunk, and to push out a chunk that the real stream
+	// is completing (the most recently used) would have to send the whole
+	// budget between two of its packets. A chunk that got no shard for a
+	// while is one the stream has passed: it goes to repair.
+	open                  map[int]*assembly
+	recent                *list.List
+	held                  int // bytes in open
+	lastSweep             time.Time
 	lost                  []int // chunks to ask for by repair
 	started               bool
 	firstPass, firstChunk uint32
 	repairedPass          uint32
 	fallbackAfter         time.Duration
+	staleAfter            time.Duration
 }
 
 const (
-	assemblyWindow = 8
+	// assemblyBudget bounds the bytes of partial chunks a client holds.
+	assemblyBudget = 32 << 20
 	// fallbackBatch is how many chunks a client asks for at once when it
 	// fetches over its control connection.
 	fallbackBatch = 64
 	// minFallback is the least time without a chunk from the stream before
 	// a client fetches over its control connection.
 	minFallback = 2 * time.Second
+	// minStale is the least time without a new shard after which a partial
+	// chunk is taken as passed by the stream.
+	minStale = 200 * time.Millisecond
 )
+
+func newReceiver(run *run) *receiver {
+	r := &receiver{run: run, open: map[int]*assembly{}, recent: list.New(),
+		fallbackAfter: minFallback, staleAfter: minStale}
+	// A few chunk-times of the stream: a slow stream of large chunks takes
+	// a while to deliver one.
+	if rate := run.c.sess.Rate; rate > 0 {
+		chunkTime := time.Duration(float64(run.m.ChunkSize) * 1.2 / float64(rate) * float64(time.Second))
+		r.fallbackAfter = max(minFallback, 4*chunkTime)
+		r.staleAfter = max(minStale, 2*chunkTime)
+	}
+	return r
+}
 
 // receive reads packets, a batch per system call, until every chunk is in,
 // the context ends, or no chunk passed its check for the timeout.
 func (c *Client) receive(ctx context.Context, pc *net.UDPConn, run *run) error {
-	r := &receiver{run: run, fallbackAfter: minFallback}
-	// A few chunk-times of the stream: a slow stream of large chunks takes
-	// a while to deliver one.
-	if c.sess.Rate > 0 {
-		chunkTime := time.Duration(float64(r.m.ChunkSize) * 1.2 / float64(c.sess.Rate) * float64(time.Second))
-		r.fallbackAfter = max(minFallback, 4*chunkTime)
-	}
+	r := newReceiver(run)
 	conn := ipv4.NewPacketConn(pc)
 	msgs := make([]ipv4.Message, 32)
 	for i := range msgs {
@@ -625,6 +643,10 @@ func (r *receiver) check() error {
 			more = false
 		}
 	}
+	if now := time.Now(); now.Sub(r.lastSweep) >= r.staleAfter/2 {
+		r.lastSweep = now
+		r.sweep(now)
+	}
 	if time.Since(time.Unix(0, r.lastStream.Load())) > r.fallbackAfter && len(r.lost) == 0 {
 		if r.fallbackLogged.CompareAndSwap(false, true) {
 			c.opts.Log("no chunk from the stream for %s: fetching missing chunks over the control connection", r.fallbackAfter)
@@ -674,16 +696,13 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 		r.seen(h)
 		return false, nil
 	}
-	var a *assembly
-	for _, o := range r.open {
-		if o.i == i {
-			a = o
-		}
-	}
-	if a == nil {
+	a := r.open[i]
+	fresh := a == nil
+	if fresh {
 		a = &assembly{i: i}
 		for _, g := range layout(int(m.Chunks[i].Length), c.sess.Parity) {
 			a.groups = append(a.groups, groupShards{group: g, shards: make([][]byte, g.k+g.m)})
+			a.cost += 64 + 24*(g.k+g.m)
 		}
 		a.short = len(a.groups)
 	}
@@ -693,11 +712,10 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 		return false, nil
 	}
 	r.seen(h)
-	if !slicesContains(r.open, a) {
-		if len(r.open) == assemblyWindow {
-			r.evict()
-		}
-		r.open = append(r.open, a)
+	if fresh {
+		a.elem = r.recent.PushFront(a)
+		r.open[i] = a
+		r.held += a.cost
 	}
 	g := &a.groups[h.Group]
 	sh := b[headerLen:]
@@ -716,10 +734,15 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 		g.shards[h.Shard] = sh
 		g.got++
 		kept = true
-		r.tick++
-		a.used = r.tick
+		a.used = time.Now()
+		a.cost += packetSize + 1
+		r.held += packetSize + 1
+		r.recent.MoveToFront(a.elem)
 		if g.got == g.k {
 			a.short--
+		}
+		for r.held > assemblyBudget && r.recent.Len() > 1 {
+			r.evict(r.recent.Back().Value.(*assembly))
 		}
 	}
 	if a.short == 0 && r.state[i].CompareAndSwap(missing, decoding) {
@@ -733,30 +756,36 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 	return kept, nil
 }
 
-// evict drops the assembly that least recently got a shard: the stream has
-// moved on, and what it still lacks will not come this pass. It is asked
-// for by unicast rather than waited for a loop.
-func (r *receiver) evict() {
-	old := r.open[0]
-	for _, o := range r.open {
-		if o.used < old.used {
-			old = o
-		}
-	}
-	r.drop(old)
-	if r.state[old.i].Load() == missing {
-		r.lost = append(r.lost, old.i)
+// evict drops an assembly that the stream has passed: what it still lacks
+// will not come this pass, and is asked for by unicast rather than waited
+// for a loop.
+func (r *receiver) evict(a *assembly) {
+	r.drop(a)
+	if r.state[a.i].Load() == missing {
+		r.lost = append(r.lost, a.i)
 		r.askRepair()
 	}
 }
 
-func (r *receiver) drop(a *assembly) {
-	for x, o := range r.open {
-		if o == a {
-			r.open = append(r.open[:x], r.open[x+1:]...)
+// sweep evicts the assemblies that got no shard for staleAfter.
+func (r *receiver) sweep(now time.Time) {
+	for e := r.recent.Back(); e != nil; {
+		a := e.Value.(*assembly)
+		if now.Sub(a.used) < r.staleAfter {
 			return
 		}
+		e = e.Prev()
+		r.evict(a)
 	}
+}
+
+func (r *receiver) drop(a *assembly) {
+	if r.open[a.i] != a {
+		return
+	}
+	delete(r.open, a.i)
+	r.recent.Remove(a.elem)
+	r.held -= a.cost
 }
 
 // seen notes a packet of this stream: a full loop since joining is the
@@ -808,15 +837,6 @@ func (r *receiver) askRepair() {
 	if len(want) == 0 || !r.c.requestRepair(want, limit) {
 		r.repairIdle <- struct{}{} // nothing sent: no answer will come
 	}
-}
-
-func slicesContains(s []*assembly, a *assembly) bool {
-	for _, x := range s {
-		if x == a {
-			return true
-		}
-	}
-	return false
 }
 
 // requestRepair asks the server for chunks by unicast, if that stays
