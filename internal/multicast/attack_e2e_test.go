@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"regexp"
@@ -434,4 +435,108 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 	if limit := 3*clean.took + 2*time.Second; r.took > limit {
 		t.Errorf("under the flood the client took %s, clean %s: want at most 3 times (%s)", r.took, clean.took, limit)
 	}
+}
+
+// lockedLog collects an in-process server's log lines.
+type lockedLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lockedLog) logf(format string, a ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, a...))
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// closedWithin reports whether the server closes c within d.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	return err == nil // EOF: closed by the server; a deadline is an error
+}
+
+// The server drops a client that is silent after its hello for the idle
+// timeout, refuses connections past its cap from one address and hellos
+// over their size limit at once; a real client that is busy before the
+// stream (validating, erasing) says "alive" and is kept.
+func TestE2EServerDropsSilentAndGreedyClients(t *testing.T) {
+	l := newLab(t, "mcd", 1)
+	_, img := l.image(120)
+	var log lockedLog
+	srv := l.inProcessServer(img, "239.255.11.20", 20000000, log.logf, func(o *ServerOptions) { o.IdleTimeout = time.Second })
+	h := l.clients[0]
+	var silent net.Conn
+	var conns []net.Conn
+	var big net.Conn
+	if err := h.Do(func() (err error) {
+		if silent, err = net.Dial("tcp", "198.18.0.1:7800"); err != nil {
+			return err
+		}
+		sayHello(silent)
+		for range maxConnsPerAddr {
+			c, err := net.Dial("tcp", "198.18.0.1:7800")
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		if big, err = net.Dial("tcp", "198.18.0.1:7800"); err != nil {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	defer big.Close()
+	// silent and 31 of conns fill the address's places: the last is refused.
+	if !closedWithin(conns[len(conns)-1], time.Second) {
+		t.Errorf("connection %d from one address was not refused at once", maxConnsPerAddr+1)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond) // the server has counted them out
+	// A hello over its limit is refused before it is read, and leaves no
+	// record.
+	before := len(srv.Clients())
+	writeJSON(big, msgHello, hello{Version: WireVersion, Client: strings.Repeat("x", maxHelloFrame)})
+	if !closedWithin(big, 2*time.Second) {
+		t.Errorf("a hello of %d bytes was not refused", maxHelloFrame+20)
+	}
+	if n := len(srv.Clients()); n != before {
+		t.Errorf("an oversized hello added %d clients to the table", n-before)
+	}
+	// The silent client: after its hello, the session and manifest, then
+	// nothing, and the server closes within the idle timeout.
+	start := time.Now()
+	if !closedWithin(silent, 5*time.Second) {
+		t.Errorf("a client silent after its hello was not dropped within 5 s (idle timeout 1 s)")
+	}
+	t.Logf("silent client dropped after %s", time.Since(start).Round(100*time.Millisecond))
+	if !strings.Contains(log.String(), "said nothing for 1s: dropped") || !strings.Contains(log.String(), "Refused 1 control connections") {
+		t.Errorf("the server's log does not say it dropped and refused clients:\n%s", log.String())
+	}
+	// A real client that takes its time before the stream is kept.
+	var c *Client
+	if err := h.Do(func() (err error) {
+		c, err = Open(context.Background(), "asr://198.18.0.1", ClientOptions{Name: "slow", Heartbeat: 300 * time.Millisecond, Timeout: 5 * time.Second})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	for _, cs := range srv.Clients() {
+		if cs.Name == "slow" && cs.State != StateConnected {
+			t.Errorf("a client busy before the stream but saying alive was dropped: %+v", cs)
+		}
+	}
+	c.Close()
 }

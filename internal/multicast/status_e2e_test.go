@@ -158,14 +158,18 @@ func hostMAC(t *testing.T, h *qemu.Host) string {
 
 // inProcessServer runs a Server for img in this process, inside the lab's
 // server namespace, until the test ends.
-func (l *mlab) inProcessServer(img, group string, rate int, logf func(string, ...any)) *Server {
+func (l *mlab) inProcessServer(img, group string, rate int, logf func(string, ...any), mods ...func(*ServerOptions)) *Server {
 	t := l.t
 	t.Helper()
 	cfg, err := config.Load(l.config(group, rate, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(ServerOptions{Image: img, Config: cfg, Log: logf})
+	opts := ServerOptions{Image: img, Config: cfg, Log: logf}
+	for _, m := range mods {
+		m(&opts)
+	}
+	srv, err := NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
