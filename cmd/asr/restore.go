@@ -83,7 +83,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	}
 	res, err := restore.Run(ctx, req)
 	if err != nil {
-		return err
+		return flagHint(err)
 	}
 	total := res.Elapsed + res.VerifyTime
 	free := ""

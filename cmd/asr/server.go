@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -114,9 +115,26 @@ func runServer(ctx context.Context, e env, args []string) error {
 		}()
 	}
 	if err := srv.Serve(ctx); err != nil {
-		return err
+		return flagHint(err)
 	}
 	table("Clients at stop:")
 	logf("Server stopped after %s", time.Since(start).Round(time.Second))
 	return nil
+}
+
+// flagHint names the flag behind an error of the multicast package, which
+// names none (the appliance has kernel parameters instead).
+func flagHint(err error) error {
+	var (
+		stall *multicast.StallError
+		ifErr *multicast.InterfaceError
+		route *multicast.RouteError
+	)
+	switch {
+	case errors.As(err, &stall):
+		return fmt.Errorf("%w (--timeout)", err)
+	case errors.As(err, &ifErr), errors.As(err, &route):
+		return fmt.Errorf("%w (--interface)", err)
+	}
+	return err
 }

@@ -31,8 +31,8 @@ const DefaultPort = 7800
 
 // ClientOptions configure a client.
 type ClientOptions struct {
-	// Timeout: give up after this long without data (and as the connect
-	// timeout). Zero means 60 s.
+	// Timeout: give up (a StallError) after this long without a chunk
+	// that passed its check, and as the connect timeout. Zero means 60 s.
 	Timeout   time.Duration
 	Interface string // where to join the group; "" lets the system choose
 	Name      string // how the server's log names this client; "" means the host name
@@ -498,7 +498,7 @@ func (c *Client) join() (*net.UDPConn, error) {
 	if c.opts.Interface != "" {
 		var err error
 		if ifi, err = net.InterfaceByName(c.opts.Interface); err != nil {
-			return nil, fmt.Errorf("--interface %s: %w", c.opts.Interface, err)
+			return nil, &InterfaceError{Name: c.opts.Interface, Err: err}
 		}
 	}
 	group := &net.UDPAddr{IP: net.ParseIP(c.sess.Group), Port: c.sess.Port}
@@ -613,6 +613,31 @@ func (c *Client) receive(ctx context.Context, pc *net.UDPConn, run *run) error {
 		}
 	}
 }
+
+// InterfaceError is a network interface asr was told to use and cannot.
+// Like StallError it names no setting: the CLI or the appliance adds its
+// own (--interface, or a kernel parameter).
+type InterfaceError struct {
+	Name string
+	Err  error
+}
+
+func (e *InterfaceError) Error() string {
+	return fmt.Sprintf("network interface %s: %v", e.Name, e.Err)
+}
+func (e *InterfaceError) Unwrap() error { return e.Err }
+
+// RouteError says the stream cannot be sent to its group: there is no
+// route for multicast, and an interface must be chosen.
+type RouteError struct {
+	Group string
+	Err   error
+}
+
+func (e *RouteError) Error() string {
+	return fmt.Sprintf("sending to %s: %v (is there a route for multicast? choose the interface to send on)", e.Group, e.Err)
+}
+func (e *RouteError) Unwrap() error { return e.Err }
 
 // StallError says no chunk passed its check for a while: the server is
 // gone, or what reaches the client is not its stream.

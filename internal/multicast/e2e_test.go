@@ -276,9 +276,10 @@ func TestE2EServerKilled(t *testing.T) {
 	srv.cmd.Process.Kill()
 	killed := time.Now()
 	r := <-done
-	if r.code != 1 || !strings.Contains(r.out, "no data from the asr server at 198.18.0.1:7800") {
+	if r.code != 1 || !strings.Contains(r.out, "no data from the asr server at 198.18.0.1:7800") || !strings.Contains(r.out, "(--timeout)") {
 		t.Fatalf("client after the server died: exit %d, want 1 and a message naming the silent server:\n%s", r.code, r.out)
 	}
+	t.Logf("client gave up %s after the server died", time.Since(killed).Round(100*time.Millisecond))
 	if took := time.Since(killed); took > 15*time.Second {
 		t.Errorf("client gave up %v after the server died; --timeout was 3 s", took)
 	}

@@ -152,7 +152,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.opts.Interface != "" {
 		var err error
 		if ifi, err = net.InterfaceByName(s.opts.Interface); err != nil {
-			return fmt.Errorf("--interface %s: %w", s.opts.Interface, err)
+			return &InterfaceError{Name: s.opts.Interface, Err: err}
 		}
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(laddr, strconv.Itoa(cfg.Port)))
@@ -192,7 +192,7 @@ func (s *Server) dialGroup(ifi *net.Interface) (*net.UDPConn, error) {
 	group := net.UDPAddrFromAddrPort(netip.AddrPortFrom(cfg.Group, uint16(cfg.Port+1)))
 	c, err := net.DialUDP("udp4", nil, group)
 	if err != nil {
-		return nil, fmt.Errorf("sending to %s: %w (is there a route for multicast? give --interface)", group, err)
+		return nil, &RouteError{Group: group.String(), Err: err}
 	}
 	pc := ipv4.NewPacketConn(c)
 	if err := pc.SetMulticastTTL(cfg.TTL); err != nil {
