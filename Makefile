@@ -77,6 +77,8 @@ fuzz:
 	$(call fuzz-one,FuzzParseTXT,./internal/dnssd/,80000)
 	$(call fuzz-one,FuzzSidecar,./internal/source/,40000)
 	$(call fuzz-one,FuzzXZGuard,./internal/source/,40000)
+	$(call fuzz-one,FuzzControlFrame,./internal/multicast/,50000)
+	$(call fuzz-one,FuzzPacketHeader,./internal/multicast/,40000)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

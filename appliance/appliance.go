@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/dnssd"
+	"github.com/asrlinux/asr/internal/multicast"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
@@ -202,7 +203,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	}
 	logf("source: %s (%s)", src, how)
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
-	return restore.Run(ctx, restore.Request{
+	res, err = restore.Run(ctx, restore.Request{
 		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
@@ -214,6 +215,11 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 		},
 		Out: progress.New(o.Console, false),
 	})
+	// The multicast package names no setting; here it is a kernel parameter.
+	if stall := (*multicast.StallError)(nil); errors.As(err, &stall) {
+		err = fmt.Errorf("%w (asr.timeout)", err)
+	}
+	return res, err
 }
 
 // restoreFromStick restores the internal disk from an image on the toolkit

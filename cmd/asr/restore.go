@@ -133,7 +133,7 @@ func restoreHint(err error) error {
 	case errors.As(err, &g):
 		return fmt.Errorf("--grow: %w", err)
 	}
-	return err
+	return flagHint(err)
 }
 
 // runFileCopy is restore without --erase: items copied from the source

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -20,7 +21,7 @@ import (
 // servedTable is the client table under a line that says who signed the
 // image being served.
 func servedTable(signedBy string, srv *multicast.Server, now time.Time) []byte {
-	return append([]byte("Image "+signedBy+"\n"), clientTable(srv.Clients(), srv.Size(), now)...)
+	return append([]byte("Image "+signedBy+"\n"), clientTable(srv.Clients(), srv.Forgotten(), srv.Size(), now)...)
 }
 
 func runServer(ctx context.Context, e env, args []string) error {
@@ -132,9 +133,26 @@ func runServer(ctx context.Context, e env, args []string) error {
 		}()
 	}
 	if err := srv.Serve(ctx); err != nil {
-		return err
+		return flagHint(err)
 	}
 	table("Clients at stop:")
 	logf("Server stopped after %s", time.Since(start).Round(time.Second))
 	return nil
+}
+
+// flagHint names the flag behind an error of the multicast package, which
+// names none (the appliance has kernel parameters instead).
+func flagHint(err error) error {
+	var (
+		stall *multicast.StallError
+		ifErr *multicast.InterfaceError
+		route *multicast.RouteError
+	)
+	switch {
+	case errors.As(err, &stall):
+		return fmt.Errorf("%w (--timeout)", err)
+	case errors.As(err, &ifErr), errors.As(err, &route):
+		return fmt.Errorf("%w (--interface)", err)
+	}
+	return err
 }

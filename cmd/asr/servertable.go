@@ -12,6 +12,7 @@ import (
 
 	"github.com/asrlinux/asr/internal/multicast"
 	"github.com/asrlinux/asr/internal/restore"
+	"github.com/asrlinux/asr/internal/safetext"
 )
 
 // board is asr server's live table of clients on a terminal: log lines
@@ -59,14 +60,22 @@ func (b *board) put(table []byte) {
 // at work are shown first; the count line sums up every client.
 const maxRows = 40
 
-// clientTable renders the clients, one row each.
-func clientTable(clients []multicast.ClientStatus, size int64, now time.Time) []byte {
+// clientTable renders the clients, one row each. forgotten counts, by
+// state, the clients that ended so long ago that the server no longer
+// keeps their records. Names, MACs, disks and messages come from the
+// clients: they are escaped and cut to the column.
+func clientTable(clients []multicast.ClientStatus, forgotten map[string]int, size int64, now time.Time) []byte {
 	var buf bytes.Buffer
-	if len(clients) == 0 {
+	total := len(clients)
+	counts := map[string]int{}
+	for st, n := range forgotten {
+		counts[st] += n
+		total += n
+	}
+	if total == 0 {
 		buf.WriteString("No clients yet.\n")
 		return buf.Bytes()
 	}
-	counts := map[string]int{}
 	var shown []multicast.ClientStatus
 	for _, c := range clients {
 		counts[c.State]++
@@ -96,9 +105,10 @@ func clientTable(clients []multicast.ClientStatus, size int64, now time.Time) []
 		}
 		state := c.State
 		if c.Message != "" {
-			state += ": " + firstLine(c.Message, 60)
+			state += ": " + safetext.Short(c.Message, 60)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s ago\n", name, dash(c.MAC), dash(c.Disk), state, c.Percent,
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s ago\n", safetext.Short(name, 40), dash(safetext.Short(c.MAC, 24)),
+			dash(safetext.Short(c.Disk, 40)), state, c.Percent,
 			rs, es, now.Sub(c.LastSeen).Round(time.Second))
 	}
 	w.Flush()
@@ -110,24 +120,16 @@ func clientTable(clients []multicast.ClientStatus, size int64, now time.Time) []
 		}
 	}
 	more := ""
-	if n := len(clients) - len(shown); n > 0 {
+	if n := total - len(shown); n > 0 {
 		more = fmt.Sprintf(" (%d not shown)", n)
 	}
-	fmt.Fprintf(&buf, "%d clients: %s%s\n", len(clients), strings.Join(sum, ", "), more)
+	fmt.Fprintf(&buf, "%d clients: %s%s\n", total, strings.Join(sum, ", "), more)
 	return buf.Bytes()
 }
 
 func dash(s string) string {
 	if s == "" {
 		return "-"
-	}
-	return s
-}
-
-func firstLine(s string, n int) string {
-	s, _, _ = strings.Cut(s, "\n")
-	if len(s) > n {
-		s = s[:n-1] + "…"
 	}
 	return s
 }

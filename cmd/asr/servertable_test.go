@@ -26,7 +26,7 @@ func TestClientTable(t *testing.T) {
 		{ID: 2, Addr: "198.18.0.12", State: multicast.StateFailed, Message: "target /dev/sda is too small: 16.0 MiB",
 			LastSeen: now},
 	}
-	got := string(clientTable(rows, 400<<20, now))
+	got := string(clientTable(rows, nil, 400<<20, now))
 	for _, want := range []string{"CLIENT", "MAC", "DISK", "STATE", "LAST SEEN",
 		"lab-07", "52:54:00:12:34:07", "/dev/vda (64.0 MiB)", "restoring", "25",
 		"10.0 MiB/s", "30s", "2s ago", // 100 MiB in 10 s; 75% left at that rate
@@ -49,7 +49,7 @@ func TestClientTableBounded(t *testing.T) {
 		}
 		rows = append(rows, c)
 	}
-	got := string(clientTable(rows, 1<<30, now))
+	got := string(clientTable(rows, nil, 1<<30, now))
 	if n := strings.Count(got, "\n"); n != maxRows+2 {
 		t.Errorf("table of 100 clients has %d lines, want %d:\n%s", n, maxRows+2, got)
 	}
@@ -184,4 +184,25 @@ func serverLab(t *testing.T, name, group string, rate int, size int64, seed uint
 		t.Fatal(err)
 	}
 	return srv, cli, dir, img, cfg
+}
+
+// Names, MACs, disks and messages come from clients: escape sequences, CR
+// and forged lines show escaped and cut to the column, never raw.
+func TestClientTableEscapes(t *testing.T) {
+	now := time.Now()
+	rows := []multicast.ClientStatus{{ID: 1, Name: "evil\x1b[2J\rClient 198.18.0.99 (pc) done\n", MAC: "\x1b]0;owned\a",
+		Disk: "/dev/\x1b[31mvda", State: multicast.StateFailed, Message: "gone\x1b[2K\r\nforged line", LastSeen: now, Ended: now}}
+	got := string(clientTable(rows, map[string]int{multicast.StateDone: 300}, 1<<30, now))
+	if strings.ContainsAny(got, "\x1b\r\a") {
+		t.Errorf("table holds raw control characters: %q", got)
+	}
+	for _, want := range []string{`evil\x1b[2J\rClient 198.18.0.99 (pc) done\n`, `\x1b]0;owned\a`, `/dev/\x1b[31mvda`,
+		`failed: gone\x1b[2K\r\nforged line`, "301 clients: 300 done, 1 failed (300 not shown)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "\n"); n != 3 {
+		t.Errorf("table of one client has %d lines, want 3:\n%s", n, got)
+	}
 }

@@ -3,6 +3,7 @@ package multicast
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -31,8 +32,8 @@ const DefaultPort = 7800
 
 // ClientOptions configure a client.
 type ClientOptions struct {
-	// Timeout: give up after this long without data (and as the connect
-	// timeout). Zero means 60 s.
+	// Timeout: give up (a StallError) after this long without a chunk
+	// that passed its check, and as the connect timeout. Zero means 60 s.
 	Timeout   time.Duration
 	Interface string // where to join the group; "" lets the system choose
 	Name      string // how the server's log names this client; "" means the host name
@@ -57,6 +58,10 @@ type Client struct {
 	stream StreamID
 	info   source.Info
 	dec    *image.Decoder
+
+	lastSend  atomic.Int64  // when a frame was last sent, in Unix ns
+	stopAlive chan struct{} // closed by Close
+	closeOnce sync.Once
 
 	final   atomic.Bool  // done or failed has been said
 	ran     atomic.Bool  // Run delivered every chunk
@@ -101,12 +106,32 @@ func Open(ctx context.Context, rawurl string, opts ClientOptions) (*Client, erro
 	if opts.MAC == "" {
 		opts.MAC = macOf(conn.LocalAddr())
 	}
-	c := &Client{opts: opts, host: host, conn: conn, r: bufio.NewReaderSize(conn, 1<<20), w: bufio.NewWriter(conn)}
+	c := &Client{opts: opts, host: host, conn: conn, r: bufio.NewReaderSize(conn, 1<<20), w: bufio.NewWriter(conn),
+		stopAlive: make(chan struct{})}
 	if err := c.handshake(); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("source %s: %w", rawurl, err)
 	}
+	go c.keepalive()
 	return c, nil
+}
+
+// keepalive says "alive" to the server whenever the client has said
+// nothing for a heartbeat, as while it validates or erases its target
+// before the stream: the server drops clients that stay silent.
+func (c *Client) keepalive() {
+	t := time.NewTicker(c.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopAlive:
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, c.lastSend.Load())) >= c.opts.Heartbeat && !c.final.Load() {
+				_ = c.send(msgStatus, status{Event: "alive"})
+			}
+		}
+	}
 }
 
 // macOf finds the hardware address of the interface holding addr: the
@@ -145,7 +170,7 @@ func unwrapOp(err error) error {
 func (c *Client) handshake() error {
 	c.conn.SetDeadline(time.Now().Add(c.opts.Timeout))
 	defer c.conn.SetDeadline(time.Time{})
-	if err := c.send(msgHello, hello{Version: WireVersion, Client: c.opts.Name, MAC: c.opts.MAC, Disk: c.opts.Disk}); err != nil {
+	if err := c.send(msgHello, hello{Version: WireVersion, Client: clip(c.opts.Name, maxNameLen), MAC: clip(c.opts.MAC, maxMACLen), Disk: clip(c.opts.Disk, maxNameLen)}); err != nil {
 		return err
 	}
 	typ, b, err := readFrame(c.r, 64<<10)
@@ -208,6 +233,7 @@ func sessionSignatures(b64 string) ([][]byte, error) {
 func (c *Client) send(typ byte, v any) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.lastSend.Store(time.Now().UnixNano())
 	if err := writeJSON(c.w, typ, v); err != nil {
 		return err
 	}
@@ -216,7 +242,7 @@ func (c *Client) send(typ byte, v any) error {
 
 func (c *Client) report(event string, pct int, msg string) {
 	c.percent.Store(int64(pct))
-	_ = c.send(msgStatus, status{Event: event, Percent: pct, Message: msg})
+	_ = c.send(msgStatus, status{Event: event, Percent: pct, Message: clip(msg, maxMessageLen)})
 }
 
 // Finished tells the server how the restore ended: done, or failed and
@@ -243,6 +269,7 @@ func (c *Client) Close() error {
 	if c.ran.Load() {
 		c.Finished(nil)
 	}
+	c.closeOnce.Do(func() { close(c.stopAlive) })
 	c.dec.Close()
 	return c.conn.Close()
 }
@@ -320,114 +347,31 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	state := make([]atomic.Uint32, len(m.Chunks))
-	var remaining atomic.Int64
-	remaining.Store(int64(stored))
-	var lastData atomic.Int64
-	lastData.Store(time.Now().UnixNano())
-	jobs := make(chan job, workers)
-	var rs codecs
+	r := &run{c: c, m: m, fn: fn, cancel: cancel, stored: stored,
+		state: make([]atomic.Uint32, len(m.Chunks)), jobs: make(chan job, workers),
+		retry: make(chan int, 256), repairIdle: make(chan struct{}, 1)}
+	r.remaining.Store(int64(stored))
+	now := time.Now().UnixNano()
+	r.lastProgress.Store(now)
+	r.lastStream.Store(now)
+	r.repairIdle <- struct{}{}
 
-	// Decoders: rebuild, decompress, check, hand over.
-	var wg sync.WaitGroup
-	var progressMu sync.Mutex
-	lastPct, lastSent := 0, time.Now()
 	hbStop := make(chan struct{})
 	defer close(hbStop)
-	go func() {
-		// The heartbeat: a client stuck waiting for the next pass still
-		// shows as alive in the server's table.
-		t := time.NewTicker(c.opts.Heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-hbStop:
-				return
-			case <-t.C:
-				progressMu.Lock()
-				if time.Since(lastSent) >= c.opts.Heartbeat {
-					lastSent = time.Now()
-					c.report("progress", int(100*(int64(stored)-remaining.Load())/int64(stored)), "")
-				}
-				progressMu.Unlock()
-			}
-		}
-	}()
+	go r.heartbeat(hbStop)
+	var wg sync.WaitGroup
 	for range workers {
-		wg.Go(func() {
-			var dst []byte
-			for j := range jobs {
-				data, err := c.decode(&rs, m, j, dst)
-				if err != nil {
-					c.forged.Add(1)
-					c.opts.Log("chunk %d failed its check and was dropped: %v", j.i, err)
-					state[j.i].Store(missing)
-					continue
-				}
-				dst = data
-				if err := fn(source.Chunk{Index: j.i, Data: data, Sum: m.Chunks[j.i].Sum}); err != nil {
-					cancel(err)
-					continue
-				}
-				state[j.i].Store(done)
-				left := remaining.Add(-1)
-				pct := int(100 * (int64(stored) - left) / int64(stored))
-				progressMu.Lock()
-				if pct > lastPct && pct < 100 && time.Since(lastSent) >= time.Second {
-					lastPct, lastSent = pct, time.Now()
-					c.report("progress", pct, "")
-				}
-				progressMu.Unlock()
-				if left == 0 {
-					cancel(nil)
-				}
-			}
-		})
+		wg.Go(r.decoder)
 	}
+	go r.repairAnswers(ctx)
 
-	// Repair answers arrive on the control connection.
-	repairIdle := make(chan struct{}, 1)
-	repairIdle <- struct{}{}
-	go func() {
-		for {
-			typ, b, err := readFrame(c.r, 32<<20)
-			if err != nil {
-				if ctx.Err() == nil {
-					c.opts.Log("the control connection to %s closed: %v", c.host, err)
-				}
-				return
-			}
-			switch typ {
-			case msgChunk:
-				if len(b) < 4 {
-					continue
-				}
-				i := int(binary.LittleEndian.Uint32(b))
-				if i < len(state) && state[i].CompareAndSwap(missing, decoding) {
-					lastData.Store(time.Now().UnixNano())
-					c.repairedN.Add(1)
-					select {
-					case jobs <- job{i: i, stored: b[4:]}:
-					case <-ctx.Done():
-						return
-					}
-				}
-			case msgRepaired:
-				select {
-				case repairIdle <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}()
-
-	recvErr := c.receive(ctx, pc, m, state, jobs, &lastData, repairIdle)
-	close(jobs)
+	recvErr := c.receive(ctx, pc, r)
+	close(r.jobs)
 	wg.Wait()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	if remaining.Load() == 0 {
+	if r.remaining.Load() == 0 {
 		return nil
 	}
 	if recvErr != nil {
@@ -436,13 +380,144 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 	return ctx.Err()
 }
 
+// run is the state of one Run, shared by the receive loop, the decoders,
+// the repair reader and the heartbeat.
+type run struct {
+	c      *Client
+	m      *image.Manifest
+	fn     func(source.Chunk) error
+	cancel context.CancelCauseFunc
+	stored int
+	state  []atomic.Uint32 // per chunk: missing, decoding, done
+	jobs   chan job
+	rs     codecs
+	// retry carries chunks that failed their check from the decoders to
+	// the receive loop, which asks for them by repair.
+	retry      chan int
+	repairIdle chan struct{} // holds a token while no repair is under way
+	remaining  atomic.Int64
+	// lastProgress is when a chunk last passed its check, from the stream
+	// or repair: the timeout counts progress, not packets, which anyone
+	// on the LAN can send. lastStream is the same for chunks of the
+	// stream only: when it is old, the stream is unusable and the client
+	// fetches over its control connection.
+	lastProgress, lastStream atomic.Int64
+
+	progressMu     sync.Mutex
+	lastPct        int
+	lastSent       time.Time
+	fallbackLogged atomic.Bool
+	forgeryLogged  atomic.Bool
+	underAttack    atomic.Bool // forged packets seen: repair may exceed its usual limit
+}
+
+// heartbeat tells the server the client is alive and how far it is, when
+// nothing else did for a while: a client stuck waiting for the next pass
+// still shows as alive in the server's table.
+func (r *run) heartbeat(stop chan struct{}) {
+	t := time.NewTicker(r.c.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			r.progressMu.Lock()
+			if time.Since(r.lastSent) >= r.c.opts.Heartbeat {
+				r.lastSent = time.Now()
+				r.c.report("progress", r.percent(), "")
+			}
+			r.progressMu.Unlock()
+		}
+	}
+}
+
+func (r *run) percent() int {
+	return int(100 * (int64(r.stored) - r.remaining.Load()) / int64(r.stored))
+}
+
+// decoder rebuilds, decompresses, checks and hands over chunks.
+func (r *run) decoder() {
+	c, m := r.c, r.m
+	var dst []byte
+	for j := range r.jobs {
+		data, err := c.decode(&r.rs, m, j, dst)
+		if err != nil {
+			c.forged.Add(1)
+			c.opts.Log("chunk %d failed its check and was dropped: %v", j.i, err)
+			r.state[j.i].Store(missing)
+			select {
+			case r.retry <- j.i:
+			default: // the next pass or the fallback will ask for it
+			}
+			continue
+		}
+		dst = data
+		if err := r.fn(source.Chunk{Index: j.i, Data: data, Sum: m.Chunks[j.i].Sum}); err != nil {
+			r.cancel(err)
+			continue
+		}
+		r.state[j.i].Store(done)
+		now := time.Now().UnixNano()
+		r.lastProgress.Store(now)
+		if j.stored == nil {
+			r.lastStream.Store(now)
+		}
+		left := r.remaining.Add(-1)
+		pct := r.percent()
+		r.progressMu.Lock()
+		if pct > r.lastPct && pct < 100 && time.Since(r.lastSent) >= time.Second {
+			r.lastPct, r.lastSent = pct, time.Now()
+			c.report("progress", pct, "")
+		}
+		r.progressMu.Unlock()
+		if left == 0 {
+			r.cancel(nil)
+		}
+	}
+}
+
+// repairAnswers reads repair answers from the control connection.
+func (r *run) repairAnswers(ctx context.Context) {
+	c := r.c
+	for {
+		typ, b, err := readFrame(c.r, 32<<20)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.opts.Log("the control connection to %s closed: %v", c.host, err)
+			}
+			return
+		}
+		switch typ {
+		case msgChunk:
+			if len(b) < 4 {
+				continue
+			}
+			i := int(binary.LittleEndian.Uint32(b))
+			if i < len(r.state) && r.state[i].CompareAndSwap(missing, decoding) {
+				c.repairedN.Add(1)
+				select {
+				case r.jobs <- job{i: i, stored: b[4:]}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		case msgRepaired:
+			select {
+			case r.repairIdle <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // join opens a socket in the stream's group with a large receive buffer.
 func (c *Client) join() (*net.UDPConn, error) {
 	var ifi *net.Interface
 	if c.opts.Interface != "" {
 		var err error
 		if ifi, err = net.InterfaceByName(c.opts.Interface); err != nil {
-			return nil, fmt.Errorf("--interface %s: %w", c.opts.Interface, err)
+			return nil, &InterfaceError{Name: c.opts.Interface, Err: err}
 		}
 	}
 	group := &net.UDPAddr{IP: net.ParseIP(c.sess.Group), Port: c.sess.Port}
@@ -466,34 +541,65 @@ func (c *Client) join() (*net.UDPConn, error) {
 type assembly struct {
 	i      int
 	groups []groupShards
-	short  int // groups that still lack shards
+	short  int           // groups that still lack shards
+	cost   int           // bytes it holds, for the budget
+	used   time.Time     // when a packet last added a shard
+	elem   *list.Element // in the receiver's recency list
 }
 
 // receiver is the state of the receive loop.
 type receiver struct {
-	c          *Client
-	m          *image.Manifest
-	state      []atomic.Uint32
-	jobs       chan<- job
-	lastData   *atomic.Int64
-	repairIdle chan struct{}
-	// A handful of chunks assemble at once: the server sends a chunk's
-	// packets together, so an older one that is still short will not
-	// complete in this pass. Keeping few bounds memory whatever the image.
-	open                  []*assembly
-	lost                  []int // chunks the stream passed while missing
+	*run
+	// Chunks being assembled, by index, and from the most to the least
+	// recently given a shard. Their memory is bounded by a byte budget,
+	// not a count: a forger who sends one shard each for many chunks
+	// costs little per chunk, and to push out a chunk that the real stream
+	// is completing (the most recently used) would have to send the whole
+	// budget between two of its packets. A chunk that got no shard for a
+	// while is one the stream has passed: it goes to repair.
+	open                  map[int]*assembly
+	recent                *list.List
+	held                  int // bytes in open
+	lastSweep             time.Time
+	lost                  []int // chunks to ask for by repair
 	started               bool
 	firstPass, firstChunk uint32
 	repairedPass          uint32
+	fallbackAfter         time.Duration
+	staleAfter            time.Duration
 }
 
-const assemblyWindow = 4
+const (
+	// assemblyBudget bounds the bytes of partial chunks a client holds.
+	assemblyBudget = 32 << 20
+	// fallbackBatch is how many chunks a client asks for at once when it
+	// fetches over its control connection.
+	fallbackBatch = 64
+	// minFallback is the least time without a chunk from the stream before
+	// a client fetches over its control connection.
+	minFallback = 2 * time.Second
+	// minStale is the least time without a new shard after which a partial
+	// chunk is taken as passed by the stream.
+	minStale = 200 * time.Millisecond
+)
+
+func newReceiver(run *run) *receiver {
+	r := &receiver{run: run, open: map[int]*assembly{}, recent: list.New(),
+		fallbackAfter: minFallback, staleAfter: minStale}
+	// A few chunk-times of the stream: a slow stream of large chunks takes
+	// a while to deliver one.
+	if rate := run.c.sess.Rate; rate > 0 {
+		chunkTime := time.Duration(float64(run.m.ChunkSize) * 1.2 / float64(rate) * float64(time.Second))
+		r.fallbackAfter = max(minFallback, 4*chunkTime)
+		r.staleAfter = max(minStale, 2*chunkTime)
+	}
+	return r
+}
 
 // receive reads packets, a batch per system call, until every chunk is in,
-// the context ends, or no data came for the timeout.
-func (c *Client) receive(ctx context.Context, pc *net.UDPConn, m *image.Manifest, state []atomic.Uint32,
-	jobs chan<- job, lastData *atomic.Int64, repairIdle chan struct{}) error {
-	r := &receiver{c: c, m: m, state: state, jobs: jobs, lastData: lastData, repairIdle: repairIdle}
+// the context ends, or no chunk passed its check for the timeout.
+func (c *Client) receive(ctx context.Context, pc *net.UDPConn, run *run) error {
+	r := newReceiver(run)
 	conn := ipv4.NewPacketConn(pc)
 	msgs := make([]ipv4.Message, 32)
 	for i := range msgs {
@@ -503,13 +609,13 @@ func (c *Client) receive(ctx context.Context, pc *net.UDPConn, m *image.Manifest
 		if ctx.Err() != nil {
 			return nil
 		}
-		pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if err := r.check(); err != nil {
+			return err
+		}
+		pc.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
 		n, err := conn.ReadBatch(msgs, 0)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EINTR) {
-				if idle := time.Since(time.Unix(0, lastData.Load())); idle > c.opts.Timeout {
-					return fmt.Errorf("no data from the asr server at %s for %s (--timeout): is it still streaming?", c.host, idle.Round(time.Second))
-				}
 				continue
 			}
 			return fmt.Errorf("receiving the stream: %w", err)
@@ -524,6 +630,92 @@ func (c *Client) receive(ctx context.Context, pc *net.UDPConn, m *image.Manifest
 				msgs[i].Buffers[0] = make([]byte, packetSize+1)
 			}
 		}
+	}
+}
+
+// InterfaceError is a network interface asr was told to use and cannot.
+// Like StallError it names no setting: the CLI or the appliance adds its
+// own (--interface, or a kernel parameter).
+type InterfaceError struct {
+	Name string
+	Err  error
+}
+
+func (e *InterfaceError) Error() string {
+	return fmt.Sprintf("network interface %s: %v", e.Name, e.Err)
+}
+func (e *InterfaceError) Unwrap() error { return e.Err }
+
+// RouteError says the stream cannot be sent to its group: there is no
+// route for multicast, and an interface must be chosen.
+type RouteError struct {
+	Group string
+	Err   error
+}
+
+func (e *RouteError) Error() string {
+	return fmt.Sprintf("sending to %s: %v (is there a route for multicast? choose the interface to send on)", e.Group, e.Err)
+}
+func (e *RouteError) Unwrap() error { return e.Err }
+
+// StallError says no chunk passed its check for a while: the server is
+// gone, or what reaches the client is not its stream.
+type StallError struct {
+	Server string
+	For    time.Duration
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("no data from the asr server at %s for %s: no chunk arrived intact (is it still streaming?)", e.Server, e.For.Round(time.Second))
+}
+
+// check runs between batches of packets: it gives up after the timeout
+// without progress, asks for chunks that failed their check, and falls
+// back to fetching over the control connection when the stream has
+// yielded no valid chunk for a while.
+func (r *receiver) check() error {
+	c := r.c
+	if idle := time.Since(time.Unix(0, r.lastProgress.Load())); idle > c.opts.Timeout {
+		return &StallError{Server: c.host, For: idle}
+	}
+	for more := true; more; {
+		select {
+		case i := <-r.retry:
+			r.suspectForgery()
+			r.lost = append(r.lost, i)
+		default:
+			more = false
+		}
+	}
+	if now := time.Now(); now.Sub(r.lastSweep) >= r.staleAfter/2 {
+		r.lastSweep = now
+		r.sweep(now)
+	}
+	if time.Since(time.Unix(0, r.lastStream.Load())) > r.fallbackAfter && len(r.lost) == 0 {
+		if r.fallbackLogged.CompareAndSwap(false, true) {
+			c.opts.Log("no chunk from the stream for %s: fetching missing chunks over the control connection", r.fallbackAfter)
+		}
+		r.underAttack.Store(true)
+		for i := range r.state {
+			if len(r.lost) == fallbackBatch {
+				break
+			}
+			if r.m.Chunks[i].Codec.Stored() && r.state[i].Load() == missing {
+				r.lost = append(r.lost, i)
+			}
+		}
+	}
+	r.askRepair()
+	return nil
+}
+
+// suspectForgery notes that packets with this stream's identity carried
+// wrong data: from now on, damaged chunks are fetched by repair beyond the
+// usual limit.
+func (r *receiver) suspectForgery() {
+	r.underAttack.Store(true)
+	if r.forgeryLogged.CompareAndSwap(false, true) {
+		r.c.opts.Log("packets with this stream's identity carry wrong data (forged, or a broken sender): fetching the chunks they spoil over the control connection")
 	}
 }
 
@@ -548,16 +740,13 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 		r.seen(h)
 		return false, nil
 	}
-	var a *assembly
-	for _, o := range r.open {
-		if o.i == i {
-			a = o
-		}
-	}
-	if a == nil {
+	a := r.open[i]
+	fresh := a == nil
+	if fresh {
 		a = &assembly{i: i}
 		for _, g := range layout(int(m.Chunks[i].Length), c.sess.Parity) {
 			a.groups = append(a.groups, groupShards{group: g, shards: make([][]byte, g.k+g.m)})
+			a.cost += 64 + 24*(g.k+g.m)
 		}
 		a.short = len(a.groups)
 	}
@@ -567,34 +756,41 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 		return false, nil
 	}
 	r.seen(h)
-	if !slicesContains(r.open, a) {
-		r.open = append(r.open, a)
-		if len(r.open) > assemblyWindow {
-			// The stream has moved on: what this chunk still lacks will not
-			// come this pass. Ask for it by unicast rather than wait a loop.
-			if old := r.open[0]; r.state[old.i].Load() == missing {
-				r.lost = append(r.lost, old.i)
-				r.askRepair()
-			}
-			r.open = r.open[1:]
-		}
+	if fresh {
+		a.elem = r.recent.PushFront(a)
+		r.open[i] = a
+		r.held += a.cost
 	}
 	g := &a.groups[h.Group]
-	if g.shards[h.Shard] == nil && g.got < g.k {
-		g.shards[h.Shard] = b[headerLen:]
+	sh := b[headerLen:]
+	switch {
+	case g.shards[h.Shard] != nil:
+		if !bytes.Equal(g.shards[h.Shard], sh) {
+			// Two different shards for one place: one is forged. Which
+			// cannot be told; the chunk comes by repair instead.
+			r.suspectForgery()
+			r.drop(a)
+			r.lost = append(r.lost, i)
+			r.askRepair()
+			return false, nil
+		}
+	case g.got < g.k:
+		g.shards[h.Shard] = sh
 		g.got++
 		kept = true
+		a.used = time.Now()
+		a.cost += packetSize + 1
+		r.held += packetSize + 1
+		r.recent.MoveToFront(a.elem)
 		if g.got == g.k {
 			a.short--
 		}
+		for r.held > assemblyBudget && r.recent.Len() > 1 {
+			r.evict(r.recent.Back().Value.(*assembly))
+		}
 	}
 	if a.short == 0 && r.state[i].CompareAndSwap(missing, decoding) {
-		for x, o := range r.open {
-			if o == a {
-				r.open = append(r.open[:x], r.open[x+1:]...)
-				break
-			}
-		}
+		r.drop(a)
 		select {
 		case r.jobs <- job{i: i, groups: a.groups}:
 		case <-ctx.Done():
@@ -604,12 +800,43 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 	return kept, nil
 }
 
-// seen notes a valid packet of this stream: data is flowing, and a full
-// loop since joining is the moment to ask for what is still missing by
-// unicast rather than wait for another pass (once per pass).
+// evict drops an assembly that the stream has passed: what it still lacks
+// will not come this pass, and is asked for by unicast rather than waited
+// for a loop.
+func (r *receiver) evict(a *assembly) {
+	r.drop(a)
+	if r.state[a.i].Load() == missing {
+		r.lost = append(r.lost, a.i)
+		r.askRepair()
+	}
+}
+
+// sweep evicts the assemblies that got no shard for staleAfter.
+func (r *receiver) sweep(now time.Time) {
+	for e := r.recent.Back(); e != nil; {
+		a := e.Value.(*assembly)
+		if now.Sub(a.used) < r.staleAfter {
+			return
+		}
+		e = e.Prev()
+		r.evict(a)
+	}
+}
+
+func (r *receiver) drop(a *assembly) {
+	if r.open[a.i] != a {
+		return
+	}
+	delete(r.open, a.i)
+	r.recent.Remove(a.elem)
+	r.held -= a.cost
+}
+
+// seen notes a packet of this stream: a full loop since joining is the
+// moment to ask for what is still missing by unicast rather than wait for
+// another pass (once per pass).
 func (r *receiver) seen(h header) {
 	r.c.packets.Add(1)
-	r.lastData.Store(time.Now().UnixNano())
 	if !r.started {
 		r.started, r.firstPass, r.firstChunk = true, h.Pass, h.Chunk
 	}
@@ -637,30 +864,29 @@ func (r *receiver) askRepair() {
 		return
 	}
 	var want []int
+	seen := map[int]bool{}
 	for _, i := range r.lost {
-		if r.state[i].Load() == missing {
+		if r.state[i].Load() == missing && !seen[i] {
+			seen[i] = true
 			want = append(want, i)
 		}
 	}
 	r.lost = r.lost[:0]
-	if len(want) == 0 || !r.c.requestRepair(want) {
+	limit := int64(r.c.sess.RepairLimit)
+	if r.underAttack.Load() {
+		// What the server allows each client: its limit and a copy of
+		// every stored chunk.
+		limit += int64(r.stored)
+	}
+	if len(want) == 0 || !r.c.requestRepair(want, limit) {
 		r.repairIdle <- struct{}{} // nothing sent: no answer will come
 	}
 }
 
-func slicesContains(s []*assembly, a *assembly) bool {
-	for _, x := range s {
-		if x == a {
-			return true
-		}
-	}
-	return false
-}
-
 // requestRepair asks the server for chunks by unicast, if that stays
-// within what the server said it would send; it reports whether it asked.
-func (c *Client) requestRepair(chunks []int) bool {
-	if int64(len(chunks))+c.requested.Load() > int64(c.sess.RepairLimit) {
+// within limit chunks in all; it reports whether it asked.
+func (c *Client) requestRepair(chunks []int, limit int64) bool {
+	if int64(len(chunks))+c.requested.Load() > limit {
 		return false // more than repair may carry: the next pass will
 	}
 	c.requested.Add(int64(len(chunks)))
@@ -671,6 +897,7 @@ func (c *Client) requestRepair(chunks []int) bool {
 	c.opts.Log("asking %s for %d missing chunks by unicast", c.host, len(chunks))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.lastSend.Store(time.Now().UnixNano())
 	if writeFrame(c.w, msgRepair, want) != nil || c.w.Flush() != nil {
 		return false
 	}

@@ -68,6 +68,39 @@ func (s *Server) Clients() []ClientStatus {
 	return out
 }
 
+// Forgotten counts, by state, the clients that ended so long ago that
+// the table no longer holds them.
+func (s *Server) Forgotten() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.forgotten))
+	for k, v := range s.forgotten {
+		out[k] = v
+	}
+	return out
+}
+
+// end records that client id ended in state, with message; past keepEnded
+// ended clients, the oldest is forgotten but counted.
+func (s *Server) end(id int, state, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.table[id]
+	if c == nil || !c.Ended.IsZero() {
+		return
+	}
+	c.State, c.Message, c.Ended, c.LastSeen = state, message, time.Now(), time.Now()
+	s.ended = append(s.ended, id)
+	if len(s.ended) > keepEnded {
+		old := s.ended[0]
+		s.ended = s.ended[1:]
+		if o := s.table[old]; o != nil {
+			s.forgotten[o.State]++
+			delete(s.table, old)
+		}
+	}
+}
+
 // Size is the logical size of the image being served.
 func (s *Server) Size() int64 { return s.im.Manifest.LogicalSize }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"unicode/utf8"
 )
 
 // Control messages on the TCP connection are frames: a 4-byte little-endian
@@ -21,6 +22,18 @@ const (
 )
 
 const maxFrame = 300 << 20 // a manifest of a multi-terabyte image fits
+
+// Bounds on what a client sends, so that a server's memory does not depend
+// on its clients: a frame's length is checked against its type's limit
+// before anything is allocated for it, and the texts a server keeps are
+// cut to these lengths.
+const (
+	maxHelloFrame  = 4 << 10 // a hello is a few hundred bytes
+	maxStatusFrame = 4 << 10 // a status message is cut to maxMessageLen
+	maxNameLen     = 256     // client name and disk
+	maxMACLen      = 64
+	maxMessageLen  = 1024
+)
 
 type hello struct {
 	Version int    `json:"version"`
@@ -53,7 +66,7 @@ type session struct {
 // heartbeat otherwise, so the server's "last seen" means something. Each
 // message is a few dozen bytes.
 type status struct {
-	Event   string `json:"event"` // joined, progress, done, failed
+	Event   string `json:"event"` // alive, joined, progress, done, failed
 	Percent int    `json:"percent,omitempty"`
 	Message string `json:"message,omitempty"`
 }
@@ -69,6 +82,20 @@ func writeFrame(w io.Writer, typ byte, payload []byte) error {
 	return err
 }
 
+// writeChunk writes a repair answer, chunk i's stored bytes, without
+// copying them.
+func writeChunk(w io.Writer, i uint32, stored []byte) error {
+	var h [9]byte
+	binary.LittleEndian.PutUint32(h[:], uint32(len(stored)+5))
+	h[4] = msgChunk
+	binary.LittleEndian.PutUint32(h[5:], i)
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(stored)
+	return err
+}
+
 func writeJSON(w io.Writer, typ byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -77,18 +104,47 @@ func writeJSON(w io.Writer, typ byte, v any) error {
 	return writeFrame(w, typ, b)
 }
 
+// readFrame reads a frame of at most limit bytes.
 func readFrame(r io.Reader, limit int) (byte, []byte, error) {
-	var h [5]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	return readFrameOf(r, func(byte) int { return limit })
+}
+
+// readFrameOf reads a frame whose length is at most limit(its type): the
+// length is checked before the payload is allocated, so a peer that
+// announces a large frame and sends nothing costs nothing.
+func readFrameOf(r io.Reader, limit func(typ byte) int) (byte, []byte, error) {
+	typ, n, err := readFrameHeader(r, limit)
+	if err != nil {
 		return 0, nil, err
 	}
-	n := int(binary.LittleEndian.Uint32(h[:]))
-	if n < 1 || n > limit {
-		return 0, nil, fmt.Errorf("control frame of %d bytes out of range", n)
-	}
-	b := make([]byte, n-1)
+	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
 		return 0, nil, err
 	}
-	return h[4], b, nil
+	return typ, b, nil
+}
+
+// readFrameHeader reads a frame's length and type, and checks the length
+// against limit(type); it returns the payload's length, still to be read.
+func readFrameHeader(r io.Reader, limit func(typ byte) int) (typ byte, n int, err error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, 0, err
+	}
+	n = int(binary.LittleEndian.Uint32(h[:]))
+	if n < 1 || n-1 > limit(h[4]) {
+		return 0, 0, fmt.Errorf("control frame of type %d and %d bytes out of range", h[4], n)
+	}
+	return h[4], n - 1, nil
+}
+
+// clip cuts s to at most n bytes, at a character boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

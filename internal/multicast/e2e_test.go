@@ -52,10 +52,17 @@ type mlab struct {
 
 func newMLab(t *testing.T, name string, clients int) *mlab {
 	t.Helper()
+	return newLab(t, "am"+name, clients)
+}
+
+// newLab makes a lab whose namespaces are named prefix*: each test's prefix
+// is its own, as tests of other packages run at the same time.
+func newLab(t *testing.T, prefix string, clients int) *mlab {
+	t.Helper()
 	testenv.Require(t, "ip", "nft", "sgdisk")
 	l := &mlab{t: t, asr: testenv.Asr(t), dir: t.TempDir()}
 	var err error
-	if l.lab, err = qemu.NewLab("am" + name); err != nil {
+	if l.lab, err = qemu.NewLab(prefix); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.lab.Close() })
@@ -73,10 +80,10 @@ func newMLab(t *testing.T, name string, clients int) *mlab {
 }
 
 // image makes a sample disk and its prepared image.
-func (l *mlab) image(seed uint64) (disk, img string) {
+func (l *mlab) image(seed uint64, scanArgs ...string) (disk, img string) {
 	disk = testenv.Disk(l.t, l.dir, diskSize, seed)
 	img = disk + ".asr"
-	testenv.Run(l.t, l.asr, "imagescan", "--source", disk, "--output", img)
+	testenv.Run(l.t, l.asr, append([]string{"imagescan", "--source", disk, "--output", img}, scanArgs...)...)
 	return disk, img
 }
 
@@ -269,9 +276,10 @@ func TestE2EServerKilled(t *testing.T) {
 	srv.cmd.Process.Kill()
 	killed := time.Now()
 	r := <-done
-	if r.code != 1 || !strings.Contains(r.out, "no data from the asr server at 198.18.0.1:7800") {
+	if r.code != 1 || !strings.Contains(r.out, "no data from the asr server at 198.18.0.1:7800") || !strings.Contains(r.out, "(--timeout)") {
 		t.Fatalf("client after the server died: exit %d, want 1 and a message naming the silent server:\n%s", r.code, r.out)
 	}
+	t.Logf("client gave up %s after the server died", time.Since(killed).Round(100*time.Millisecond))
 	if took := time.Since(killed); took > 15*time.Second {
 		t.Errorf("client gave up %v after the server died; --timeout was 3 s", took)
 	}

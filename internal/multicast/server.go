@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/asrlinux/asr/internal/config"
 	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/safetext"
 )
 
 // ServerOptions configure a server.
@@ -33,7 +35,24 @@ type ServerOptions struct {
 	Log func(format string, a ...any)
 	// Ready, if set, is called once the control port listens.
 	Ready func(addr net.Addr)
+	// IdleTimeout drops a client that says nothing for this long after its
+	// hello (clients say something every 5 s); zero means 30 s.
+	IdleTimeout time.Duration
 }
+
+// Limits on what clients can make a server hold.
+const (
+	maxConns        = 512 // control connections at once
+	maxConnsPerAddr = 32  // from one IP address
+	helloTimeout    = 10 * time.Second
+	writeTimeout    = 20 * time.Second // for each write to a client
+	// repairBudget bounds the bytes of chunks being written by repair, to
+	// every client together.
+	repairBudget = 32 << 20
+	// keepEnded is how many clients that are done, failed or lost the
+	// table keeps; older ones are only counted.
+	keepEnded = 256
+)
 
 // Server streams one image.
 type Server struct {
@@ -50,12 +69,28 @@ type Server struct {
 	sigs    [][]byte
 	trailer string
 
+	stored int           // stored chunks in the image
+	idle   time.Duration // IdleTimeout
+	// repairBufs holds the buffers repair reads chunks into: taking one is
+	// the right to have a chunk in flight.
+	repairBufs chan []byte
+
 	mu      sync.Mutex
 	clients int           // connected clients that still want the stream
 	wake    chan struct{} // closed and replaced when a client arrives
 	pass    uint32
 	table   map[int]*ClientStatus
 	nextID  int
+	// Clients that ended, oldest first; past keepEnded of them the oldest
+	// leave the table and are counted in forgotten, by state.
+	ended     []int
+	forgotten map[string]int
+	// Control connections open, in all and by address; refused since the
+	// last log line about it.
+	conns      int
+	perAddr    map[string]int
+	refused    int
+	refusedLog time.Time
 }
 
 // NewServer opens the image and prepares a server; Serve runs it.
@@ -90,7 +125,22 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		}
 	}
 	s := &Server{opts: opts, im: im, raw: raw, sigs: sigs, trailer: base64.StdEncoding.EncodeToString(trailer),
-		rate: opts.Config.StreamRate(), wake: make(chan struct{}), table: map[int]*ClientStatus{}}
+		rate: opts.Config.StreamRate(), wake: make(chan struct{}),
+		table: map[int]*ClientStatus{}, forgotten: map[string]int{}, perAddr: map[string]int{}, idle: opts.IdleTimeout}
+	if s.idle <= 0 {
+		s.idle = 30 * time.Second
+	}
+	largest := 1
+	for _, c := range im.Manifest.Chunks {
+		if c.Codec.Stored() {
+			s.stored++
+			largest = max(largest, int(c.Length))
+		}
+	}
+	s.repairBufs = make(chan []byte, max(1, repairBudget/largest))
+	for range cap(s.repairBufs) {
+		s.repairBufs <- nil
+	}
 	copy(s.stream[:8], im.Digest[:8])
 	if _, err := rand.Read(s.stream[8:]); err != nil {
 		return nil, err
@@ -125,7 +175,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.opts.Interface != "" {
 		var err error
 		if ifi, err = net.InterfaceByName(s.opts.Interface); err != nil {
-			return fmt.Errorf("--interface %s: %w", s.opts.Interface, err)
+			return &InterfaceError{Name: s.opts.Interface, Err: err}
 		}
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(laddr, strconv.Itoa(cfg.Port)))
@@ -165,7 +215,7 @@ func (s *Server) dialGroup(ifi *net.Interface) (*net.UDPConn, error) {
 	group := net.UDPAddrFromAddrPort(netip.AddrPortFrom(cfg.Group, uint16(cfg.Port+1)))
 	c, err := net.DialUDP("udp4", nil, group)
 	if err != nil {
-		return nil, fmt.Errorf("sending to %s: %w (is there a route for multicast? give --interface)", group, err)
+		return nil, &RouteError{Group: group.String(), Err: err}
 	}
 	pc := ipv4.NewPacketConn(c)
 	if err := pc.SetMulticastTTL(cfg.TTL); err != nil {
@@ -361,171 +411,321 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) {
 		if err != nil {
 			return
 		}
+		addr := hostOf(c.RemoteAddr())
+		if !s.admit(addr) {
+			c.Close()
+			continue
+		}
 		wg.Go(func() {
+			defer s.release(addr)
 			defer c.Close()
 			stop := context.AfterFunc(ctx, func() { c.Close() })
 			defer stop()
-			s.client(c)
+			s.client(ctx, c, addr)
 		})
 	}
 }
 
-// client serves one control connection.
-func (s *Server) client(c net.Conn) {
-	who := c.RemoteAddr().String()
-	if h, _, err := net.SplitHostPort(who); err == nil {
-		who = h
+func hostOf(a net.Addr) string {
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
 	}
-	r := bufio.NewReader(c)
-	w := bufio.NewWriter(c)
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	typ, b, err := readFrame(r, 64<<10)
-	if err != nil || typ != msgHello {
+	return h
+}
+
+// admit counts a new control connection from addr in, unless it would pass
+// the caps on connections (in all, and from one address): each connection
+// costs memory, and one host must not take every place.
+func (s *Server) admit(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns >= maxConns || s.perAddr[addr] >= maxConnsPerAddr {
+		s.refused++
+		if now := time.Now(); now.Sub(s.refusedLog) >= 10*time.Second {
+			s.refusedLog = now
+			s.opts.Log("Refused %d control connections over the limits (%d in all, %d from one address), the last from %s",
+				s.refused, maxConns, maxConnsPerAddr, addr)
+			s.refused = 0
+		}
+		return false
+	}
+	s.conns++
+	s.perAddr[addr]++
+	return true
+}
+
+func (s *Server) release(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns--
+	if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
+		delete(s.perAddr, addr)
+	}
+}
+
+// conn is the server's side of one control connection.
+type conn struct {
+	s        *Server
+	c        net.Conn
+	r        *bufio.Reader
+	w        *bufio.Writer
+	id       int    // in the client table
+	who      string // for the log: address and escaped name
+	disk     string
+	final    bool // done or failed was said
+	repaired int  // chunks sent by repair
+	// listening: the client has joined the group.
+	listening bool
+}
+
+// client serves one control connection: the hello, the stream's
+// description, then status reports and repair requests until the client
+// leaves. Every read and write has a deadline, every frame a size limit
+// by type, so a client that stalls or floods costs a bounded time and
+// memory.
+func (s *Server) client(ctx context.Context, c net.Conn, addr string) {
+	k := &conn{s: s, c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
+	h, ok := k.greet(addr)
+	if !ok {
 		return
 	}
-	var h hello
-	if err := json.Unmarshal(b, &h); err != nil {
+	defer func() {
+		k.leave()
+		if !k.final {
+			s.end(k.id, StateLost, "")
+		}
+	}()
+	if h.Version != WireVersion {
+		c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		writeFrame(k.w, msgError, []byte(fmt.Sprintf("this server speaks asr multicast version %d, the client %d: use the same asr version on both", WireVersion, h.Version)))
+		k.w.Flush()
+		s.opts.Log("Client %s refused: protocol version %d", k.who, h.Version)
 		return
 	}
-	addr := who
+	if !k.describe() {
+		return
+	}
+	k.serve(ctx)
+}
+
+// greet reads the hello within helloTimeout and enters the client in the
+// table; ok is false if there was no valid hello.
+func (k *conn) greet(addr string) (h hello, ok bool) {
+	s := k.s
+	k.c.SetReadDeadline(time.Now().Add(helloTimeout))
+	typ, b, err := readFrameOf(k.r, func(typ byte) int { return maxHelloFrame })
+	if err != nil || typ != msgHello || json.Unmarshal(b, &h) != nil {
+		return h, false
+	}
+	h.Client, h.MAC, h.Disk = clip(h.Client, maxNameLen), clip(h.MAC, maxMACLen), clip(h.Disk, maxNameLen)
+	k.who, k.disk = addr, safetext.Line(h.Disk)
 	if h.Client != "" {
-		who += " (" + h.Client + ")"
+		k.who += " (" + safetext.Line(h.Client) + ")"
 	}
 	now := time.Now()
 	s.mu.Lock()
 	s.nextID++
-	id := s.nextID
-	s.table[id] = &ClientStatus{ID: id, Name: h.Client, MAC: h.MAC, Addr: addr, Disk: h.Disk,
+	k.id = s.nextID
+	s.table[k.id] = &ClientStatus{ID: k.id, Name: h.Client, MAC: h.MAC, Addr: addr, Disk: h.Disk,
 		State: StateConnected, Since: now, LastSeen: now}
 	s.mu.Unlock()
-	final := false
-	defer func() {
-		if !final {
-			s.update(id, func(c *ClientStatus) { c.State, c.Ended = StateLost, time.Now() })
-		}
-	}()
-	if h.Version != WireVersion {
-		writeFrame(w, msgError, []byte(fmt.Sprintf("this server speaks asr multicast version %d, the client %d: use the same asr version on both", WireVersion, h.Version)))
-		w.Flush()
-		s.opts.Log("Client %s refused: protocol version %d", who, h.Version)
-		return
-	}
-	c.SetDeadline(time.Time{})
+	return h, true
+}
+
+// describe sends the session and the manifest.
+func (k *conn) describe() bool {
+	s := k.s
 	m := s.im.Manifest
-	limit := max(64, len(m.Chunks)/10)
 	cfg := s.opts.Config
 	sess := session{
 		Version: WireVersion, Stream: hex.EncodeToString(s.stream[:]), Digest: s.im.Digest.String(),
 		Name: m.Name, Group: cfg.Group.String(), Port: cfg.Port + 1, ShardSize: ShardSize,
-		Parity: s.parity, Rate: s.rate, RepairLimit: limit, Signatures: s.trailer,
+		Parity: s.parity, Rate: s.rate, RepairLimit: s.repairLimit(), Signatures: s.trailer,
 	}
-	if writeJSON(w, msgSession, sess) != nil || writeFrame(w, msgManifest, s.raw) != nil || w.Flush() != nil {
-		return
-	}
+	// The manifest of a large image is large: a minute per 64 MiB of it
+	// on top of the usual deadline is slower than any LAN.
+	k.c.SetWriteDeadline(time.Now().Add(writeTimeout + time.Duration(len(s.raw)>>26)*time.Minute))
+	return writeJSON(k.w, msgSession, sess) == nil && writeFrame(k.w, msgManifest, s.raw) == nil && k.w.Flush() == nil
+}
 
-	// A client counts as listening from the moment it says it has joined
-	// the group: the stream starts then, not at its hello, so that a client
-	// still validating its target does not miss the start of the first pass.
-	listening := false
-	join := func() {
-		if !listening {
-			listening = true
-			s.mu.Lock()
-			s.clients++
-			close(s.wake)
-			s.wake = make(chan struct{})
-			s.mu.Unlock()
-		}
-	}
-	leave := func() {
-		if listening {
-			listening = false
-			s.mu.Lock()
-			s.clients--
-			s.mu.Unlock()
-		}
-	}
-	defer leave()
+// repairLimit is how many chunks a client may ask for by repair as a
+// matter of course.
+func (s *Server) repairLimit() int { return max(64, len(s.im.Manifest.Chunks)/10) }
 
-	repaired := 0
-	var stored []byte
+// serve reads the client's frames until it leaves, is silent for the idle
+// timeout, or breaks the protocol.
+func (k *conn) serve(ctx context.Context) {
+	s := k.s
 	for {
-		typ, b, err := readFrame(r, 4<<20)
+		k.c.SetReadDeadline(time.Now().Add(s.idle))
+		typ, n, err := readFrameHeader(k.r, k.frameLimit)
 		if err != nil {
-			if listening {
-				s.opts.Log("Client %s disconnected before it was done", who)
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				s.opts.Log("Client %s said nothing for %s: dropped", k.who, s.idle)
+			case k.listening:
+				s.opts.Log("Client %s disconnected before it was done", k.who)
 			}
 			return
 		}
 		switch typ {
 		case msgStatus:
+			b := make([]byte, n)
+			if _, err := io.ReadFull(k.r, b); err != nil {
+				return
+			}
 			var st status
 			if json.Unmarshal(b, &st) != nil {
 				return
 			}
-			pct := min(max(st.Percent, 0), 100)
-			switch st.Event {
-			case "joined":
-				join()
-				s.update(id, func(c *ClientStatus) { c.State, c.Joined = StateJoined, time.Now() })
-				s.opts.Log("Client %s joined%s", who, disk(h.Disk))
-			case "progress":
-				var was int
-				s.update(id, func(c *ClientStatus) {
-					was = c.Percent
-					switch {
-					case st.Message == "verifying":
-						c.State = StateVerifying
-					case pct > 0 || c.State != StateJoined:
-						// A heartbeat at 0% leaves a joined client
-						// shown as waiting for data.
-						c.State = StateRestoring
-					}
-					c.Percent = pct
-				})
-				// The log gets a line per 10%; the table shows every move.
-				if pct/10 > was/10 {
-					s.opts.Log("Client %s: %d%%", who, pct)
-				}
-			case "done", "failed":
-				leave()
-				final = true
-				s.update(id, func(c *ClientStatus) {
-					c.State, c.Message, c.Ended = st.Event, st.Message, time.Now()
-					if st.Event == "done" {
-						c.Percent = 100
-					} else if pct > 0 {
-						c.Percent = pct
-					}
-				})
-				s.opts.Log("Client %s %s%s", who, st.Event, suffix(st.Message))
-			default:
-				s.update(id, func(*ClientStatus) {})
-				s.opts.Log("Client %s %s%s", who, st.Event, suffix(st.Message))
-			}
+			k.status(st)
 		case msgRepair:
-			for off := 0; off+4 <= len(b); off += 4 {
-				i := int(binary.LittleEndian.Uint32(b[off:]))
-				if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() || repaired >= limit {
-					continue
-				}
-				if stored, err = s.im.ReadStored(i, stored); err != nil {
-					s.opts.Log("Repair for %s: %v", who, err)
-					return
-				}
-				msg := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(stored)), uint32(i))
-				if writeFrame(w, msgChunk, append(msg, stored...)) != nil {
-					return
-				}
-				repaired++
+			if n%4 != 0 {
+				return
 			}
-			if writeFrame(w, msgRepaired, nil) != nil || w.Flush() != nil {
+			if err := k.repair(ctx, n/4); err != nil {
+				if ctx.Err() == nil {
+					s.opts.Log("Repair for %s: %v: dropped", k.who, err)
+				}
 				return
 			}
 		default:
 			return
 		}
 	}
+}
+
+// frameLimit is the largest payload a client may send in a frame of type
+// typ: a status is small; a repair request names each chunk at most once.
+func (k *conn) frameLimit(typ byte) int {
+	switch typ {
+	case msgStatus:
+		return maxStatusFrame
+	case msgRepair:
+		return 4 * len(k.s.im.Manifest.Chunks)
+	}
+	return 0
+}
+
+// join counts the client as listening from the moment it says it has
+// joined the group: the stream starts then, not at its hello, so that a
+// client still validating its target does not miss the start of the first
+// pass.
+func (k *conn) join() {
+	if k.listening {
+		return
+	}
+	k.listening = true
+	s := k.s
+	s.mu.Lock()
+	s.clients++
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (k *conn) leave() {
+	if !k.listening {
+		return
+	}
+	k.listening = false
+	k.s.mu.Lock()
+	k.s.clients--
+	k.s.mu.Unlock()
+}
+
+// status handles a status report.
+func (k *conn) status(st status) {
+	s := k.s
+	st.Message = clip(st.Message, maxMessageLen)
+	pct := min(max(st.Percent, 0), 100)
+	switch st.Event {
+	case "alive":
+		s.update(k.id, func(*ClientStatus) {})
+	case "joined":
+		k.join()
+		s.update(k.id, func(c *ClientStatus) { c.State, c.Joined = StateJoined, time.Now() })
+		s.opts.Log("Client %s joined%s", k.who, disk(k.disk))
+	case "progress":
+		var was int
+		s.update(k.id, func(c *ClientStatus) {
+			was = c.Percent
+			switch {
+			case st.Message == "verifying":
+				c.State = StateVerifying
+			case pct > 0 || c.State != StateJoined:
+				// A heartbeat at 0% leaves a joined client shown as
+				// waiting for data.
+				c.State = StateRestoring
+			}
+			c.Percent = pct
+		})
+		// The log gets a line per 10%; the table shows every move.
+		if pct/10 > was/10 {
+			s.opts.Log("Client %s: %d%%", k.who, pct)
+		}
+	case "done", "failed":
+		k.leave()
+		k.final = true
+		s.update(k.id, func(c *ClientStatus) {
+			if st.Event == "done" {
+				c.Percent = 100
+			} else if pct > 0 {
+				c.Percent = pct
+			}
+		})
+		s.end(k.id, st.Event, st.Message)
+		s.opts.Log("Client %s %s%s", k.who, st.Event, suffix(safetext.Line(st.Message)))
+	default:
+		s.update(k.id, func(*ClientStatus) {})
+		s.opts.Log("Client %s %s%s", k.who, safetext.Short(st.Event, 32), suffix(safetext.Line(st.Message)))
+	}
+}
+
+// repair answers a request for n chunks, read one index at a time from the
+// frame. Each chunk is read into one of the server's few repair buffers
+// (the bound on repair bytes in flight, whatever the number of clients)
+// and written under a deadline, so a client that does not read is dropped
+// rather than held. A client gets at most its repair limit plus one copy
+// of every stored chunk: enough to fall back to fetching the whole image
+// when its stream is unusable.
+func (k *conn) repair(ctx context.Context, n int) error {
+	s := k.s
+	m := s.im.Manifest
+	var idx [4]byte
+	for range n {
+		if _, err := io.ReadFull(k.r, idx[:]); err != nil {
+			return err
+		}
+		i := int(binary.LittleEndian.Uint32(idx[:]))
+		if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() || k.repaired >= s.repairLimit()+s.stored {
+			continue
+		}
+		var buf []byte
+		select {
+		case buf = <-s.repairBufs:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(writeTimeout):
+			return errors.New("no repair buffer free")
+		}
+		stored, err := s.im.ReadStored(i, buf)
+		if err == nil {
+			k.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+			err = writeChunk(k.w, uint32(i), stored)
+		}
+		s.repairBufs <- stored[:0]
+		if err != nil {
+			return err
+		}
+		k.repaired++
+	}
+	k.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := writeFrame(k.w, msgRepaired, nil); err != nil {
+		return err
+	}
+	return k.w.Flush()
 }
 
 func disk(d string) string {
