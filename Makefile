@@ -70,6 +70,7 @@ fuzz:
 	$(call fuzz-one,FuzzBuild,./internal/blockmap/,30000)
 	$(call fuzz-one,FuzzBuildPatched,./internal/blockmap/,80000)
 	$(call fuzz-one,FuzzLine,./internal/safetext/,60000)
+	$(call fuzz-one,FuzzText,./internal/redact/,40000)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

@@ -49,14 +49,8 @@ func asr(t *testing.T, args ...string) result {
 	var out, errb bytes.Buffer
 	e := env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, isTerminal: func() bool { return false }}
 	err := run(context.Background(), e, args)
-	r := result{stdout: out.String(), stderr: errb.String(), err: err}
-	if err != nil {
-		r.code = 1
-		if ee, ok := err.(*exitError); ok {
-			r.code = ee.code
-		}
-	}
-	return r
+	code := exitStatus(&errb, err) // prints the error as main does
+	return result{stdout: out.String(), stderr: errb.String(), err: err, code: code}
 }
 
 func mustAsr(t *testing.T, args ...string) result {

@@ -1,6 +1,11 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/asrlinux/asr/internal/sourceurl"
+)
 
 const usageMain = `asr - restore prepared disk images onto disks (Apple Software Restore for Linux)
 
@@ -50,25 +55,7 @@ DESCRIPTION
     keeping what else is there: see FILE COPY.
 
     SOURCE is one of
-      a prepared image    made by 'asr imagescan' (fastest: zeros are skipped, chunks are
-                          decoded in parallel and checked against their SHA-256 before
-                          they are written)
-      a raw disk image    a plain file, or one compressed with gzip, xz or zstd (recognised
-                          by content, not name; a compressed image is read once first to
-                          learn its size, because nothing is written before every check).
-                          A file named *.asr is always taken for a prepared image, so a
-                          damaged one is refused rather than restored as raw bytes
-      a block device      a clone: a whole disk or one partition onto another. A raw image
-                          file or a block device is mapped by its filesystems as imagescan
-                          maps a disk: free space is neither read nor written (--allblocks
-                          copies it too)
-      http(s)://HOST/IMG  a prepared image on a web server: fetched with range requests on
-                          several connections (one stream if the server ignores Range),
-                          resuming dropped connections; raw images (.img, .gz, .xz, .zst)
-                          stream sequentially. user:password@ in the URL is sent as basic
-                          authentication and never printed
-      asr://HOST[:PORT]   a multicast stream from 'asr server' (port 7800 by default): joins
-                          at any point of the loop and finishes when every chunk is in
+@SOURCES@
 
     TARGET is a block device (a whole disk such as /dev/sdb, or a partition such as
     /dev/sdb2) or an existing regular file (a virtual machine's disk image). A target
@@ -380,17 +367,23 @@ func runHelp(e env, args []string) error {
 	}
 	switch args[0] {
 	case "restore":
-		fmt.Fprint(e.stdout, manRestore)
+		fmt.Fprint(e.stdout, expand(manRestore))
 	case "imagescan":
-		fmt.Fprint(e.stdout, manImagescan)
+		fmt.Fprint(e.stdout, expand(manImagescan))
 	case "info":
-		fmt.Fprint(e.stdout, manInfo)
+		fmt.Fprint(e.stdout, expand(manInfo))
 	case "server":
-		fmt.Fprint(e.stdout, manServer)
+		fmt.Fprint(e.stdout, expand(manServer))
 	case "browse":
-		fmt.Fprint(e.stdout, manBrowse)
+		fmt.Fprint(e.stdout, expand(manBrowse))
 	default:
 		return usageError("help: no manual for %q (verbs: restore, imagescan, info, server, browse)", args[0])
 	}
 	return nil
+}
+
+// expand fills a manual's generated parts: @SOURCES@, the kinds of source
+// (sourceurl.Schemes).
+func expand(manual string) string {
+	return strings.Replace(manual, "@SOURCES@\n", sourceurl.Help("      "), 1)
 }

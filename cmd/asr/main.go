@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/asrlinux/asr/internal/redact"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -23,6 +25,7 @@ type exitError struct {
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 func usageError(format string, a ...any) error {
 	return &exitError{2, fmt.Errorf(format, a...)}
@@ -41,22 +44,33 @@ func main() {
 	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: stdinIsTerminal}
 	err := run(ctx, e, os.Args[1:])
 	stop()
-	if err != nil {
-		code := 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "asr: %v\n", err)
-		} else {
-			code = 0
-		}
-		os.Exit(code)
-	}
+	os.Exit(exitStatus(os.Stderr, err))
 }
 
+// exitStatus prints err (already redacted by run) as asr's last line and
+// returns the exit status: 0, 1 when the operation failed, 2 when the
+// command line is wrong.
+func exitStatus(stderr io.Writer, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "asr: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+// run runs one verb. Everything it prints, and the error it returns, is
+// redacted: a source URL's password or a presigned URL's signature never
+// reaches the terminal or a log, whichever package quoted the URL.
 func run(ctx context.Context, e env, args []string) error {
+	e.stdout, e.stderr = redact.Writer(e.stdout), redact.Writer(e.stderr)
+	return redact.Error(runVerb(ctx, e, args))
+}
+
+func runVerb(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, usageMain)
 		return &exitError{2, errors.New("no verb given: see 'asr help'")}
@@ -95,7 +109,7 @@ func newFlags(name string) *flag.FlagSet {
 func parse(e env, fs *flag.FlagSet, manual string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(e.stdout, manual)
+			fmt.Fprint(e.stdout, expand(manual))
 			return flag.ErrHelp
 		}
 		return usageError("%s: %v (see 'asr help %s')", fs.Name(), err, fs.Name())

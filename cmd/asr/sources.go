@@ -45,6 +45,9 @@ func (f sourceFlags) check() error {
 // log hears retries and checksum decisions, one line each.
 // disk names the target for a multicast server's table.
 func openSource(ctx context.Context, s, disk string, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
+	if err := sourceurl.Check(s); err != nil {
+		return nil, usageError("%v", err)
+	}
 	src, err := sourceurl.Open(ctx, s, sourceurl.Options{
 		CACert: *f.cacert, Checksum: *f.checksum, Timeout: time.Duration(*f.timeout) * time.Second,
 		Retries: *f.retries, Interface: *f.iface, Disk: disk, Log: log, AllBlocks: *f.all,
