@@ -22,7 +22,7 @@ import (
 // hard links as two copies, the read-only attribute, and no symlink or FIFO
 // (which FAT cannot hold, as asr warned).
 func TestFileCopyOntoFAT(t *testing.T) {
-	testenv.Require(t, "qemu-system-x86_64", "mkfs.vfat", "mcopy", "mtype", "mattrib", "mdir")
+	testenv.RequireVM(t, "mkfs.vfat", "mcopy", "mtype", "mattrib", "mdir")
 	k, err := initramfs.FindKernel("/", "")
 	if err != nil {
 		t.Fatalf("no kernel for the VM: %v", err)

@@ -120,9 +120,7 @@ func TestE2ERawCompressedAndCloneSources(t *testing.T) {
 	disk := makeDisk(t, dir, diskSize, 2)
 	want := hashRange(t, disk, 0, diskSize)
 	for _, c := range []struct{ tool, ext string }{{"gzip", ".gz"}, {"xz", ".xz"}, {"zstd", ".zst"}} {
-		if _, err := exec.LookPath(c.tool); err != nil {
-			t.Fatalf("%s is missing: run testdata/deps.sh", c.tool)
-		}
+		testenv.RequireTools(t, c.tool)
 		sh(t, "sh", "-c", fmt.Sprintf("%s -c -1 < %s > %s%s", c.tool, disk, disk, c.ext))
 	}
 	srcDev := loop(t, disk, "--read-only")
