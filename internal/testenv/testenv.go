@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -69,19 +70,26 @@ func Unavailable(t testing.TB, format string, a ...any) {
 	t.Skipf("end-to-end test %s; set ASR_E2E=1 to make this a failure", why)
 }
 
-// Tool finds a program on PATH or, since system tools live there and an
-// ordinary user's PATH lacks them, in /usr/sbin and /sbin.
+// Tool finds a program on PATH, which init extends with the system
+// directories.
 func Tool(name string) (string, bool) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, true
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, true
+	p, err := exec.LookPath(name)
+	return p, err == nil
+}
+
+// init adds /usr/sbin and /sbin to PATH when they are missing: the tools
+// the tests run (mkfs.ext4, sgdisk, losetup) live there, and an ordinary
+// user's PATH lacks them, though they work on files without root. The
+// package is imported by tests only.
+func init() {
+	path := os.Getenv("PATH")
+	dirs := filepath.SplitList(path)
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if !slices.Contains(dirs, d) {
+			path += string(filepath.ListSeparator) + d
 		}
 	}
-	return "", false
+	os.Setenv("PATH", path)
 }
 
 var (
