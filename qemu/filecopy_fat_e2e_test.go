@@ -61,7 +61,7 @@ func TestFileCopyOntoFAT(t *testing.T) {
 	put("wasdir/inner.txt", "inside a folder the source replaces by a file\n")
 
 	vm := qemu.StartT(t, "i8fat", qemu.WithKernel(k.Image), qemu.WithInitramfs(res.Path),
-		qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL")), qemu.WithDisk(img))
+		qemu.WithDisk(img))
 	m, err := vm.Console.Expect(`FATTEST (ok|failed: .*)`, 4*time.Minute)
 	if err != nil {
 		t.Fatalf("no result from the VM: %v\nconsole:\n%s", err, vm.Console.Log())

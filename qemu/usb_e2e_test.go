@@ -53,7 +53,7 @@ func stickRestores(t *testing.T, name string, extra ...qemu.Fn) {
 	before := testenv.Hash(t, stick, 0, st.Size())
 	internal := emptyDisk(t, dir, "internal.img", 64<<20)
 
-	fns := append([]qemu.Fn{qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL")),
+	fns := append([]qemu.Fn{
 		qemu.WithDisk(internal), qemu.WithUSBDisk(stick)}, extra...)
 	vm := qemu.StartT(t, name, fns...)
 	if _, err := vm.Console.Expect(`asr: stick: /dev/sda3 on /dev/sda `, 4*time.Minute); err != nil {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
-	"github.com/asrlinux/asr/qemu"
 )
 
 // asr server on a terminal (a real pty, from script(1)) shows the live
@@ -83,39 +83,25 @@ func TestE2EServerTableOnSIGUSR1(t *testing.T) {
 
 // startServer starts cmd, an asr server in a lab host, stops it when the
 // test ends, and waits until it accepts clients.
-func startServer(t *testing.T, cmd *exec.Cmd) *qemu.Proc {
+func startServer(t *testing.T, cmd *exec.Cmd) *netlab.Proc {
 	t.Helper()
-	srv, err := qemu.StartProc("asr server", cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop() })
-	if err := srv.WaitFor("Ready to start accepting clients", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	srv := netlab.StartProcT(t, "asr server", cmd)
+	srv.WaitForT(t, "Ready to start accepting clients", 20*time.Second)
 	return srv
 }
 
 // serverLab makes a lab (removed when the test ends) with a server host at
 // 198.18.0.1 and a client at 198.18.0.11, an image of a sample disk of size
 // bytes, and a server config for group at rate bytes/s without DNS-SD.
-func serverLab(t *testing.T, name, group string, rate int, size int64, seed uint64) (srv, cli *qemu.Host, dir, img, cfg string) {
+func serverLab(t *testing.T, name, group string, rate int, size int64, seed uint64) (srv, cli *netlab.Host, dir, img, cfg string) {
 	t.Helper()
-	nl, err := qemu.NewLab(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nl.Close() })
-	if srv, err = nl.AddHost("s", 1); err != nil {
-		t.Fatal(err)
-	}
-	if cli, err = nl.AddHost("c", 11); err != nil {
-		t.Fatal(err)
-	}
+	nl := netlab.NewT(t, name)
+	srv = nl.AddHostT(t, "s", 1)
+	cli = nl.AddHostT(t, "c", 11)
 	dir = t.TempDir()
 	img = scan(t, testenv.Disk(t, dir, size, seed))
 	cfg = filepath.Join(dir, "asr.plist")
-	err = os.WriteFile(cfg, []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
 <plist version="1.0"><dict>
 <key>Multicast Address</key><string>%s</string>
 <key>Data Rate</key><integer>%d</integer>
