@@ -51,7 +51,7 @@ usb-image-args:
 
 # deps installs what the tests, the demo and the benchmarks use on Debian.
 deps:
-	./testdata/deps.sh
+	./scripts/deps.sh
 
 test: deps lint unit fuzz
 
@@ -80,25 +80,25 @@ lint:
 	$(STATICCHECK) ./...
 
 bench: deps build
-	./testdata/bench.sh
-	./testdata/bench-http.sh
-	./testdata/bench-multicast.sh
-	./testdata/bench-fsmap.sh
-	./testdata/bench-filecopy.sh
+	./bench/local.sh
+	./bench/http.sh
+	./bench/multicast.sh
+	./bench/fsmap.sh
+	./bench/filecopy.sh
 
 # bench-fsmap alone: asr against partclone and bmaptool on a used disk (~5 min).
 bench-fsmap: deps build
-	./testdata/bench-fsmap.sh
+	./bench/fsmap.sh
 
 demo: deps build lab-tool
-	./testdata/demo.sh
+	./scripts/demo.sh
 
 lab-tool:
 	$(GO) build -trimpath -o $(BIN)/asr-lab ./cmd/asr-lab
 
 # lab leaves a lab (asr server, DHCP, one VM) running until Ctrl-C.
 lab: deps build lab-tool
-	@test -s out/demo/sample.asr || ./testdata/demo.sh
+	@test -s out/demo/sample.asr || ./scripts/demo.sh
 	$(BIN)/asr-lab up --image out/demo/sample.asr
 
 clean:

@@ -15,7 +15,7 @@ import (
 
 // TestFileCopyOntoFAT runs the file-copy restore onto a FAT volume in a VM,
 // since the host kernel may have no FAT driver: the guest's /init
-// (internal/filerestore/fatinit) copies a tree from a read-only tmpfs onto
+// (qemu/fatinit) copies a tree from a read-only tmpfs onto
 // /dev/vda, a FAT16 image made here with mkfs.vfat and mtools, holding a
 // file to keep, a file to replace and a folder to replace by a file. The
 // image is then read here with mtools: files copied, replaced and kept,
@@ -31,7 +31,7 @@ func TestFileCopyOntoFAT(t *testing.T) {
 	start := time.Now()
 	res, err := initramfs.Build(initramfs.Options{
 		Output: filepath.Join(dir, "fat-initramfs.cpio.gz"), Kernel: k, Version: "fat-e2e",
-		Init:     "github.com/asrlinux/asr/internal/filerestore/fatinit",
+		Init:     "github.com/asrlinux/asr/qemu/fatinit",
 		Commands: []string{}, CACerts: "-",
 		Modules: []string{"virtio_pci", "virtio_blk", "vfat", "nls_cp437", "nls_ascii"},
 	})

@@ -12,7 +12,7 @@
 // The lab is a set of network namespaces on a bridge (package netlab): an asr
 // server and a DHCP server at 198.18.0.1, the VMs on taps. Nothing reaches
 // the machine's own network, and everything is removed at the end. It needs
-// root, QEMU and an installed Debian kernel (testdata/deps.sh).
+// root, QEMU and an installed Debian kernel (scripts/deps.sh).
 package main
 
 import (
