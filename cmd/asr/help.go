@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"strings"
 
@@ -111,27 +114,7 @@ VERIFICATION
     and says so.
 
 OPTIONS
-    --source SOURCE     what to restore (required)
-    --target TARGET     where to restore it
-    --file PATH         write a new raw disk image file (with --erase, replace an existing one)
-    --erase             erase the target and copy blocks; without it, --target is a volume
-                        to copy files into (see FILE COPY)
-    --noprompt          do not ask before erasing
-    --noverify          do not read the target back
-    --allblocks         a raw image or device source: copy free space too, byte for byte
-    --grow              enlarge the last partition and its ext2/3/4 filesystem (or an image
-                        of one volume's filesystem) to fill a larger target
-    --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
-    --workers N         parallel decode/write/verify workers (default: max(4, CPUs)); at
-                        most what keeps their buffers within 96 MiB (32 at 1 MiB chunks);
-                        file copy: items copied at once, default max(16, 4 x CPUs)
-    --timeout SECONDS   network sources: give up after this long without data (default 30)
-    --retries N         http(s): reconnections in a row without progress (default 5)
-    --cacert FILE       https: also trust the CA certificates in FILE
-    --checksum sha256:HEX
-                        raw images over http(s): the SHA-256 of the file as served; else
-                        IMG.sha256 beside it is used when the server has one
-    --interface IF      asr://: join the multicast group on this interface
+@OPTIONS@
 
 FILE COPY (no --erase)
     asr restore --source SOURCE --target VOLUME copies every item of the source volume
@@ -246,13 +229,7 @@ DESCRIPTION
     The image is written under a temporary name beside IMAGE and renamed when complete.
 
 OPTIONS
-    --source DISK        what to scan (required)
-    --output IMAGE       the image to write (required)
-    --chunksize BYTES    chunk size, a multiple of 4096 from 65536 to 16777216 (default 1048576)
-    --allblocks          do not map filesystems: keep every non-zero chunk, free space
-                         included (for forensic copies, or to keep deleted data)
-    --overwrite          replace IMAGE if it exists
-    --puppetstrings      machine-readable progress (see 'asr help restore')
+@OPTIONS@
 
 EXAMPLE
     asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr
@@ -262,13 +239,16 @@ const manInfo = `NAME
     asr info - describe a prepared image
 
 SYNOPSIS
-    asr info --source IMAGE [--plist]
+    asr info --source IMAGE [--plist] [--timeout SECONDS] [--cacert FILE] ...
 
 DESCRIPTION
     Checks IMAGE's header and manifest and prints its logical size, chunk size and count,
     stored and used bytes, compression ratio, digest, creation time, the asr version that
     made it and a summary of its partition table. --plist prints the same as an XML
-    property list.
+    property list. IMAGE may be any source 'asr restore' takes (see 'asr help restore').
+
+OPTIONS
+@OPTIONS@
 `
 
 const manServer = `NAME
@@ -334,11 +314,7 @@ CONFIGURATION
       </dict></plist>
 
 OPTIONS
-    --source IMAGE       the prepared image to stream (required)
-    --config PLIST       the configuration (required)
-    --interface IF       send the stream out of this interface (default: as routing says)
-    --parity PCT         Reed-Solomon parity per chunk, percent of its packets (default 5;
-                         0 turns it off)
+@OPTIONS@
 
 OUTPUT
     Ready to start accepting clients
@@ -358,32 +334,79 @@ DESCRIPTION
     --timeout seconds (default 3) for answers, and prints one line per server: its name,
     the asr:// source to restore from, the image it serves and the start of its digest.
     Exits 1 when nobody answered.
+
+OPTIONS
+@OPTIONS@
 `
 
+// runHelp prints the main page, or a verb's manual: the verb runs with -h,
+// so that its OPTIONS come from the flags it defines (see expand), and a
+// new verb has its manual here with nothing to add.
 func runHelp(e env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(e.stdout, usageMain)
 		return nil
 	}
-	switch args[0] {
-	case "restore":
-		fmt.Fprint(e.stdout, expand(manRestore))
-	case "imagescan":
-		fmt.Fprint(e.stdout, expand(manImagescan))
-	case "info":
-		fmt.Fprint(e.stdout, expand(manInfo))
-	case "server":
-		fmt.Fprint(e.stdout, expand(manServer))
-	case "browse":
-		fmt.Fprint(e.stdout, expand(manBrowse))
-	default:
-		return usageError("help: no manual for %q (verbs: restore, imagescan, info, server, browse)", args[0])
+	verb := args[0]
+	if verb != "help" && verb != "version" && !strings.HasPrefix(verb, "-") {
+		if err := runVerb(context.Background(), e, []string{verb, "-h"}); errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 	}
-	return nil
+	return usageError("help: no manual for %q (see 'asr help' for the verbs)", verb)
 }
 
 // expand fills a manual's generated parts: @SOURCES@, the kinds of source
-// (sourceurl.Schemes).
-func expand(manual string) string {
-	return strings.Replace(manual, "@SOURCES@\n", sourceurl.Help("      "), 1)
+// (sourceurl.Schemes), and @OPTIONS@, every flag fs defines with its usage
+// string, so a flag cannot be left out of its verb's manual.
+func expand(manual string, fs *flag.FlagSet) string {
+	manual = strings.Replace(manual, "@SOURCES@\n", sourceurl.Help("      "), 1)
+	return strings.Replace(manual, "@OPTIONS@\n", options(fs), 1)
+}
+
+// options lists fs's flags, sorted, as the OPTIONS section shows them:
+//
+//	--name ARG          usage, wrapped (default D)
+//
+// ARG is the backquoted word of the usage (flag.UnquoteUsage); a flag with
+// no usage string is listed as UNDOCUMENTED, which a test catches.
+func options(fs *flag.FlagSet) string {
+	const indent, width = 24, 92
+	var b strings.Builder
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		if usage == "" {
+			usage = "UNDOCUMENTED"
+		}
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
+			usage += " (default " + f.DefValue + ")"
+		}
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+			arg = ""
+		}
+		head := "    --" + f.Name
+		if arg != "" {
+			head += " " + arg
+		}
+		line := head
+		if len(head) >= indent-1 {
+			b.WriteString(head + "\n")
+			line = ""
+		}
+		for _, w := range strings.Fields(usage) {
+			switch {
+			case line == "":
+				line = strings.Repeat(" ", indent) + w
+			case len(line) < indent:
+				line += strings.Repeat(" ", indent-len(line)) + w
+			case len(line)+1+len(w) > width:
+				b.WriteString(line + "\n")
+				line = strings.Repeat(" ", indent) + w
+			default:
+				line += " " + w
+			}
+		}
+		b.WriteString(line + "\n")
+	})
+	return b.String()
 }

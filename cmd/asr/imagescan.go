@@ -19,12 +19,12 @@ import (
 
 func runImagescan(ctx context.Context, e env, args []string) error {
 	fs := newFlags("imagescan")
-	src := fs.String("source", "", "")
-	output := fs.String("output", "", "")
-	chunk := fs.Int("chunksize", image.DefaultChunkSize, "")
-	overwrite := fs.Bool("overwrite", false, "")
-	puppet := fs.Bool("puppetstrings", false, "")
-	allBlocks := fs.Bool("allblocks", false, "")
+	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, or a block device (required)")
+	output := fs.String("output", "", "the prepared `IMAGE` to write (required)")
+	chunk := fs.Int("chunksize", image.DefaultChunkSize, "chunk size in `BYTES`, a multiple of 4096 from 65536 to 16777216")
+	overwrite := fs.Bool("overwrite", false, "replace IMAGE if it exists")
+	puppet := fs.Bool("puppetstrings", false, "machine-readable progress (see 'asr help restore')")
+	allBlocks := fs.Bool("allblocks", false, "do not map filesystems: keep every non-zero chunk, free space included (for forensic copies, or to keep deleted data)")
 	if err := parse(e, fs, manImagescan, args); err != nil {
 		return err
 	}

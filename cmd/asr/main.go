@@ -109,7 +109,7 @@ func newFlags(name string) *flag.FlagSet {
 func parse(e env, fs *flag.FlagSet, manual string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(e.stdout, expand(manual))
+			fmt.Fprint(e.stdout, expand(manual, fs))
 			return flag.ErrHelp
 		}
 		return usageError("%s: %v (see 'asr help %s')", fs.Name(), err, fs.Name())

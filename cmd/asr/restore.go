@@ -18,15 +18,15 @@ import (
 
 func runRestore(ctx context.Context, e env, args []string) error {
 	fs := newFlags("restore")
-	src := fs.String("source", "", "")
-	tgt := fs.String("target", "", "")
-	file := fs.String("file", "", "")
-	erase := fs.Bool("erase", false, "")
-	noprompt := fs.Bool("noprompt", false, "")
-	noverify := fs.Bool("noverify", false, "")
-	puppet := fs.Bool("puppetstrings", false, "")
-	workers := fs.Int("workers", 0, "")
-	growFlag := fs.Bool("grow", false, "")
+	src := fs.String("source", "", "the `SOURCE` to restore (required; see SOURCE above)")
+	tgt := fs.String("target", "", "the `TARGET` to restore onto; without --erase, the volume to copy files into (see FILE COPY)")
+	file := fs.String("file", "", "write a new raw disk image file at `PATH` (with --erase, replace an existing one)")
+	erase := fs.Bool("erase", false, "erase the target and copy blocks; without it, --target is a volume to copy files into (see FILE COPY)")
+	noprompt := fs.Bool("noprompt", false, "do not ask before erasing")
+	noverify := fs.Bool("noverify", false, "do not read the target back")
+	puppet := fs.Bool("puppetstrings", false, "print progress for programs instead of people (see PUPPETSTRINGS)")
+	workers := fs.Int("workers", 0, "`N` parallel decode/write/verify workers (0: max(4, CPUs)), at most what keeps their buffers within 96 MiB (32 at 1 MiB chunks); file copy: items copied at once (0: max(16, 4 x CPUs))")
+	growFlag := fs.Bool("grow", false, "enlarge the last partition and its ext2/3/4 filesystem (or an image of one volume's filesystem) to fill a larger target")
 	sf := addSourceFlags(fs)
 	if err := parse(e, fs, manRestore, args); err != nil {
 		return err
