@@ -203,6 +203,7 @@ func expectFailure(t *testing.T, vm *qemu.VM, timeout time.Duration) (string, ti
 }
 
 func TestApplianceRestoresOverHTTP(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "http")
 	l.nginx(t)
 	const size = 48 << 20
@@ -223,6 +224,7 @@ func TestApplianceRestoresOverHTTP(t *testing.T) {
 // TestApplianceRestoresNVMeOverE1000e restores as on a typical PC: an NVMe
 // disk and an Intel NIC, whose drivers the initramfs must carry.
 func TestApplianceRestoresNVMeOverE1000e(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "pc")
 	l.nginx(t)
 	disk, _ := image(t, l.srvDir, 32<<20, 106)
@@ -239,6 +241,7 @@ func TestApplianceRestoresNVMeOverE1000e(t *testing.T) {
 }
 
 func TestApplianceRefusesTwoDisks(t *testing.T) {
+	testenv.RequireVM(t)
 	dir := t.TempDir()
 	vda := emptyDisk(t, dir, "vda.img", 32<<20)
 	vdb := emptyDisk(t, dir, "vdb.img", 32<<20)
@@ -258,6 +261,7 @@ func TestApplianceRefusesTwoDisks(t *testing.T) {
 }
 
 func TestApplianceRefusesSmallDisk(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "small")
 	l.nginx(t)
 	image(t, l.srvDir, 48<<20, 102)
@@ -281,6 +285,7 @@ func TestApplianceRefusesSmallDisk(t *testing.T) {
 }
 
 func TestApplianceUnreachableSource(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "unreach")
 	target := filepath.Join(l.dir, "vda.img")
 	testenv.FillRandom(t, target, 32<<20, 104)
@@ -379,6 +384,7 @@ func restoreAll(t *testing.T, l *vmLab, name, source, want string, nics ...int) 
 }
 
 func TestApplianceMulticast(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "mcast")
 	disk, img := image(t, l.srvDir, 48<<20, 105)
 	l.asrServer(t, img, "239.255.42.1", 8_000_000)

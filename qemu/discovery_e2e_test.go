@@ -43,6 +43,7 @@ func advertisedServer(t *testing.T, h *netlab.Host, dir, hostname, img, group st
 }
 
 func TestApplianceFindsServerByDNSSD(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "n6bd")
 	disk, img := image(t, l.srvDir, 32<<20, 601)
 	srv := advertisedServer(t, l.srv, l.dir, "n6b-one", img, "239.255.61.1")
@@ -66,6 +67,7 @@ func TestApplianceFindsServerByDNSSD(t *testing.T) {
 }
 
 func TestApplianceRefusesTwoDNSSDServers(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "n6b2")
 	_, img := image(t, l.srvDir, 16<<20, 602)
 	other := l.lab.AddHostT(t, "t", 2)

@@ -96,6 +96,7 @@ func netbootLab(t *testing.T, name string) *vmLab {
 
 // TestNetbootRestoreFirstBoot is the whole zero-touch path on one VM.
 func TestNetbootRestoreFirstBoot(t *testing.T) {
+	testenv.RequireVM(t)
 	l := netbootLab(t, "nb")
 	id := markerID("netboot")
 	osImg := mkbootos(t, t.TempDir(), id)
@@ -141,6 +142,7 @@ func TestNetbootRestoreFirstBoot(t *testing.T) {
 // TestPowerCutMidRestore switches a VM off (kills QEMU) in the middle of a
 // restore over a disk that held an older system.
 func TestPowerCutMidRestore(t *testing.T) {
+	testenv.RequireVM(t)
 	l := netbootLab(t, "cut")
 	dir := t.TempDir()
 	oldID, newID := markerID("old"), markerID("new")
@@ -291,6 +293,7 @@ func lastLine(s string) string {
 // set option 224. The appliance must stop, say what it tried, and leave the
 // disk alone.
 func TestApplianceNoSource(t *testing.T) {
+	testenv.RequireVM(t)
 	testenv.Require(t, "dnsmasq", "ip")
 	lab := netlab.NewT(t, "n6ans")
 	srv := lab.AddHostT(t, "s", 1)

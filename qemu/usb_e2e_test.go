@@ -75,10 +75,12 @@ func stickRestores(t *testing.T, name string, extra ...qemu.Fn) {
 }
 
 func TestUSBStickRestoresByBIOS(t *testing.T) {
+	testenv.RequireVM(t)
 	stickRestores(t, "n6bbios")
 }
 
 func TestUSBStickRestoresByUEFI(t *testing.T) {
+	testenv.RequireVM(t)
 	const code, vars = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	b, err := os.ReadFile(vars)
 	if _, cerr := os.Stat(code); err != nil || cerr != nil {
@@ -95,6 +97,7 @@ func TestUSBStickRestoresByUEFI(t *testing.T) {
 // an internal disk that holds an ASRDATA filesystem (here: a copy of a
 // stick) is not taken as the stick, and is left as it was.
 func TestUSBStickNotFoundOnInternalDisk(t *testing.T) {
+	testenv.RequireVM(t)
 	dir := t.TempDir()
 	_, img := image(t, dir, 16<<20, 622)
 	internal := mkusb(t, dir, img)
