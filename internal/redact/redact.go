@@ -16,6 +16,7 @@
 package redact
 
 import (
+	"bytes"
 	"io"
 	"regexp"
 	"strings"
@@ -138,7 +139,7 @@ type fder interface{ Fd() uintptr }
 type writer struct{ w io.Writer }
 
 func (r *writer) Write(p []byte) (int, error) {
-	if !strings.Contains(string(p), "://") {
+	if !bytes.Contains(p, []byte("://")) { // most writes: no allocation
 		return r.w.Write(p)
 	}
 	if _, err := io.WriteString(r.w, Text(string(p))); err != nil {
