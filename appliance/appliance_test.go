@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/asrlinux/asr/internal/sourceurl"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -32,7 +34,7 @@ func TestParseCmdline(t *testing.T) {
 
 func TestParseCmdlineRefuses(t *testing.T) {
 	for _, c := range []struct{ cmdline, want string }{
-		{"asr.source=ftp://x/y", "give an http://, https:// or asr:// URL"},
+		{"asr.source=ftp://x/y", "asr.source=ftp://x/y: give " + sourceurl.NetworkURLs() + ", or label:ASRDATA"},
 		{"asr.source=asr://", "asr.source=asr://: no host: give asr://HOST[:PORT]"},
 		{"asr.source=http://", "asr.source=http://: no host: give http(s)://HOST/IMAGE"},
 		{"asr.source=https:///lab.asr", "no host"},
