@@ -8,7 +8,7 @@
 // when ASR_VM is set too (make unit sets it): they take minutes each.
 //
 // The naming rule: a test that needs root (loop devices, mounts, network
-// namespaces) or a VM lives in a file named *_e2e_test.go and calls
+// namespaces) or a VM lives in a file whose name ends in e2e_test.go and calls
 // Require or RequireVM first. A test that needs only a tool (sgdisk,
 // mkfs.ext4 on a file, python3) calls RequireTools and may live anywhere:
 // it runs as any user. go test ./... as an ordinary user then runs every
