@@ -51,14 +51,16 @@ usb-image-args:
 
 # deps installs what the tests, the demo and the benchmarks use on Debian.
 deps:
-	./testdata/deps.sh
+	./scripts/deps.sh
 
 test: deps lint unit fuzz
 
-# ASR_E2E=1 makes the loop-device tests fail instead of skipping when they
-# cannot run (not root, no loop devices): CI must really run them.
+# ASR_E2E=1 makes the tests that need the machine (root, loop devices,
+# network namespaces, tools) fail instead of skipping when they cannot run:
+# CI must really run them. ASR_VM=1 opts in to the tests that boot VMs
+# (internal/testenv says how the gate works).
 unit:
-	ASR_E2E=1 $(GO) test -count=1 -timeout 20m ./...
+	ASR_E2E=1 ASR_VM=1 $(GO) test -count=1 -timeout 20m ./...
 
 # fuzz-one TARGET PACKAGE EXECUTIONS
 fuzz-one = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $$(( $(3) * $(FUZZSCALE) ))x -fuzzminimizetime 200x -parallel 1 $(2)
@@ -79,6 +81,7 @@ fuzz:
 	$(call fuzz-one,FuzzXZGuard,./internal/source/,40000)
 	$(call fuzz-one,FuzzControlFrame,./internal/multicast/,50000)
 	$(call fuzz-one,FuzzPacketHeader,./internal/multicast/,40000)
+	$(call fuzz-one,FuzzText,./internal/redact/,40000)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -86,25 +89,25 @@ lint:
 	$(STATICCHECK) ./...
 
 bench: deps build
-	./testdata/bench.sh
-	./testdata/bench-http.sh
-	./testdata/bench-multicast.sh
-	./testdata/bench-fsmap.sh
-	./testdata/bench-filecopy.sh
+	./bench/local.sh
+	./bench/http.sh
+	./bench/multicast.sh
+	./bench/fsmap.sh
+	./bench/filecopy.sh
 
 # bench-fsmap alone: asr against partclone and bmaptool on a used disk (~5 min).
 bench-fsmap: deps build
-	./testdata/bench-fsmap.sh
+	./bench/fsmap.sh
 
 demo: deps build lab-tool
-	./testdata/demo.sh
+	./scripts/demo.sh
 
 lab-tool:
 	$(GO) build -trimpath -o $(BIN)/asr-lab ./cmd/asr-lab
 
 # lab leaves a lab (asr server, DHCP, one VM) running until Ctrl-C.
 lab: deps build lab-tool
-	@test -s out/demo/sample.asr || ./testdata/demo.sh
+	@test -s out/demo/sample.asr || ./scripts/demo.sh
 	$(BIN)/asr-lab up --image out/demo/sample.asr
 
 clean:

@@ -39,6 +39,7 @@ import (
 	"github.com/asrlinux/asr/internal/dnssd"
 	"github.com/asrlinux/asr/internal/multicast"
 	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/redact"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/sourceurl"
@@ -56,24 +57,26 @@ type Options struct {
 
 // Main is /init. It does not return.
 func Main(version string) {
-	out := os.Stdout
+	// Everything on the console is redacted: a source or report URL's
+	// password or signature never shows, whichever package quoted it.
+	out := redact.Writer(os.Stdout)
 	logf := func(format string, a ...any) { fmt.Fprintf(out, "asr: "+format+"\n", a...) }
 	// The DHCP client logs whole packets through the standard logger; the
 	// console gets one line per step from us instead.
 	log.SetOutput(io.Discard)
 	fmt.Fprintf(out, "\nasr imaging appliance %s\n", version)
 	if err := MountAll(); err != nil {
-		stop(logf, Config{}, err)
+		stop(out, logf, Config{}, err)
 	}
 	b, _ := os.ReadFile("/proc/cmdline")
 	cfg, err := ParseCmdline(string(b))
 	if err != nil {
-		stop(logf, cfg, err)
+		stop(out, logf, cfg, err)
 	}
 	host, _ := os.Hostname()
 	res, err := Run(context.Background(), cfg, Options{Console: out, RootDir: "/", SysRoot: "/sys", Version: version, Name: host})
 	if err != nil {
-		stop(logf, cfg, err)
+		stop(out, logf, cfg, err)
 	}
 	fmt.Fprintf(out, "asr-appliance: RESULT success: restored %s to %s in %.1f s%s\n",
 		restore.HumanBytes(res.Size), res.Target, (res.Elapsed + res.VerifyTime).Seconds(), verified(res))
@@ -112,12 +115,12 @@ func verified(r *restore.Result) string {
 
 // stop reports a failure and waits for a person: it never reboots into a
 // loop of failed restores.
-func stop(logf func(string, ...any), cfg Config, err error) {
+func stop(out io.Writer, logf func(string, ...any), cfg Config, err error) {
 	hint := ""
 	if stall := (*source.StallError)(nil); errors.As(err, &stall) {
 		hint = " (raise asr.timeout= if the server is only slow)"
 	}
-	fmt.Fprintf(os.Stdout, "asr-appliance: RESULT failure: %v%s\n", err, hint)
+	fmt.Fprintf(out, "asr-appliance: RESULT failure: %v%s\n", err, hint)
 	if cfg.Debug || cfg.After == Shell {
 		logf("starting a shell (asr.debug)")
 		if err := shell(); err != nil {
@@ -130,6 +133,7 @@ func stop(logf func(string, ...any), cfg Config, err error) {
 
 // Run brings the machine up to the network and restores its disk.
 func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err error) {
+	o.Console = redact.Writer(o.Console)
 	logf := func(format string, a ...any) { fmt.Fprintf(o.Console, "asr: "+format+"\n", a...) }
 	mods, err := loadAllDrivers(o.RootDir, o.SysRoot)
 	if err != nil {
@@ -177,7 +181,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	}
 	var rep *reporter
 	if cfg.Report != "" {
-		rep = newReporter(cfg.Report, Report{Client: o.Name, MAC: mac, Disk: tgt.String(), Source: cfg.Source}, logf)
+		rep = newReporter(cfg.Report, Report{Client: o.Name, MAC: mac, Disk: tgt.String(), Source: sourceurl.Redact(cfg.Source)}, logf)
 		logf("status reports go to %s", cfg.Report)
 		defer func() { rep.final(err, 0) }()
 	}
@@ -199,9 +203,9 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 		return nil, err
 	}
 	if rep != nil {
-		rep.base.Source = src // when DHCP or DNS-SD found it
+		rep.base.Source = sourceurl.Redact(src) // when DHCP or DNS-SD found it
 	}
-	logf("source: %s (%s)", src, how)
+	logf("source: %s (%s)", sourceurl.Redact(src), how)
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	res, err = restore.Run(ctx, restore.Request{
 		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/asrlinux/asr/internal/sourceurl"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -32,7 +34,12 @@ func TestParseCmdline(t *testing.T) {
 
 func TestParseCmdlineRefuses(t *testing.T) {
 	for _, c := range []struct{ cmdline, want string }{
-		{"asr.source=ftp://x/y", "give an http://, https:// or asr:// URL"},
+		{"asr.source=ftp://x/y", "asr.source=ftp://x/y: give " + sourceurl.NetworkURLs() + ", or label:ASRDATA"},
+		{"asr.source=asr://", "asr.source=asr://: no host: give asr://HOST[:PORT]"},
+		{"asr.source=http://", "asr.source=http://: no host: give http(s)://HOST/IMAGE"},
+		{"asr.source=https:///lab.asr", "no host"},
+		{"asr.source=asr://h:99999", "bad port"},
+		{"asr.source=http://u:hunter2@/x?X-Amz-Signature=s3cr3t", "asr.source=http://u:xxxxx@/x?X-Amz-Signature=xxxxx: no host"},
 		{"asr.after=dance", "asr.after=dance: give reboot, poweroff or shell"},
 		{"asr.timeout=0", "asr.timeout=0: give a number of seconds"},
 		{"asr.timeout=abc", "asr.timeout=abc"},
@@ -50,6 +57,9 @@ func TestParseCmdlineRefuses(t *testing.T) {
 		_, err := ParseCmdline(c.cmdline)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ParseCmdline(%q) = %v, want an error with %q", c.cmdline, err, c.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "s3cr3t")) {
+			t.Errorf("ParseCmdline(%q) = %v: the secret is in the message", c.cmdline, err)
 		}
 	}
 }

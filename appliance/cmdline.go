@@ -1,12 +1,15 @@
 package appliance
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/asrlinux/asr/internal/redact"
 	"github.com/asrlinux/asr/internal/safetext"
+	"github.com/asrlinux/asr/internal/sourceurl"
 )
 
 // After is what the appliance does once the restore succeeded.
@@ -53,8 +56,10 @@ func ParseCmdline(cmdline string) (Config, error) {
 				if _, _, err := parseStickSource(val); err != nil {
 					return c, err
 				}
-			} else if err := checkSourceURL(val); err != nil {
-				return c, fmt.Errorf("asr.source=%s: give an http://, https:// or asr:// URL, or label:%s for the toolkit stick", val, StickDataLabel)
+			} else if err := sourceurl.CheckNetwork(val); errors.Is(err, sourceurl.ErrUnknownScheme) {
+				return c, fmt.Errorf("asr.source=%s: give %s, or %s%s for the toolkit stick", shown(val), sourceurl.NetworkURLs(), StickScheme, StickDataLabel)
+			} else if err != nil {
+				return c, fmt.Errorf("asr.source=%s: %w", shown(val), err)
 			}
 			c.Source = val
 		case "asr.target":
@@ -91,7 +96,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 			c.Image = val
 		case "asr.report":
 			if !strings.HasPrefix(val, "http://") && !strings.HasPrefix(val, "https://") {
-				return c, fmt.Errorf("asr.report=%s: give the http:// or https:// URL to POST status reports to", val)
+				return c, fmt.Errorf("asr.report=%s: give the http:// or https:// URL to POST status reports to", shown(val))
 			}
 			c.Report = val
 		default:
@@ -100,6 +105,10 @@ func ParseCmdline(cmdline string) (Config, error) {
 	}
 	return c, nil
 }
+
+// shown is a value of the command line fit for the console: without
+// secrets, without control characters.
+func shown(val string) string { return safetext.Line(redact.Text(val)) }
 
 func flag(key, val string, hasVal bool) (bool, error) {
 	if !hasVal {

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/insomniacslk/dhcp/dhcpv4"
-
 	"github.com/asrlinux/asr/internal/safetext"
+	"github.com/asrlinux/asr/internal/sourceurl"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
 // SourceOption is the DHCP option that carries the source URL, for a
@@ -54,18 +54,19 @@ func findSource(cfg Config, leases []Lease) (url, how string, err error) {
 		ifs = append(ifs, l.Interface)
 	}
 	return "", "", fmt.Errorf("%w: no asr.source= on the kernel command line, and no DHCP option %d in the leases on %s; "+
-		"give asr.source=http://HOST/IMAGE or asr.source=asr://HOST, or set DHCP option %d to that URL",
-		errNoSource, SourceOption, strings.Join(ifs, ", "), SourceOption)
+		"give %s, or set DHCP option %d to that URL",
+		errNoSource, SourceOption, strings.Join(ifs, ", "), sourceurl.NetworkExamples("asr.source="), SourceOption)
 }
 
 // errNoSource is findSource's answer when nothing names a source: the
 // appliance then browses DNS-SD.
 var errNoSource = errors.New("no source")
 
-// checkSourceURL accepts the URLs the appliance can restore from.
+// checkSourceURL accepts the URLs the appliance can restore from: those
+// of the network schemes (sourceurl.Schemes).
 func checkSourceURL(s string) error {
-	if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "asr://") {
-		return fmt.Errorf("source %q: give an http://, https:// or asr:// URL", s)
+	if err := sourceurl.CheckNetwork(s); err != nil {
+		return fmt.Errorf("source %q: %w", safetext.Line(sourceurl.Redact(s)), err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/asrlinux/asr/internal/sourceurl"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -24,7 +25,7 @@ func TestFindSource(t *testing.T) {
 			[]string{"no asr.source= on the kernel command line", "no DHCP option 224", "eth0", "set DHCP option 224"}},
 		{"a bad URL from DHCP is an error, not skipped", Config{},
 			[]Lease{{Interface: "eth0", Server: "198.18.0.9", Source: "tftp://x/y"}, withOpt}, "", "",
-			[]string{"DHCP option 224 from 198.18.0.9 on eth0", `"tftp://x/y"`, "give an http://, https:// or asr:// URL"}},
+			[]string{"DHCP option 224 from 198.18.0.9 on eth0", `"tftp://x/y"`, "give " + sourceurl.NetworkURLs()}},
 		{"control characters from DHCP are refused, escaped", Config{},
 			[]Lease{{Interface: "eth0", Server: "198.18.0.9", Source: "asr://x\x1b[2J\rforged"}}, "", "",
 			[]string{"DHCP option 224 from 198.18.0.9 on eth0", `the source holds control characters: asr://x\x1b[2J\rforged`}},

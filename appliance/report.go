@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asrlinux/asr/internal/redact"
 	"github.com/asrlinux/asr/internal/source"
 )
 
@@ -102,7 +103,7 @@ func (r *reporter) final(err error, pct int) {
 		rep := r.base
 		rep.Event, rep.Percent, rep.Time = "done", 100, time.Now().UTC()
 		if err != nil {
-			rep.Event, rep.Percent, rep.Message = "failed", pct, err.Error()
+			rep.Event, rep.Percent, rep.Message = "failed", pct, redact.Text(err.Error())
 		}
 		r.post(rep)
 	})
@@ -124,7 +125,7 @@ func (r *reporter) post(rep Report) {
 		}
 	}
 	if err != nil && r.warned.CompareAndSwap(false, true) {
-		r.logf("asr.report: %s report not delivered: %v (the restore goes on; later failures are not shown)", rep.Event, err)
+		r.logf("asr.report: %s report not delivered: %v (the restore goes on; later failures are not shown)", rep.Event, redact.Error(err))
 	}
 }
 

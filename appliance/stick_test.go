@@ -58,7 +58,7 @@ func TestChooseStickImage(t *testing.T) {
 
 // ext4Label reads the label mkfs.ext4 wrote.
 func TestExt4Label(t *testing.T) {
-	testenv.Require(t, "mkfs.ext4")
+	testenv.RequireTools(t, "mkfs.ext4")
 	p := filepath.Join(t.TempDir(), "fs.img")
 	if out, err := runCmd("mkfs.ext4", "-q", "-F", "-L", "ASRDATA", p, "4M"); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)

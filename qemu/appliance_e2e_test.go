@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/initramfs"
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
 	"github.com/asrlinux/asr/qemu"
 )
@@ -49,7 +50,7 @@ var (
 // boot returns the kernel and the appliance's initramfs for the VMs.
 func boot(t *testing.T) (kernel, initrd string) {
 	t.Helper()
-	testenv.Require(t, "qemu-system-x86_64", "ip", "sgdisk")
+	testenv.RequireVM(t, "sgdisk")
 	bootOnce.Do(func() {
 		k, err := initramfs.FindKernel("/", "")
 		if err != nil {
@@ -71,10 +72,7 @@ func boot(t *testing.T) (kernel, initrd string) {
 			float64(res.Size)/(1<<20), len(res.Modules), k.Version, time.Since(start).Seconds())
 	})
 	if bootErr != nil {
-		if os.Getenv("ASR_E2E") == "" {
-			t.Skipf("cannot build the appliance: %v", bootErr)
-		}
-		t.Fatalf("building the appliance: %v (ASR_E2E is set, so this is a failure, not a skip)", bootErr)
+		testenv.Unavailable(t, "cannot build the appliance: %v", bootErr)
 	}
 	return bootKernel, bootInitrd
 }
@@ -82,16 +80,15 @@ func boot(t *testing.T) (kernel, initrd string) {
 // vmOpts are the options every VM of these tests has.
 func vmOpts(t *testing.T, extra ...qemu.Fn) []qemu.Fn {
 	kernel, initrd := boot(t)
-	return append([]qemu.Fn{qemu.WithKernel(kernel), qemu.WithInitramfs(initrd),
-		// TCG unless told: /dev/kvm is not usable everywhere this runs.
-		qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL"))}, extra...)
+	return append([]qemu.Fn{qemu.WithKernel(kernel), qemu.WithInitramfs(initrd)}, // TCG unless told: /dev/kvm is not usable everywhere this runs.
+		extra...)
 }
 
 // vmLab is a lab whose host 198.18.0.1 runs dnsmasq; srvDir is served by
 // whatever server the test starts there.
 type vmLab struct {
-	lab    *qemu.Lab
-	srv    *qemu.Host
+	lab    *netlab.Lab
+	srv    *netlab.Host
 	srvDir string
 	dir    string
 }
@@ -100,25 +97,9 @@ func newVMLab(t *testing.T, name string) *vmLab {
 	t.Helper()
 	testenv.Require(t, "dnsmasq", "ip")
 	l := &vmLab{srvDir: t.TempDir(), dir: t.TempDir()}
-	lab, err := qemu.NewLab("aq" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.lab = lab
-	t.Cleanup(func() { lab.Close() })
-	if l.srv, err = lab.AddHost("s", 1); err != nil {
-		t.Fatal(err)
-	}
-	dhcp, err := qemu.StartDHCP(l.srv, l.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		dhcp.Stop()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", dhcp.Output.Log())
-		}
-	})
+	l.lab = netlab.NewT(t, "aq"+name)
+	l.srv = l.lab.AddHostT(t, "s", 1)
+	netlab.StartDHCPT(t, l.srv, l.dir)
 	return l
 }
 
@@ -126,11 +107,7 @@ func newVMLab(t *testing.T, name string) *vmLab {
 func (l *vmLab) nginx(t *testing.T) {
 	t.Helper()
 	testenv.Require(t, "nginx")
-	p, err := qemu.StartNginx(l.srv, l.srvDir, 8080, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Stop() })
+	netlab.StartNginxT(t, l.srv, l.srvDir, 8080, t.TempDir())
 }
 
 // image makes a sample disk of size bytes and its prepared image in dir.
@@ -226,6 +203,7 @@ func expectFailure(t *testing.T, vm *qemu.VM, timeout time.Duration) (string, ti
 }
 
 func TestApplianceRestoresOverHTTP(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "http")
 	l.nginx(t)
 	const size = 48 << 20
@@ -246,6 +224,7 @@ func TestApplianceRestoresOverHTTP(t *testing.T) {
 // TestApplianceRestoresNVMeOverE1000e restores as on a typical PC: an NVMe
 // disk and an Intel NIC, whose drivers the initramfs must carry.
 func TestApplianceRestoresNVMeOverE1000e(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "pc")
 	l.nginx(t)
 	disk, _ := image(t, l.srvDir, 32<<20, 106)
@@ -262,6 +241,7 @@ func TestApplianceRestoresNVMeOverE1000e(t *testing.T) {
 }
 
 func TestApplianceRefusesTwoDisks(t *testing.T) {
+	testenv.RequireVM(t)
 	dir := t.TempDir()
 	vda := emptyDisk(t, dir, "vda.img", 32<<20)
 	vdb := emptyDisk(t, dir, "vdb.img", 32<<20)
@@ -281,6 +261,7 @@ func TestApplianceRefusesTwoDisks(t *testing.T) {
 }
 
 func TestApplianceRefusesSmallDisk(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "small")
 	l.nginx(t)
 	image(t, l.srvDir, 48<<20, 102)
@@ -304,6 +285,7 @@ func TestApplianceRefusesSmallDisk(t *testing.T) {
 }
 
 func TestApplianceUnreachableSource(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "unreach")
 	target := filepath.Join(l.dir, "vda.img")
 	testenv.FillRandom(t, target, 32<<20, 104)
@@ -343,7 +325,7 @@ func TestApplianceUnreachableSource(t *testing.T) {
 
 // asrServer runs asr server on the lab's host with img, streaming to group
 // at rate bytes/s, and waits until it is ready.
-func (l *vmLab) asrServer(t *testing.T, img, group string, rate int) *qemu.Proc {
+func (l *vmLab) asrServer(t *testing.T, img, group string, rate int) *netlab.Proc {
 	t.Helper()
 	cfg := filepath.Join(l.dir, "asrconfig.plist")
 	err := os.WriteFile(cfg, []byte(`<?xml version="1.0" encoding="UTF-8"?>
@@ -355,19 +337,8 @@ func (l *vmLab) asrServer(t *testing.T, img, group string, rate int) *qemu.Proc 
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := qemu.StartProc("asr server", l.srv.Command(context.Background(), testenv.Asr(t), "server", "--source", img, "--config", cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("asr server:\n%s", p.Output.Log())
-		}
-	})
-	if err := p.WaitFor("Ready to start accepting clients", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p := netlab.StartProcT(t, "asr server", l.srv.Command(context.Background(), testenv.Asr(t), "server", "--source", img, "--config", cfg))
+	p.WaitForT(t, "Ready to start accepting clients", 20*time.Second)
 	return p
 }
 
@@ -413,6 +384,7 @@ func restoreAll(t *testing.T, l *vmLab, name, source, want string, nics ...int) 
 }
 
 func TestApplianceMulticast(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "mcast")
 	disk, img := image(t, l.srvDir, 48<<20, 105)
 	l.asrServer(t, img, "239.255.42.1", 8_000_000)

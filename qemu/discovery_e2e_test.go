@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
 	"github.com/asrlinux/asr/qemu"
 )
@@ -21,7 +22,7 @@ import (
 // advertisedServer runs asr server with DNS Service Discovery on, on host h,
 // under a host name of its own (a UTS namespace: the lab's hosts share this
 // machine's name, and two real servers would not).
-func advertisedServer(t *testing.T, h *qemu.Host, dir, hostname, img, group string) *qemu.Proc {
+func advertisedServer(t *testing.T, h *netlab.Host, dir, hostname, img, group string) *netlab.Proc {
 	t.Helper()
 	testenv.Require(t, "unshare")
 	cfg := filepath.Join(dir, hostname+".plist")
@@ -36,23 +37,13 @@ func advertisedServer(t *testing.T, h *qemu.Host, dir, hostname, img, group stri
 	}
 	cmd := h.Command(context.Background(), "unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`,
 		hostname, testenv.Asr(t), "server", "--source", img, "--config", cfg, "--interface", "eth0")
-	p, err := qemu.StartProc("asr server "+hostname, cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("asr server %s:\n%s", hostname, p.Output.Log())
-		}
-	})
-	if err := p.WaitFor("Advertising .* over DNS-SD", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p := netlab.StartProcT(t, "asr server "+hostname, cmd)
+	p.WaitForT(t, "Advertising .* over DNS-SD", 20*time.Second)
 	return p
 }
 
 func TestApplianceFindsServerByDNSSD(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "n6bd")
 	disk, img := image(t, l.srvDir, 32<<20, 601)
 	srv := advertisedServer(t, l.srv, l.dir, "n6b-one", img, "239.255.61.1")
@@ -76,12 +67,10 @@ func TestApplianceFindsServerByDNSSD(t *testing.T) {
 }
 
 func TestApplianceRefusesTwoDNSSDServers(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "n6b2")
 	_, img := image(t, l.srvDir, 16<<20, 602)
-	other, err := l.lab.AddHost("t", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := l.lab.AddHostT(t, "t", 2)
 	otherImg := filepath.Join(l.dir, "other.asr")
 	testenv.Run(t, testenv.Asr(t), "imagescan", "--source", testenv.Disk(t, t.TempDir(), 16<<20, 603), "--output", otherImg)
 	advertisedServer(t, l.srv, l.dir, "n6b-one", img, "239.255.61.2")

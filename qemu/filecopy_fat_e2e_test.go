@@ -15,14 +15,14 @@ import (
 
 // TestFileCopyOntoFAT runs the file-copy restore onto a FAT volume in a VM,
 // since the host kernel may have no FAT driver: the guest's /init
-// (internal/filerestore/fatinit) copies a tree from a read-only tmpfs onto
+// (qemu/fatinit) copies a tree from a read-only tmpfs onto
 // /dev/vda, a FAT16 image made here with mkfs.vfat and mtools, holding a
 // file to keep, a file to replace and a folder to replace by a file. The
 // image is then read here with mtools: files copied, replaced and kept,
 // hard links as two copies, the read-only attribute, and no symlink or FIFO
 // (which FAT cannot hold, as asr warned).
 func TestFileCopyOntoFAT(t *testing.T) {
-	testenv.Require(t, "qemu-system-x86_64", "mkfs.vfat", "mcopy", "mtype", "mattrib", "mdir")
+	testenv.RequireVM(t, "mkfs.vfat", "mcopy", "mtype", "mattrib", "mdir")
 	k, err := initramfs.FindKernel("/", "")
 	if err != nil {
 		t.Fatalf("no kernel for the VM: %v", err)
@@ -31,7 +31,7 @@ func TestFileCopyOntoFAT(t *testing.T) {
 	start := time.Now()
 	res, err := initramfs.Build(initramfs.Options{
 		Output: filepath.Join(dir, "fat-initramfs.cpio.gz"), Kernel: k, Version: "fat-e2e",
-		Init:     "github.com/asrlinux/asr/internal/filerestore/fatinit",
+		Init:     "github.com/asrlinux/asr/qemu/fatinit",
 		Commands: []string{}, CACerts: "-",
 		Modules: []string{"virtio_pci", "virtio_blk", "vfat", "nls_cp437", "nls_ascii"},
 	})
@@ -61,7 +61,7 @@ func TestFileCopyOntoFAT(t *testing.T) {
 	put("wasdir/inner.txt", "inside a folder the source replaces by a file\n")
 
 	vm := qemu.StartT(t, "i8fat", qemu.WithKernel(k.Image), qemu.WithInitramfs(res.Path),
-		qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL")), qemu.WithDisk(img))
+		qemu.WithDisk(img))
 	m, err := vm.Console.Expect(`FATTEST (ok|failed: .*)`, 4*time.Minute)
 	if err != nil {
 		t.Fatalf("no result from the VM: %v\nconsole:\n%s", err, vm.Console.Log())

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
 	"github.com/asrlinux/asr/qemu"
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -82,41 +83,20 @@ func netbootLab(t *testing.T, name string) *vmLab {
 		t.Fatal(err)
 	}
 
-	lab, err := qemu.NewLab("n6a" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.lab = lab
-	t.Cleanup(func() { lab.Close() })
-	if l.srv, err = lab.AddHost("s", 1); err != nil {
-		t.Fatal(err)
-	}
-	dhcp, err := qemu.StartDHCP(l.srv, l.dir, "--conf-file="+confPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		dhcp.Stop()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", dhcp.Output.Log())
-		}
-	})
+	l.lab = netlab.NewT(t, "n6a"+name)
+	l.srv = l.lab.AddHostT(t, "s", 1)
+	dhcp := netlab.StartDHCPT(t, l.srv, l.dir, "--conf-file="+confPath)
 	// The example's TFTP is on: dnsmasq read the file, not only its options.
 	if !strings.Contains(dhcp.Output.Log(), "TFTP root is "+l.srvDir) {
-		if err := dhcp.WaitFor("TFTP root is "+regexp.QuoteMeta(l.srvDir), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		dhcp.WaitForT(t, "TFTP root is "+regexp.QuoteMeta(l.srvDir), 5*time.Second)
 	}
-	web, err := qemu.StartNginx(l.srv, l.srvDir, 80, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { web.Stop() })
+	netlab.StartNginxT(t, l.srv, l.srvDir, 80, t.TempDir())
 	return l
 }
 
 // TestNetbootRestoreFirstBoot is the whole zero-touch path on one VM.
 func TestNetbootRestoreFirstBoot(t *testing.T) {
+	testenv.RequireVM(t)
 	l := netbootLab(t, "nb")
 	id := markerID("netboot")
 	osImg := mkbootos(t, t.TempDir(), id)
@@ -125,8 +105,7 @@ func TestNetbootRestoreFirstBoot(t *testing.T) {
 	l.asrServer(t, img, "239.255.61.1", 8_000_000)
 	disk := emptyDisk(t, l.dir, "vda.img", 32<<20)
 
-	vm := qemu.StartT(t, "netboot", qemu.WithDisk(disk), qemu.WithNIC(l.lab, 30), qemu.WithNetboot(),
-		qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL")))
+	vm := qemu.StartT(t, "netboot", qemu.WithDisk(disk), qemu.WithNIC(l.lab, 30), qemu.WithNetboot())
 	// iPXE (QEMU's NIC ROM) got the example's boot script from dnsmasq.
 	if _, err := vm.Console.Expect(`Filename: http://198\.18\.0\.1/boot\.ipxe`, 2*time.Minute); err != nil {
 		t.Fatal(err)
@@ -163,6 +142,7 @@ func TestNetbootRestoreFirstBoot(t *testing.T) {
 // TestPowerCutMidRestore switches a VM off (kills QEMU) in the middle of a
 // restore over a disk that held an older system.
 func TestPowerCutMidRestore(t *testing.T) {
+	testenv.RequireVM(t)
 	l := netbootLab(t, "cut")
 	dir := t.TempDir()
 	oldID, newID := markerID("old"), markerID("new")
@@ -229,7 +209,7 @@ func TestPowerCutMidRestore(t *testing.T) {
 	if h := testenv.Hash(t, disk, 0, 1<<20); h != testenv.ZeroHash(1<<20) {
 		t.Errorf("the first MiB of the half-written disk is not blank")
 	}
-	half := qemu.StartT(t, "half", qemu.WithDisk(disk), qemu.WithDiskBoot(), qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL")))
+	half := qemu.StartT(t, "half", qemu.WithDisk(disk), qemu.WithDiskBoot())
 	if err := half.WaitTimeout(90 * time.Second); err != nil {
 		t.Fatalf("the half-written disk: %v", err)
 	}
@@ -251,7 +231,7 @@ func TestPowerCutMidRestore(t *testing.T) {
 // diskBoot boots disk with the BIOS and waits for the marker of system id.
 func diskBoot(t *testing.T, name, disk, id string) {
 	t.Helper()
-	vm := qemu.StartT(t, "boot-"+name, qemu.WithDisk(disk), qemu.WithDiskBoot(), qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL")))
+	vm := qemu.StartT(t, "boot-"+name, qemu.WithDisk(disk), qemu.WithDiskBoot())
 	if _, err := vm.Console.Expect(`ASR-FIRSTBOOT-OK `+regexp.QuoteMeta(id)+`\b`, 2*time.Minute); err != nil {
 		t.Fatalf("%s system: %v", name, err)
 	}
@@ -313,22 +293,12 @@ func lastLine(s string) string {
 // set option 224. The appliance must stop, say what it tried, and leave the
 // disk alone.
 func TestApplianceNoSource(t *testing.T) {
+	testenv.RequireVM(t)
 	testenv.Require(t, "dnsmasq", "ip")
-	lab, err := qemu.NewLab("n6ans")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	srv, err := lab.AddHost("s", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab := netlab.NewT(t, "n6ans")
+	srv := lab.AddHostT(t, "s", 1)
 	dir := t.TempDir()
-	dhcp, err := qemu.StartDHCP(srv, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dhcp.Stop() })
+	netlab.StartDHCPT(t, srv, dir)
 	disk := filepath.Join(dir, "vda.img")
 	testenv.FillRandom(t, disk, 32<<20, 601)
 	before := testenv.Hash(t, disk, 0, 32<<20)
@@ -356,10 +326,7 @@ func TestApplianceNoSource(t *testing.T) {
 func TestExampleDnsmasqPXE(t *testing.T) {
 	testenv.Require(t, "curl")
 	l := netbootLab(t, "pxe")
-	client, err := l.lab.AddHost("c", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := l.lab.AddHostT(t, "c", 2)
 	checkPXEAnswers(t, client, true)
 }
 
@@ -367,19 +334,9 @@ func TestExampleDnsmasqPXE(t *testing.T) {
 // in a lab and asks it what dnsmasq was asked above.
 func TestExampleDhcpdPXE(t *testing.T) {
 	testenv.Require(t, "dhcpd", "ip")
-	lab, err := qemu.NewLab("n6aisc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	srv, err := lab.AddHost("s", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := lab.AddHost("c", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab := netlab.NewT(t, "n6aisc")
+	srv := lab.AddHostT(t, "s", 1)
+	client := lab.AddHostT(t, "c", 2)
 	conf, err := filepath.Abs("../appliance/examples/dhcpd.conf")
 	if err != nil {
 		t.Fatal(err)
@@ -389,27 +346,16 @@ func TestExampleDhcpdPXE(t *testing.T) {
 	if err := os.WriteFile(leases, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := qemu.StartProc("dhcpd", srv.Command(context.Background(), "dhcpd", "-4", "-f", "-d",
+	p := netlab.StartProcT(t, "dhcpd", srv.Command(context.Background(), "dhcpd", "-4", "-f", "-d",
 		"-cf", conf, "-lf", leases, "-pf", filepath.Join(dir, "dhcpd.pid"), "eth0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("dhcpd:\n%s", p.Output.Log())
-		}
-	})
-	if err := p.WaitFor(`Server starting service`, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p.WaitForT(t, `Server starting service`, 20*time.Second)
 	checkPXEAnswers(t, client, false)
 }
 
 // checkPXEAnswers asks the lab's DHCP server from client as BIOS PXE, UEFI
 // PXE and iPXE firmware: each must be told what the example configurations
 // say, with option 224. With tftp, it fetches the PXE files by TFTP too.
-func checkPXEAnswers(t *testing.T, client *qemu.Host, tftp bool) {
+func checkPXEAnswers(t *testing.T, client *netlab.Host, tftp bool) {
 	t.Helper()
 	for _, c := range []struct {
 		firmware string

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/appliance"
+	"github.com/asrlinux/asr/internal/testenv"
 	"github.com/asrlinux/asr/qemu"
 )
 
@@ -40,6 +41,7 @@ func (rs *reports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestApplianceReportsStatusOverHTTP(t *testing.T) {
+	testenv.RequireVM(t)
 	l := newVMLab(t, "n6br")
 	l.nginx(t)
 	disk, _ := image(t, l.srvDir, 48<<20, 611)

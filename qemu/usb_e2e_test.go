@@ -53,7 +53,7 @@ func stickRestores(t *testing.T, name string, extra ...qemu.Fn) {
 	before := testenv.Hash(t, stick, 0, st.Size())
 	internal := emptyDisk(t, dir, "internal.img", 64<<20)
 
-	fns := append([]qemu.Fn{qemu.WithAccel(os.Getenv("ASR_QEMU_ACCEL")),
+	fns := append([]qemu.Fn{
 		qemu.WithDisk(internal), qemu.WithUSBDisk(stick)}, extra...)
 	vm := qemu.StartT(t, name, fns...)
 	if _, err := vm.Console.Expect(`asr: stick: /dev/sda3 on /dev/sda `, 4*time.Minute); err != nil {
@@ -75,17 +75,16 @@ func stickRestores(t *testing.T, name string, extra ...qemu.Fn) {
 }
 
 func TestUSBStickRestoresByBIOS(t *testing.T) {
+	testenv.RequireVM(t)
 	stickRestores(t, "n6bbios")
 }
 
 func TestUSBStickRestoresByUEFI(t *testing.T) {
+	testenv.RequireVM(t)
 	const code, vars = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	b, err := os.ReadFile(vars)
 	if _, cerr := os.Stat(code); err != nil || cerr != nil {
-		if os.Getenv("ASR_E2E") != "" {
-			t.Fatalf("no OVMF firmware (%v, %v): testdata/deps.sh installs Debian's ovmf (ASR_E2E is set, so this is a failure, not a skip)", err, cerr)
-		}
-		t.Skipf("no OVMF firmware: run testdata/deps.sh")
+		testenv.Unavailable(t, "needs OVMF firmware (%v, %v): scripts/deps.sh installs Debian's ovmf", err, cerr)
 	}
 	myVars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
 	if err := os.WriteFile(myVars, b, 0o644); err != nil {
@@ -98,6 +97,7 @@ func TestUSBStickRestoresByUEFI(t *testing.T) {
 // an internal disk that holds an ASRDATA filesystem (here: a copy of a
 // stick) is not taken as the stick, and is left as it was.
 func TestUSBStickNotFoundOnInternalDisk(t *testing.T) {
+	testenv.RequireVM(t)
 	dir := t.TempDir()
 	_, img := image(t, dir, 16<<20, 622)
 	internal := mkusb(t, dir, img)

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/asrlinux/asr/internal/netlab"
 )
 
 // A VM is a QEMU virtual machine with raw virtio, NVMe or USB disks and,
@@ -19,7 +22,8 @@ import (
 // (WithDiskBoot), or, given none of these, by its firmware (SeaBIOS, or
 // OVMF for UEFI with WithUEFI) from whichever disk it prefers (a USB stick
 // with bootindex 0). Its serial console is its Console. It runs under TCG
-// unless WithAccel says otherwise: no KVM is needed, only patience.
+// unless WithAccel or $ASR_QEMU_ACCEL says otherwise: no KVM is needed, only
+// patience.
 //
 // QEMU runs with -no-reboot, so a guest that reboots ends the VM (except a
 // netbooted one: its reboot must reach its disk), and with -nodefaults, so
@@ -27,11 +31,11 @@ import (
 // the outside through the host.
 type VM struct {
 	Name    string
-	Console *Console
+	Console *netlab.Console
 	Started time.Time // when QEMU was started
 
 	cmd  *exec.Cmd
-	lab  *Lab
+	lab  *netlab.Lab
 	tap  string
 	done chan struct{}
 	err  error // QEMU's exit, once done is closed
@@ -47,7 +51,7 @@ type config struct {
 	memory    int
 	cpus      int
 	accel     string
-	lab       *Lab
+	lab       *netlab.Lab
 	nic       int
 	nicModel  string
 	netboot   bool
@@ -135,8 +139,9 @@ func WithCPUs(n int) Fn {
 	return func(c *config) error { c.cpus = n; return nil }
 }
 
-// WithAccel chooses QEMU's accelerator: "tcg" (the default, emulation) or
-// "kvm".
+// WithAccel chooses QEMU's accelerator: "tcg" (emulation) or "kvm". Without
+// it, Start uses $ASR_QEMU_ACCEL, else "tcg": the machine running the tests
+// says whether it has KVM, not each test.
 func WithAccel(accel string) Fn {
 	return func(c *config) error {
 		if accel != "" {
@@ -149,7 +154,7 @@ func WithAccel(accel string) Fn {
 // WithNIC gives the VM a virtio NIC on a tap of l's bridge. n (1-254) makes
 // the tap's name (tapN) and the MAC (52:54:00:12:34:NN) unique in the lab;
 // QEMU then runs inside the bridge namespace, where the tap is.
-func WithNIC(l *Lab, n int) Fn {
+func WithNIC(l *netlab.Lab, n int) Fn {
 	return func(c *config) error {
 		if n < 1 || n > 254 {
 			return fmt.Errorf("NIC number %d: want 1-254", n)
@@ -198,6 +203,9 @@ func WithQEMUArgs(args ...string) Fn {
 // Start starts a VM. Close (or Kill) ends it.
 func Start(name string, fns ...Fn) (*VM, error) {
 	c := &config{qemu: "qemu-system-x86_64", memory: 1024, cpus: 1, accel: "tcg", nicModel: "virtio-net-pci"}
+	if a := os.Getenv("ASR_QEMU_ACCEL"); a != "" {
+		c.accel = a
+	}
 	for _, f := range fns {
 		if err := f(c); err != nil {
 			return nil, fmt.Errorf("vm %s: %w", name, err)
@@ -268,7 +276,7 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		}
 		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw", d.path, id), "-device", dev)
 	}
-	v := &VM{Name: name, Console: NewConsole(), done: make(chan struct{})}
+	v := &VM{Name: name, Console: netlab.NewConsole(), done: make(chan struct{})}
 	if c.lab != nil {
 		v.lab, v.tap = c.lab, fmt.Sprintf("tap%d", c.nic)
 		if err := c.lab.AddTap(v.tap); err != nil {
@@ -297,7 +305,7 @@ func Start(name string, fns ...Fn) (*VM, error) {
 	// test binary, even one killed by its timeout before any cleanup ran.
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	v.Started = time.Now()
-	err := startLocked(v.cmd, func(err error) {
+	err := netlab.StartBound(v.cmd, func(err error) {
 		v.err = err
 		v.Console.Close()
 		close(v.done)

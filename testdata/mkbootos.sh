@@ -22,10 +22,10 @@ kernel=${KERNEL:-$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)}
 [ -r "$kernel" ] || { echo "mkbootos: no kernel in /boot (apt-get install linux-image-amd64, or KERNEL=path)" >&2; exit 1; }
 mbr=/usr/lib/syslinux/mbr/mbr.bin
 for f in "$mbr" /usr/bin/busybox; do
-	[ -r "$f" ] || { echo "mkbootos: $f missing (testdata/deps.sh installs it)" >&2; exit 1; }
+	[ -r "$f" ] || { echo "mkbootos: $f missing (scripts/deps.sh installs it)" >&2; exit 1; }
 done
 for c in syslinux mcopy mkfs.fat sfdisk cpio gzip; do
-	command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || [ -x "/sbin/$c" ] || { echo "mkbootos: $c missing (testdata/deps.sh installs it)" >&2; exit 1; }
+	command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || [ -x "/sbin/$c" ] || { echo "mkbootos: $c missing (scripts/deps.sh installs it)" >&2; exit 1; }
 done
 if ldd /usr/bin/busybox >/dev/null 2>&1; then
 	echo "mkbootos: /usr/bin/busybox is linked dynamically: its initramfs has no libraries (apt-get install busybox-static)" >&2

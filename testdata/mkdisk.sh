@@ -43,7 +43,7 @@ fill=$((10#$fill)) old=$((10#$old))
 [ "$fill" -le 95 ] || { echo "mkdisk: FILLPCT must be 0 to 95, not $fill" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "mkdisk: needs root (loop devices, mount)" >&2; exit 1; }
 for cmd in sgdisk partx losetup mkfs.ext4 e2fsck mount umount truncate base64 seq awk sha256sum; do
-	command -v "$cmd" >/dev/null 2>&1 || { echo "mkdisk: $cmd not found (run testdata/deps.sh)" >&2; exit 1; }
+	command -v "$cmd" >/dev/null 2>&1 || { echo "mkdisk: $cmd not found (run scripts/deps.sh)" >&2; exit 1; }
 done
 
 # C locale: awk slices the text pool by bytes, not characters.

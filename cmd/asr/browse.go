@@ -13,8 +13,8 @@ import (
 
 func runBrowse(ctx context.Context, e env, args []string) error {
 	fs := newFlags("browse")
-	wait := fs.Int("timeout", 3, "")
-	iface := fs.String("interface", "", "")
+	wait := fs.Int("timeout", 3, "wait this many `SECONDS` for answers")
+	iface := fs.String("interface", "", "ask on interface `IF` only (default: every interface)")
 	if err := parse(e, fs, manBrowse, args); err != nil {
 		return err
 	}

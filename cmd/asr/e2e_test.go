@@ -49,14 +49,8 @@ func asr(t *testing.T, args ...string) result {
 	var out, errb bytes.Buffer
 	e := env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, isTerminal: func() bool { return false }}
 	err := run(context.Background(), e, args)
-	r := result{stdout: out.String(), stderr: errb.String(), err: err}
-	if err != nil {
-		r.code = 1
-		if ee, ok := err.(*exitError); ok {
-			r.code = ee.code
-		}
-	}
-	return r
+	code := exitStatus(&errb, err) // prints the error as main does
+	return result{stdout: out.String(), stderr: errb.String(), err: err, code: code}
 }
 
 func mustAsr(t *testing.T, args ...string) result {
@@ -126,9 +120,7 @@ func TestE2ERawCompressedAndCloneSources(t *testing.T) {
 	disk := makeDisk(t, dir, diskSize, 2)
 	want := hashRange(t, disk, 0, diskSize)
 	for _, c := range []struct{ tool, ext string }{{"gzip", ".gz"}, {"xz", ".xz"}, {"zstd", ".zst"}} {
-		if _, err := exec.LookPath(c.tool); err != nil {
-			t.Fatalf("%s is missing: run testdata/deps.sh", c.tool)
-		}
+		testenv.RequireTools(t, c.tool)
 		sh(t, "sh", "-c", fmt.Sprintf("%s -c -1 < %s > %s%s", c.tool, disk, disk, c.ext))
 	}
 	srcDev := loop(t, disk, "--read-only")

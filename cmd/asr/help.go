@@ -1,6 +1,14 @@
 package main
 
-import "fmt"
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/asrlinux/asr/internal/sourceurl"
+)
 
 const usageMain = `asr - restore prepared disk images onto disks (Apple Software Restore for Linux)
 
@@ -55,25 +63,7 @@ DESCRIPTION
     keeping what else is there: see FILE COPY.
 
     SOURCE is one of
-      a prepared image    made by 'asr imagescan' (fastest: zeros are skipped, chunks are
-                          decoded in parallel and checked against their SHA-256 before
-                          they are written)
-      a raw disk image    a plain file, or one compressed with gzip, xz or zstd (recognised
-                          by content, not name; a compressed image is read once first to
-                          learn its size, because nothing is written before every check).
-                          A file named *.asr is always taken for a prepared image, so a
-                          damaged one is refused rather than restored as raw bytes
-      a block device      a clone: a whole disk or one partition onto another. A raw image
-                          file or a block device is mapped by its filesystems as imagescan
-                          maps a disk: free space is neither read nor written (--allblocks
-                          copies it too)
-      http(s)://HOST/IMG  a prepared image on a web server: fetched with range requests on
-                          several connections (one stream if the server ignores Range),
-                          resuming dropped connections; raw images (.img, .gz, .xz, .zst)
-                          stream sequentially. user:password@ in the URL is sent as basic
-                          authentication and never printed
-      asr://HOST[:PORT]   a multicast stream from 'asr server' (port 7800 by default): joins
-                          at any point of the loop and finishes when every chunk is in
+@SOURCES@
 
     TARGET is a block device (a whole disk such as /dev/sdb, or a partition such as
     /dev/sdb2) or an existing regular file (a virtual machine's disk image). A target
@@ -131,32 +121,7 @@ VERIFICATION
     and says so.
 
 OPTIONS
-    --source SOURCE     what to restore (required)
-    --target TARGET     where to restore it
-    --file PATH         write a new raw disk image file (with --erase, replace an existing one)
-    --erase             erase the target and copy blocks; without it, --target is a volume
-                        to copy files into (see FILE COPY)
-    --noprompt          do not ask before erasing
-    --noverify          do not read the target back
-    --allblocks         a raw image or device source: copy free space too, byte for byte
-    --grow              enlarge the last partition and its ext2/3/4 filesystem (or an image
-                        of one volume's filesystem) to fill a larger target
-    --puppetstrings     print progress for programs instead of people (see PUPPETSTRINGS)
-    --workers N         parallel decode/write/verify workers (default: max(4, CPUs)); at
-                        most what keeps their buffers within 96 MiB (32 at 1 MiB chunks);
-                        file copy: items copied at once, default max(16, 4 x CPUs)
-    --timeout SECONDS   network sources: give up after this long without data (default 30)
-    --retries N         http(s): reconnections in a row without progress (default 5)
-    --cacert FILE       https: also trust the CA certificates in FILE
-    --checksum sha256:HEX
-                        raw images over http(s): the SHA-256 of the file as served; else
-                        IMG.sha256 beside it is used when the server has one
-    --interface IF      asr://: join the multicast group on this interface
-    --trusted-key PUB   trust the minisign public key in file PUB (repeatable): restore only
-                        images that a trusted key signed (see SIGNED IMAGES)
-    --trusted-keys-dir DIR
-                        trust every minisign public key (*.pub) in DIR (default
-                        /etc/asr/trusted-keys, when it exists; a DIR given here must exist)
+@OPTIONS@
 
 SIGNED IMAGES
     When any key is trusted (--trusted-key, or a .pub file in the trusted keys
@@ -292,17 +257,7 @@ DESCRIPTION
     The image is written under a temporary name beside IMAGE and renamed when complete.
 
 OPTIONS
-    --source DISK        what to scan (required)
-    --output IMAGE       the image to write (required)
-    --chunksize BYTES    chunk size, a multiple of 4096 from 65536 to 16777216 (default 1048576)
-    --allblocks          do not map filesystems: keep every non-zero chunk, free space
-                         included (for forensic copies, or to keep deleted data)
-    --overwrite          replace IMAGE if it exists
-    --puppetstrings      machine-readable progress (see 'asr help restore')
-    --sign KEY           sign the new image with the minisign secret key KEY, as 'asr sign'
-                         does (the key and its password are read before the scan starts)
-    --password-file FILE with --sign: the key's password is FILE's first line (else
-                         $ASR_KEY_PASSWORD, else asked on the terminal)
+@OPTIONS@
 
 EXAMPLES
     asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr
@@ -313,13 +268,14 @@ const manInfo = `NAME
     asr info - describe a prepared image
 
 SYNOPSIS
-    asr info --source IMAGE [--plist] [--trusted-key PUB]... [--trusted-keys-dir DIR]
+    asr info --source IMAGE [--plist] [--trusted-key PUB]... [--trusted-keys-dir DIR] [--timeout SECONDS] ...
 
 DESCRIPTION
     Checks IMAGE's header and manifest and prints its logical size, chunk size and count,
     stored and used bytes, compression ratio, digest, creation time, the asr version that
     made it, a summary of its partition table, and its signatures. --plist prints the
-    same as an XML property list.
+    same as an XML property list. IMAGE may be any source 'asr restore' takes (see
+    'asr help restore').
 
     Each signature is shown with its key ID and what it is worth here, with the keys
     trusted as 'asr restore' trusts them (--trusted-key, --trusted-keys-dir, default
@@ -331,10 +287,7 @@ DESCRIPTION
     --trusted-key to check it. "Signatures: none" means the image is unsigned.
 
 OPTIONS
-    --source IMAGE          the prepared image: a path or an http(s):// URL (required)
-    --plist                 print an XML property list
-    --trusted-key PUB       a minisign public key to check signatures with (repeatable)
-    --trusted-keys-dir DIR  a directory of them (default /etc/asr/trusted-keys)
+@OPTIONS@
 `
 
 const manServer = `NAME
@@ -401,11 +354,7 @@ CONFIGURATION
       </dict></plist>
 
 OPTIONS
-    --source IMAGE       the prepared image to stream (required)
-    --config PLIST       the configuration (required)
-    --interface IF       send the stream out of this interface (default: as routing says)
-    --parity PCT         Reed-Solomon parity per chunk, percent of its packets (default 5;
-                         0 turns it off)
+@OPTIONS@
 
 SIGNATURES
     A signed image ('asr help sign') is served with its signatures: the log says
@@ -436,30 +385,81 @@ DESCRIPTION
     the key IDs that signed it (or "unsigned"). The signer column is what the server
     advertises, not a checked fact: 'asr restore' checks the signatures themselves.
     Exits 1 when nobody answered.
+
+OPTIONS
+@OPTIONS@
 `
 
+// runHelp prints the main page, or a verb's manual: the verb runs with -h,
+// so that its OPTIONS come from the flags it defines (see expand), and a
+// new verb has its manual here with nothing to add.
 func runHelp(e env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(e.stdout, usageMain)
 		return nil
 	}
-	switch args[0] {
-	case "restore":
-		fmt.Fprint(e.stdout, manRestore)
-	case "imagescan":
-		fmt.Fprint(e.stdout, manImagescan)
-	case "info":
-		fmt.Fprint(e.stdout, manInfo)
-	case "server":
-		fmt.Fprint(e.stdout, manServer)
-	case "browse":
-		fmt.Fprint(e.stdout, manBrowse)
-	case "sign":
-		fmt.Fprint(e.stdout, manSign)
-	default:
-		return usageError("help: no manual for %q (verbs: restore, imagescan, info, sign, server, browse)", args[0])
+	verb := args[0]
+	if verb != "help" && verb != "version" && !strings.HasPrefix(verb, "-") {
+		if err := runVerb(context.Background(), e, []string{verb, "-h"}); errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 	}
-	return nil
+	return usageError("help: no manual for %q (see 'asr help' for the verbs)", verb)
+}
+
+// expand fills a manual's generated parts: @SOURCES@, the kinds of source
+// (sourceurl.Schemes), and @OPTIONS@, every flag fs defines with its usage
+// string, so a flag cannot be left out of its verb's manual.
+func expand(manual string, fs *flag.FlagSet) string {
+	manual = strings.Replace(manual, "@SOURCES@\n", sourceurl.Help("      "), 1)
+	return strings.Replace(manual, "@OPTIONS@\n", options(fs), 1)
+}
+
+// options lists fs's flags, sorted, as the OPTIONS section shows them:
+//
+//	--name ARG          usage, wrapped (default D)
+//
+// ARG is the backquoted word of the usage (flag.UnquoteUsage); a flag with
+// no usage string is listed as UNDOCUMENTED, which a test catches.
+func options(fs *flag.FlagSet) string {
+	const indent, width = 24, 92
+	var b strings.Builder
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		if usage == "" {
+			usage = "UNDOCUMENTED"
+		}
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
+			usage += " (default " + f.DefValue + ")"
+		}
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+			arg = ""
+		}
+		head := "    --" + f.Name
+		if arg != "" {
+			head += " " + arg
+		}
+		line := head
+		if len(head) >= indent-1 {
+			b.WriteString(head + "\n")
+			line = ""
+		}
+		for _, w := range strings.Fields(usage) {
+			switch {
+			case line == "":
+				line = strings.Repeat(" ", indent) + w
+			case len(line) < indent:
+				line += strings.Repeat(" ", indent-len(line)) + w
+			case len(line)+1+len(w) > width:
+				b.WriteString(line + "\n")
+				line = strings.Repeat(" ", indent) + w
+			default:
+				line += " " + w
+			}
+		}
+		b.WriteString(line + "\n")
+	})
+	return b.String()
 }
 
 const manSign = `NAME
@@ -511,16 +511,7 @@ CHECKING WITH MINISIGN
     with --add-minisig. FORMAT.md describes the trailer.
 
 OPTIONS
-    --source IMAGE        the prepared image file (required); only its signature trailer
-                          is rewritten
-    --key KEY             the minisign secret key to sign with
-    --password-file FILE  KEY's password is FILE's first line
-    --remove KEYID        remove the signature by this key ID (as 'asr info' shows it)
-    --minisig OUT         write a signature as OUT (ending in .minisig) and the signed
-                          bytes beside it, for minisign -V
-    --key-id KEYID        with --minisig: the signature to write, if there are several
-    --add-minisig FILE    add a .minisig file that minisign made over the 64 bytes
-
+@OPTIONS@
 OUTPUT
     Signed lab.asr (digest sha256:...) with key ID 3A5F0B2C9D1E4F60; it has 1 signature,
     by key ID 3A5F0B2C9D1E4F60

@@ -26,15 +26,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
-	"github.com/asrlinux/asr/qemu"
 )
 
-// lab is one host of a qemu.Lab, with an nginx in it; asr runs there too
+// lab is one host of a netlab.Lab, with an nginx in it; asr runs there too
 // and reaches it on the host's loopback.
 type lab struct {
 	t     *testing.T
-	host  *qemu.Host
+	host  *netlab.Host
 	ns    string
 	dir   string // served folder
 	asr   string // the asr binary
@@ -44,15 +44,8 @@ type lab struct {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	testenv.Require(t, "nginx", "ip", "sgdisk")
-	nl, err := qemu.NewLab("ah")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nl.Close() })
-	h, err := nl.AddHost("h", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nl := netlab.NewT(t, "ah")
+	h := nl.AddHostT(t, "h", 1)
 	return &lab{t: t, host: h, ns: h.NS, dir: t.TempDir(), asr: testenv.Asr(t)}
 }
 

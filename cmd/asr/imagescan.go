@@ -23,14 +23,14 @@ import (
 
 func runImagescan(ctx context.Context, e env, args []string) error {
 	fs := newFlags("imagescan")
-	src := fs.String("source", "", "")
-	output := fs.String("output", "", "")
-	chunk := fs.Int("chunksize", image.DefaultChunkSize, "")
-	overwrite := fs.Bool("overwrite", false, "")
-	puppet := fs.Bool("puppetstrings", false, "")
-	allBlocks := fs.Bool("allblocks", false, "")
-	signKey := fs.String("sign", "", "minisign secret key file: sign the new image with it (see asr sign)")
-	pwFile := fs.String("password-file", "", "with --sign: file whose first line is the secret key's password")
+	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, or a block device (required)")
+	output := fs.String("output", "", "the prepared `IMAGE` to write (required)")
+	chunk := fs.Int("chunksize", image.DefaultChunkSize, "chunk size in `BYTES`, a multiple of 4096 from 65536 to 16777216")
+	overwrite := fs.Bool("overwrite", false, "replace IMAGE if it exists")
+	puppet := fs.Bool("puppetstrings", false, "machine-readable progress (see 'asr help restore')")
+	allBlocks := fs.Bool("allblocks", false, "do not map filesystems: keep every non-zero chunk, free space included (for forensic copies, or to keep deleted data)")
+	signKey := fs.String("sign", "", "sign the new image with the minisign secret `KEY`, as 'asr sign' does (the key and its password are read before the scan starts)")
+	pwFile := fs.String("password-file", "", "with --sign: the key's password is `FILE`'s first line (else $ASR_KEY_PASSWORD, else asked on the terminal)")
 	if err := parse(e, fs, manImagescan, args); err != nil {
 		return err
 	}

@@ -60,8 +60,8 @@ type partitionInfo struct {
 
 func runInfo(ctx context.Context, e env, args []string) error {
 	fs := newFlags("info")
-	src := fs.String("source", "", "")
-	asPlist := fs.Bool("plist", false, "")
+	src := fs.String("source", "", "the `IMAGE` to describe: a path or a URL (required)")
+	asPlist := fs.Bool("plist", false, "print the same as an XML property list")
 	sf := addSourceFlags(fs)
 	tf := addTrustFlags(fs)
 	if err := parse(e, fs, manInfo, args); err != nil {

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/asrlinux/asr/internal/redact"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,6 +26,7 @@ type exitError struct {
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 func usageError(format string, a ...any) error {
 	return &exitError{2, fmt.Errorf(format, a...)}
@@ -70,25 +72,37 @@ func main() {
 	var sig *signalError
 	gotSignal := errors.As(context.Cause(ctx), &sig)
 	stop()
-	if err != nil {
-		code := 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		if gotSignal {
-			code = 128 + int(sig.sig)
-		}
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "asr: %v%s\n", err, hint(err))
-		} else {
-			code = 0
-		}
-		os.Exit(code)
+	code := exitStatus(os.Stderr, err)
+	if code != 0 && gotSignal {
+		code = 128 + int(sig.sig) // the shell's status for a process a signal ended
 	}
+	os.Exit(code)
 }
 
+// exitStatus prints err (already redacted by run) as asr's last line and
+// returns the exit status: 0, 1 when the operation failed, 2 when the
+// command line is wrong.
+func exitStatus(stderr io.Writer, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "asr: %v%s\n", err, hint(err))
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+// run runs one verb. Everything it prints, and the error it returns, is
+// redacted: a source URL's password or a presigned URL's signature never
+// reaches the terminal or a log, whichever package quoted the URL.
 func run(ctx context.Context, e env, args []string) error {
+	e.stdout, e.stderr = redact.Writer(e.stdout), redact.Writer(e.stderr)
+	return redact.Error(runVerb(ctx, e, args))
+}
+
+func runVerb(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, usageMain)
 		return &exitError{2, errors.New("no verb given: see 'asr help'")}
@@ -129,7 +143,7 @@ func newFlags(name string) *flag.FlagSet {
 func parse(e env, fs *flag.FlagSet, manual string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(e.stdout, manual)
+			fmt.Fprint(e.stdout, expand(manual, fs))
 			return flag.ErrHelp
 		}
 		return usageError("%s: %v (see 'asr help %s')", fs.Name(), err, fs.Name())

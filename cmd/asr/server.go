@@ -26,10 +26,10 @@ func servedTable(signedBy string, srv *multicast.Server, now time.Time) []byte {
 
 func runServer(ctx context.Context, e env, args []string) error {
 	fs := newFlags("server")
-	src := fs.String("source", "", "")
-	cfgPath := fs.String("config", "", "")
-	iface := fs.String("interface", "", "")
-	parity := fs.Int("parity", multicast.DefaultParity, "")
+	src := fs.String("source", "", "the prepared `IMAGE` to stream (required)")
+	cfgPath := fs.String("config", "", "the configuration `PLIST` (required; see CONFIGURATION)")
+	iface := fs.String("interface", "", "send the stream out of interface `IF` (default: as routing says)")
+	parity := fs.Int("parity", multicast.DefaultParity, "Reed-Solomon parity per chunk, `PCT` percent of its packets (0 turns it off)")
 	if err := parse(e, fs, manServer, args); err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -137,8 +136,9 @@ func dash(s string) string {
 // stdoutIsTerminal says whether w is a terminal, where the table can be
 // redrawn in place; elsewhere (a log file, journald) asr server writes
 // plain lines.
+// w may be os.Stdout behind a redacting writer, which keeps its Fd.
 func stdoutIsTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := w.(interface{ Fd() uintptr })
 	if !ok {
 		return false
 	}

@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
 	"github.com/asrlinux/asr/internal/trust"
-	"github.com/asrlinux/asr/qemu"
 )
 
 // signKeys makes a key pair with minisign -G: without a password when pw is
@@ -330,9 +330,9 @@ func TestE2ESignMinisignInterop(t *testing.T) {
 
 // sgLab is a lab of network namespaces named sg...: h hosts nginx (and asr
 // server at 198.18.0.1); c is a client at 198.18.0.11.
-func sgLab(t *testing.T, prefix string) (*qemu.Lab, *qemu.Host, *qemu.Host) {
+func sgLab(t *testing.T, prefix string) (*netlab.Lab, *netlab.Host, *netlab.Host) {
 	t.Helper()
-	nl, err := qemu.NewLab(prefix)
+	nl, err := netlab.New(prefix)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,12 +22,12 @@ type sourceFlags struct {
 
 func addSourceFlags(fs *flag.FlagSet) sourceFlags {
 	return sourceFlags{
-		cacert:   fs.String("cacert", "", ""),
-		checksum: fs.String("checksum", "", ""),
-		timeout:  fs.Int("timeout", 30, ""),
-		retries:  fs.Int("retries", 5, ""),
-		iface:    fs.String("interface", "", ""),
-		all:      fs.Bool("allblocks", false, ""),
+		cacert:   fs.String("cacert", "", "https: also trust the CA certificates in `FILE`"),
+		checksum: fs.String("checksum", "", "raw images over http(s): the SHA-256 of the file as served, as `sha256:HEX`; else IMG.sha256 beside it is used when the server has one"),
+		timeout:  fs.Int("timeout", 30, "network sources: give up after this many `SECONDS` without data"),
+		retries:  fs.Int("retries", 5, "http(s): `N` reconnections in a row without progress before giving up"),
+		iface:    fs.String("interface", "", "asr://: join the multicast group on interface `IF`"),
+		all:      fs.Bool("allblocks", false, "a raw image or device source: copy free space too, byte for byte"),
 	}
 }
 
@@ -45,6 +45,9 @@ func (f sourceFlags) check() error {
 // log hears retries and checksum decisions, one line each.
 // disk names the target for a multicast server's table.
 func openSource(ctx context.Context, s, disk string, maxSize int64, f sourceFlags, log func(format string, a ...any)) (source.Source, error) {
+	if err := sourceurl.Check(s); err != nil {
+		return nil, usageError("%v", err)
+	}
 	src, err := sourceurl.Open(ctx, s, sourceurl.Options{
 		CACert: *f.cacert, Checksum: *f.checksum, Timeout: time.Duration(*f.timeout) * time.Second,
 		Retries: *f.retries, Interface: *f.iface, Disk: disk, Log: log, AllBlocks: *f.all, MaxSize: maxSize,

@@ -72,21 +72,37 @@ type extSuper struct {
 }
 
 // parseExtSuper reads and checks the superblock at head[1024:], for an
-// area of size bytes.
+// area of size bytes: its features (what kind of ext it is, and whether
+// its bitmaps can be trusted), then its geometry.
 func parseExtSuper(head []byte, size int64) (*extSuper, error) {
 	if len(head) < extSuperOff+1024 {
 		return nil, fallback("ext: superblock cut short: the area is %d bytes", size)
 	}
-	sb := head[extSuperOff : extSuperOff+1024]
-	u16 := func(o int) uint64 { return uint64(binary.LittleEndian.Uint16(sb[o:])) }
-	u32 := func(o int) uint64 { return uint64(binary.LittleEndian.Uint32(sb[o:])) }
-	s := &extSuper{
-		compat:   uint32(u32(0x5C)),
-		incompat: uint32(u32(0x60)),
-		roCompat: uint32(u32(0x64)),
+	sb := superBytes(head[extSuperOff : extSuperOff+1024])
+	s := extFeatures(sb)
+	if err := s.checkFeatures(sb.u16(0x3A)); err != nil {
+		return nil, err
 	}
-	rev := u32(0x4C)
-	if rev == 0 {
+	if err := s.readGeometry(sb, size); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// superBytes is a superblock, read little-endian at byte offsets.
+type superBytes []byte
+
+func (sb superBytes) u16(o int) uint64 { return uint64(binary.LittleEndian.Uint16(sb[o:])) }
+func (sb superBytes) u32(o int) uint64 { return uint64(binary.LittleEndian.Uint32(sb[o:])) }
+
+// extFeatures reads the feature flags and names the filesystem by them.
+func extFeatures(sb superBytes) *extSuper {
+	s := &extSuper{
+		compat:   uint32(sb.u32(0x5C)),
+		incompat: uint32(sb.u32(0x60)),
+		roCompat: uint32(sb.u32(0x64)),
+	}
+	if sb.u32(0x4C) == 0 {
 		// Revision 0 has no feature fields; clear whatever is there.
 		s.compat, s.incompat, s.roCompat = 0, 0, 0
 	}
@@ -98,52 +114,64 @@ func parseExtSuper(head []byte, size int64) (*extSuper, error) {
 		s.roCompat&(extRoCompatHugeFile|extRoCompatGDTCsum|extRoCompatDirNlink|extRoCompatExtraIsize|extRoCompatMetadataCsum) != 0 {
 		s.name = "ext4"
 	}
-	name := s.name
+	return s
+}
 
-	switch state := u16(0x3A); {
+// checkFeatures refuses a filesystem whose bitmaps cannot be trusted or
+// whose layout is not known: unknown or unsupported features, a journal to
+// recover, a state that is not clean.
+func (s *extSuper) checkFeatures(state uint64) error {
+	name := s.name
+	switch {
 	case s.incompat&extIncompatJournalDev != 0:
-		return nil, fallback("%s: an external journal device, not a filesystem", name)
+		return fallback("%s: an external journal device, not a filesystem", name)
 	case s.incompat&^extIncompatKnown != 0:
-		return nil, fallback("%s: unknown incompatible features %#x", name, s.incompat&^extIncompatKnown)
+		return fallback("%s: unknown incompatible features %#x", name, s.incompat&^extIncompatKnown)
 	case s.roCompat&^extRoCompatKnown != 0:
-		return nil, fallback("%s: unknown read-only features %#x", name, s.roCompat&^extRoCompatKnown)
+		return fallback("%s: unknown read-only features %#x", name, s.roCompat&^extRoCompatKnown)
 	case s.roCompat&extRoCompatBigalloc != 0:
-		return nil, fallback("%s: bigalloc (bitmaps of clusters) is not supported", name)
+		return fallback("%s: bigalloc (bitmaps of clusters) is not supported", name)
 	case s.roCompat&extRoCompatHasSnapshot != 0:
-		return nil, fallback("%s: snapshots are not supported", name)
+		return fallback("%s: snapshots are not supported", name)
 	case s.incompat&extIncompatRecover != 0:
 		// Committed allocations may still sit in the journal, not in the
 		// bitmaps: a mounted or crashed filesystem.
-		return nil, fallback("%s: needs journal recovery (mounted, or not cleanly unmounted)", name)
+		return fallback("%s: needs journal recovery (mounted, or not cleanly unmounted)", name)
 	case state&extStateValid == 0:
-		return nil, fallback("%s: not cleanly unmounted (or mounted)", name)
+		return fallback("%s: not cleanly unmounted (or mounted)", name)
 	case state&extStateErrors != 0:
-		return nil, fallback("%s: marked as having errors: run e2fsck first", name)
+		return fallback("%s: marked as having errors: run e2fsck first", name)
 	}
+	return nil
+}
 
-	logBS := u32(0x18)
+// readGeometry reads the block and group layout and checks it against
+// itself and against the size of the area.
+func (s *extSuper) readGeometry(sb superBytes, size int64) error {
+	name := s.name
+	logBS := sb.u32(0x18)
 	if logBS > 6 {
-		return nil, fallback("%s: block size 2^(10+%d) is larger than 64 KiB", name, logBS)
+		return fallback("%s: block size 2^(10+%d) is larger than 64 KiB", name, logBS)
 	}
 	s.bs = 1024 << logBS
-	s.blocks = u32(0x4)
+	s.blocks = sb.u32(0x4)
 	if s.incompat&extIncompat64Bit != 0 {
-		s.blocks |= u32(0x150) << 32
+		s.blocks |= sb.u32(0x150) << 32
 	}
-	s.firstData = u32(0x14)
-	s.perGroup = u32(0x20)
-	ipg := u32(0x28)
+	s.firstData = sb.u32(0x14)
+	s.perGroup = sb.u32(0x20)
+	ipg := sb.u32(0x28)
 	inodeSize := uint64(128)
-	if rev > 0 {
-		inodeSize = u16(0x58)
+	if sb.u32(0x4C) > 0 {
+		inodeSize = sb.u16(0x58)
 	}
 	s.descSize = 32
 	if s.incompat&extIncompat64Bit != 0 {
-		s.descSize = u16(0xFE)
+		s.descSize = sb.u16(0xFE)
 	}
-	s.reservedGDT = u16(0xCE)
-	s.firstMetaBG = u32(0x104)
-	s.backupBGs = [2]uint64{u32(0x24C), u32(0x250)}
+	s.reservedGDT = sb.u16(0xCE)
+	s.firstMetaBG = sb.u32(0x104)
+	s.backupBGs = [2]uint64{sb.u32(0x24C), sb.u32(0x250)}
 	s.groupDescCsum = s.roCompat&(extRoCompatGDTCsum|extRoCompatMetadataCsum) != 0
 
 	wantFirst := uint64(0)
@@ -152,35 +180,35 @@ func parseExtSuper(head []byte, size int64) (*extSuper, error) {
 	}
 	switch {
 	case s.firstData != wantFirst:
-		return nil, fallback("%s: first data block %d with %d-byte blocks, want %d", name, s.firstData, s.bs, wantFirst)
+		return fallback("%s: first data block %d with %d-byte blocks, want %d", name, s.firstData, s.bs, wantFirst)
 	case s.blocks <= s.firstData:
-		return nil, fallback("%s: %d blocks", name, s.blocks)
+		return fallback("%s: %d blocks", name, s.blocks)
 	case s.blocks > uint64(size)/s.bs:
-		return nil, fallback("%s: filesystem of %d blocks of %d bytes is larger than its %d-byte area", name, s.blocks, s.bs, size)
+		return fallback("%s: filesystem of %d blocks of %d bytes is larger than its %d-byte area", name, s.blocks, s.bs, size)
 	case s.perGroup < 256 || s.perGroup > 8*s.bs || s.perGroup%8 != 0:
-		return nil, fallback("%s: %d blocks per group, want a multiple of 8 from 256 to %d", name, s.perGroup, 8*s.bs)
+		return fallback("%s: %d blocks per group, want a multiple of 8 from 256 to %d", name, s.perGroup, 8*s.bs)
 	case ipg == 0 || ipg > 8*s.bs:
-		return nil, fallback("%s: %d inodes per group, want 1 to %d", name, ipg, 8*s.bs)
+		return fallback("%s: %d inodes per group, want 1 to %d", name, ipg, 8*s.bs)
 	case inodeSize < 128 || inodeSize > s.bs || inodeSize&(inodeSize-1) != 0:
-		return nil, fallback("%s: inode size %d", name, inodeSize)
+		return fallback("%s: inode size %d", name, inodeSize)
 	case s.descSize < 32 || s.descSize > s.bs || s.descSize&(s.descSize-1) != 0 ||
 		(s.incompat&extIncompat64Bit != 0 && s.descSize < 64):
-		return nil, fallback("%s: group descriptor size %d", name, s.descSize)
+		return fallback("%s: group descriptor size %d", name, s.descSize)
 	}
 	s.groups = (s.blocks - s.firstData + s.perGroup - 1) / s.perGroup
-	if n := u32(0x0); n != ipg*s.groups {
-		return nil, fallback("%s: %d inodes, but %d groups of %d", name, n, s.groups, ipg)
+	if n := sb.u32(0x0); n != ipg*s.groups {
+		return fallback("%s: %d inodes, but %d groups of %d", name, n, s.groups, ipg)
 	}
 	s.itableBlocks = (ipg*inodeSize + s.bs - 1) / s.bs
 	s.descPerBlock = s.bs / s.descSize
 	s.descBlocks = (s.groups + s.descPerBlock - 1) / s.descPerBlock
 	if s.incompat&extIncompatMetaBG != 0 && s.firstMetaBG > s.descBlocks {
-		return nil, fallback("%s: first meta block group %d beyond the %d descriptor blocks", name, s.firstMetaBG, s.descBlocks)
+		return fallback("%s: first meta block group %d beyond the %d descriptor blocks", name, s.firstMetaBG, s.descBlocks)
 	}
 	if s.incompat&extIncompatMetaBG == 0 && 1+s.descBlocks+s.reservedGDT > s.perGroup {
-		return nil, fallback("%s: %d descriptor and %d reserved blocks do not fit in a group", name, s.descBlocks, s.reservedGDT)
+		return fallback("%s: %d descriptor and %d reserved blocks do not fit in a group", name, s.descBlocks, s.reservedGDT)
 	}
-	return s, nil
+	return nil
 }
 
 func (s *extSuper) groupStart(g uint64) uint64 { return s.firstData + g*s.perGroup }

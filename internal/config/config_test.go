@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/asrlinux/asr/internal/testenv"
 )
 
 // plists writes each Python dict expression twice with Python's plistlib,
@@ -17,9 +19,7 @@ import (
 // XML and the binary path of each, in order.
 func plists(t *testing.T, dicts ...string) (xml, bin []string) {
 	t.Helper()
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Fatal("python3 is missing: run testdata/deps.sh")
-	}
+	testenv.RequireTools(t, "python3")
 	dir := t.TempDir()
 	var script strings.Builder
 	script.WriteString("import plistlib\n")

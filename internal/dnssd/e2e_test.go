@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
-	"github.com/asrlinux/asr/qemu"
 )
 
 func TestMain(m *testing.M) {
@@ -30,22 +30,12 @@ func avahiNS() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "avahi-ns.sh")
 }
 
-func lab(t *testing.T, name string) (*qemu.Lab, *qemu.Host, *qemu.Host) {
+func lab(t *testing.T, name string) (*netlab.Lab, *netlab.Host, *netlab.Host) {
 	t.Helper()
 	testenv.Require(t, "ip", "avahi-daemon", "avahi-browse", "avahi-publish", "dbus-daemon", "unshare")
-	l, err := qemu.NewLab("ad" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	a, err := l.AddHost("a", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.AddHost("b", 11)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := netlab.NewT(t, "ad"+name)
+	a := l.AddHostT(t, "a", 1)
+	b := l.AddHostT(t, "b", 11)
 	return l, a, b
 }
 

@@ -138,6 +138,10 @@ type scanJob struct {
 // scanChunks reads src in chunk-size pieces, hands them to workers and writes
 // the stored bytes to spool in chunk order, filling m.Chunks and m.LogicalSize.
 // Offsets are relative to the start of the data area.
+//
+// Three stages run at once: readChunks (one goroutine) reads chunks into
+// buffers from a pool, workers compress them (encodeChunk), and
+// spoolChunks, here, writes them in order and returns the buffers.
 func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.Encoder, m *Manifest, workers int, used *blockmap.Map, progress func(int64)) error {
 	cs := int(m.ChunkSize)
 	// At most 2*workers chunks are in memory: bounded whatever the disk size.
@@ -159,62 +163,89 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 			}
 		})
 	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(order)
+		defer close(work)
+		readErr <- readChunks(ctx, src, used, cs, pool, order, work)
+	}()
+	done, werr := spoolChunks(order, pool, spool, m, progress, cancel)
+	wg.Wait()
+	if err := <-readErr; err != nil {
+		return err
+	}
+	if werr != nil {
+		return werr
+	}
+	m.LogicalSize = done
+	// A short chunk anywhere but the end would break offset arithmetic; the
+	// reader only ever returns one at EOF, so this holds by construction.
+	return nil
+}
 
+// readChunks reads src chunk by chunk into buffers from pool, and sends each
+// job both to order (for spoolChunks) and to work (for the workers). It
+// returns at the end of src, nil, or on the first error.
+func readChunks(ctx context.Context, src io.Reader, used *blockmap.Map, cs int, pool chan []byte, order, work chan<- *scanJob) error {
 	// With a map and random access, read by offset, skipping free space.
 	var ra io.ReaderAt
 	if used != nil {
 		ra, _ = src.(io.ReaderAt)
 	}
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(order)
-		defer close(work)
-		for i := 0; ; i++ {
-			var buf []byte
-			select {
-			case buf = <-pool:
-			case <-ctx.Done():
-				readErr <- ctx.Err()
-				return
-			}
-			var n int
-			var err error
-			if ra != nil {
-				// Chunks of free space are not read at all.
-				off := int64(i) * int64(cs)
-				if off >= used.Size {
-					readErr <- nil
-					return
-				}
-				n = int(min(int64(cs), used.Size-off))
-				if len(used.UsedIn(off, int64(n))) > 0 {
-					if _, err = ra.ReadAt(buf[:n], off); err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
-					if err != nil {
-						readErr <- fmt.Errorf("reading source at byte %d: %w", off, err)
-						return
-					}
-				}
-			} else {
-				n, err = io.ReadFull(src, buf[:cs])
-			}
-			if n > 0 {
-				j := &scanJob{index: i, buf: buf[:n], done: make(chan struct{})}
-				order <- j
-				work <- j
-			}
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				readErr <- nil
-				return
-			}
-			if err != nil {
-				readErr <- fmt.Errorf("reading source at byte %d: %w", int64(i)*int64(cs), err)
-				return
-			}
+	for i := 0; ; i++ {
+		var buf []byte
+		select {
+		case buf = <-pool:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-	}()
+		off := int64(i) * int64(cs)
+		var n int
+		var err error
+		if ra != nil {
+			if off >= used.Size {
+				return nil
+			}
+			n = int(min(int64(cs), used.Size-off))
+			if err := readUsed(ra, used, buf[:n], off); err != nil {
+				return fmt.Errorf("reading source at byte %d: %w", off, err)
+			}
+		} else {
+			n, err = io.ReadFull(src, buf[:cs])
+		}
+		if n > 0 {
+			j := &scanJob{index: i, buf: buf[:n], done: make(chan struct{})}
+			order <- j
+			work <- j
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading source at byte %d: %w", off, err)
+		}
+	}
+}
 
+// readUsed fills buf with the chunk at off, unless the map says it is all
+// free space: such a chunk is not read at all. The map covers the source,
+// so its end inside buf is an error.
+func readUsed(ra io.ReaderAt, used *blockmap.Map, buf []byte, off int64) error {
+	if len(used.UsedIn(off, int64(len(buf)))) == 0 {
+		return nil
+	}
+	_, err := ra.ReadAt(buf, off)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// spoolChunks takes the jobs in chunk order as their workers finish them,
+// writes their stored bytes to spool, appends their entries to m.Chunks and
+// returns their buffers to pool. After a write error it only drains,
+// cancelling the reader. It returns the bytes of source scanned.
+func spoolChunks(order <-chan *scanJob, pool chan<- []byte, spool io.Writer, m *Manifest, progress func(int64), cancel func()) (int64, error) {
 	var werr error
 	var pos, done int64
 	for j := range order {
@@ -240,17 +271,7 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 		}
 		pool <- j.buf[:cap(j.buf)]
 	}
-	wg.Wait()
-	if err := <-readErr; err != nil {
-		return err
-	}
-	if werr != nil {
-		return werr
-	}
-	m.LogicalSize = done
-	// A short chunk anywhere but the end would break offset arithmetic; the
-	// reader only ever returns one at EOF, so this holds by construction.
-	return nil
+	return done, werr
 }
 
 // encodeChunk fills j's manifest entry and stored bytes; off is where the

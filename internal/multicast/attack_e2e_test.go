@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
-	"github.com/asrlinux/asr/qemu"
 )
 
 // serverBudget is the most the server may hold in memory whatever its
@@ -41,7 +41,7 @@ type attackLab struct {
 	proc     *serverProc
 	disk     string
 	img      string
-	attacker *qemu.Host
+	attacker *netlab.Host
 	group    string
 }
 
@@ -106,7 +106,7 @@ func (l *attackLab) report(attack string, r clientResult, exact bool) {
 
 // dialMany opens n control connections from h, each starting with first
 // (a hello, or more). The connections stay open until ctx ends.
-func dialMany(ctx context.Context, t *testing.T, h *qemu.Host, n int, first func(c net.Conn) error) []net.Conn {
+func dialMany(ctx context.Context, t *testing.T, h *netlab.Host, n int, first func(c net.Conn) error) []net.Conn {
 	t.Helper()
 	var conns []net.Conn
 	err := h.Do(func() error {

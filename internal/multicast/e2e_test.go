@@ -1,7 +1,7 @@
 package multicast
 
 // End-to-end tests of `asr server` and `asr restore --source asr://` in a lab
-// of network namespaces on one bridge (package qemu): the server at
+// of network namespaces on one bridge (package netlab): the server at
 // 198.18.0.1, clients at .11, .12, .13, each in a namespace of its own, the
 // stream on a group in 239.255.0.0/16. Loss is made with nftables in a
 // client's namespace. Everything is removed when the test ends.
@@ -29,8 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
-	"github.com/asrlinux/asr/qemu"
 )
 
 func TestMain(m *testing.M) {
@@ -43,9 +43,9 @@ const diskSize = 48 << 20
 
 type mlab struct {
 	t       *testing.T
-	lab     *qemu.Lab
-	srv     *qemu.Host
-	clients []*qemu.Host
+	lab     *netlab.Lab
+	srv     *netlab.Host
+	clients []*netlab.Host
 	asr     string
 	dir     string
 }
@@ -61,19 +61,10 @@ func newLab(t *testing.T, prefix string, clients int) *mlab {
 	t.Helper()
 	testenv.Require(t, "ip", "nft", "sgdisk")
 	l := &mlab{t: t, asr: testenv.Asr(t), dir: t.TempDir()}
-	var err error
-	if l.lab, err = qemu.NewLab(prefix); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.lab.Close() })
-	if l.srv, err = l.lab.AddHost("s", 1); err != nil {
-		t.Fatal(err)
-	}
+	l.lab = netlab.NewT(t, prefix)
+	l.srv = l.lab.AddHostT(t, "s", 1)
 	for i := range clients {
-		h, err := l.lab.AddHost(fmt.Sprintf("c%d", i+1), 11+i)
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := l.lab.AddHostT(t, fmt.Sprintf("c%d", i+1), 11+i)
 		l.clients = append(l.clients, h)
 	}
 	return l
@@ -112,7 +103,7 @@ func (s *serverProc) log() string {
 	return s.out.String()
 }
 
-func (l *mlab) server(h *qemu.Host, img, cfg string) *serverProc {
+func (l *mlab) server(h *netlab.Host, img, cfg string) *serverProc {
 	l.t.Helper()
 	s := &serverProc{cmd: h.Command(context.Background(), l.asr, "server", "--source", img, "--config", cfg)}
 	pr, pw := io.Pipe()
@@ -169,7 +160,7 @@ type clientResult struct {
 }
 
 // restore runs a client on h writing to target; extra flags follow.
-func (l *mlab) restore(h *qemu.Host, target string, extra ...string) clientResult {
+func (l *mlab) restore(h *netlab.Host, target string, extra ...string) clientResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	args := append([]string{"restore", "--source", "asr://198.18.0.1", "--target", target, "--erase", "--noprompt", "--timeout", "20"}, extra...)
@@ -292,10 +283,7 @@ func TestE2EServerKilled(t *testing.T) {
 // takes only its own server's packets, and says it ignored the others.
 func TestE2ETwoServersSameGroup(t *testing.T) {
 	l := newMLab(t, "c", 2)
-	srv2, err := l.lab.AddHost("s2", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv2 := l.lab.AddHostT(t, "s2", 2)
 	diskA, imgA := l.image(3)
 	diskB, imgB := l.image(4)
 	cfg := l.config("239.255.10.3", 20000000, "")

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/config"
+	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/testenv"
-	"github.com/asrlinux/asr/qemu"
 )
 
 // The server's table of clients, filled by the status messages of real
@@ -39,7 +39,7 @@ func TestE2EServerSeesClientStatus(t *testing.T) {
 	small := filepath.Join(l.dir, "small.raw")
 	testenv.FillRandom(t, small, 16<<20, 63)
 	smallBefore := testenv.Hash(t, small, 0, 16<<20)
-	run := func(h *qemu.Host, name, target string) clientResult {
+	run := func(h *netlab.Host, name, target string) clientResult {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		cmd := h.Command(ctx, "unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`, name,
@@ -147,7 +147,7 @@ func TestE2EServerSeesClientStatus(t *testing.T) {
 }
 
 // hostMAC is the MAC address of eth0 in h's namespace.
-func hostMAC(t *testing.T, h *qemu.Host) string {
+func hostMAC(t *testing.T, h *netlab.Host) string {
 	t.Helper()
 	out, err := h.Command(context.Background(), "cat", "/sys/class/net/eth0/address").Output()
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf16"
+
+	"github.com/asrlinux/asr/internal/testenv"
 )
 
 // headLen is how much of a disk the tests hand to Parse: the first chunk of
@@ -25,17 +27,11 @@ var debPackage = map[string]string{"sgdisk": "gdisk", "sfdisk": "fdisk", "mkfs.e
 // always in PATH.
 func tool(t *testing.T, name string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
+	p, ok := testenv.Tool(name)
+	if !ok {
+		testenv.Unavailable(t, "needs %s (Debian package %s; run scripts/deps.sh as root)", name, debPackage[name])
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	t.Fatalf("%s not found in PATH, /usr/sbin or /sbin: run testdata/deps.sh as root to install the test dependencies (Debian package %s)", name, debPackage[name])
-	return ""
+	return p
 }
 
 // run runs a tool and fails the test with its output if it fails.

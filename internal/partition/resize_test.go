@@ -61,7 +61,7 @@ func sgdiskVerify(t *testing.T, p string) {
 }
 
 func TestResizeGPTToLargerDisk(t *testing.T) {
-	testenv.Require(t, "sgdisk")
+	testenv.RequireTools(t, "sgdisk")
 	src := disk(t, 64<<20, "sgdisk", "-n1:2048:+20M", "-t1:ef00", "-n2:0:0", "-t2:8300", "-c2:root")
 	sgdiskVerify(t, src)
 	for _, grow := range []bool{false, true} {
@@ -89,7 +89,7 @@ func TestResizeGPTToLargerDisk(t *testing.T) {
 }
 
 func TestResizeMBRGrow(t *testing.T) {
-	testenv.Require(t, "sfdisk")
+	testenv.RequireTools(t, "sfdisk")
 	src := disk(t, 64<<20, "sh", "-c", `printf 'label: dos\n2048,20480,c\n,,83\n' | sfdisk "$0"`)
 	big, r := enlarge(t, src, 160<<20, true)
 	out := testenv.Run(t, "sfdisk", "-d", big)

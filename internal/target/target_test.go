@@ -1,95 +1,13 @@
 package target
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/asrlinux/asr/internal/testenv"
 )
-
-func requireRoot(t *testing.T) { testenv.Require(t, "losetup") }
-
-func loop(t *testing.T, size int64) (dev, file string) {
-	t.Helper()
-	file = filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(file, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(file, size); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "--show", "-f", file).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	dev = strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev, file
-}
-
-func rdev(t *testing.T, p string) uint64 {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Rdev
-}
-
-// The running system's disk is refused even before anything is mounted
-// from it: here a real loop device stands in for the root disk.
-func TestOpenRefusesRootDisk(t *testing.T) {
-	requireRoot(t)
-	dev, _ := loop(t, 8<<20)
-	sys := Host()
-	sys.RootDevice = rdev(t, dev)
-	_, err := open(dev, sys)
-	if !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "holds the running system's root filesystem") {
-		t.Fatalf("open(%s) with it as root = %v, want a refusal naming the running system", dev, err)
-	}
-}
-
-func TestOpenBlockAndFile(t *testing.T) {
-	requireRoot(t)
-	dev, file := loop(t, 8<<20)
-	tg, err := Open(dev)
-	if err != nil {
-		t.Fatalf("Open(%s) = %v", dev, err)
-	}
-	if tg.Kind != Block || tg.Size != 8<<20 {
-		t.Errorf("Open(%s) = kind %v size %d, want block of %d", dev, tg.Kind, tg.Size, 8<<20)
-	}
-	// The backing file of an attached loop device is refused as a target.
-	if _, err := Open(file); err == nil || !strings.Contains(err.Error(), "is attached to "+dev) {
-		t.Errorf("Open(backing file) = %v, want a refusal naming %s", err, dev)
-	}
-	// A second opener is refused while the first holds the device.
-	if _, err := Open(dev); !errors.Is(err, ErrUnsafe) {
-		t.Errorf("second Open(%s) = %v, want ErrUnsafe", dev, err)
-	}
-	tg.Close()
-
-	// An image file stored on the target's filesystem overlaps it; the
-	// target device itself as a source does too.
-	img := filepath.Join(t.TempDir(), "x.asr")
-	os.WriteFile(img, []byte("x"), 0o644)
-	var st unix.Stat_t
-	unix.Stat(img, &st)
-	fake := &Target{Kind: Block, dev: st.Dev, sys: Host()}
-	if bad, why := fake.Overlaps(img); !bad || !strings.Contains(why, "stored on the target") {
-		t.Errorf("Overlaps(image on target) = %v %q, want true", bad, why)
-	}
-	real := &Target{Kind: Block, dev: rdev(t, dev), sys: Host()}
-	if bad, _ := real.Overlaps(dev); !bad {
-		t.Errorf("Overlaps(%s, itself) = false, want true", dev)
-	}
-}
 
 func TestCheckNew(t *testing.T) {
 	dir := t.TempDir()

@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench-filecopy.sh: how fast asr restores without --erase (the file copy),
+# bench/filecopy.sh: how fast asr restores without --erase (the file copy),
 # next to its block restore, cp -a and rsync -aHAX, on the same ext4 content.
 #
 # Run by `make bench` after `make build` (needs root: loop devices, mkfs,
@@ -27,7 +27,6 @@
 #   BENCH_TREE_MIB  size of the tree's file data   (default 400)
 #   BENCH_RUNS      runs of each contender          (default 3)
 set -euo pipefail
-export LC_ALL=C
 
 # Mounts made here must not be copied into mount namespaces that other
 # programs create meanwhile (ip netns, unshare): such a copy keeps a
@@ -36,62 +35,34 @@ export LC_ALL=C
 if [ -z "${BENCH_FILECOPY_NS:-}" ]; then
 	BENCH_FILECOPY_NS=1 exec unshare --mount --propagation private "$0" "$@"
 fi
-
-root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-asr=$root/bin/asr
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench-filecopy
 mktree=$root/testdata/mktree.py
 dir=${BENCH_DIR:-/var/tmp/asr-bench-filecopy}
 mib=${BENCH_TREE_MIB:-400}
 runs=${BENCH_RUNS:-3}
 
-die() {
-	echo "bench-filecopy: $*" >&2
-	exit 1
-}
-case $runs in '' | *[!0-9]* | 0) echo "bench-filecopy: BENCH_RUNS must be a positive number" >&2; exit 2 ;; esac
-case $mib in '' | *[!0-9]* | 0) echo "bench-filecopy: BENCH_TREE_MIB must be a positive number" >&2; exit 2 ;; esac
-[ "$(id -u)" -eq 0 ] || die "needs root (loop devices, mount, drop_caches)"
-[ -x "$asr" ] || die "$asr not found: run make build first"
-for cmd in losetup blkdiscard mkfs.ext4 rsync cp python3 awk flock find du; do
-	command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run testdata/deps.sh)"
-done
-
+positive BENCH_RUNS "$runs"
+positive BENCH_TREE_MIB "$mib"
+need "loop devices, mount, drop_caches" losetup blkdiscard mkfs.ext4 rsync cp python3 awk flock find du
+lock "$dir"
 mkdir -p "$dir/logs"
-exec 9>"$dir/.lock"
-flock -n 9 || die "another benchmark is running in $dir"
 srcloop="" tgtloop="" target=$dir/target.img
 mnt_s=$dir/mnt-source mnt_t=$dir/mnt-target
 mkdir -p "$mnt_s" "$mnt_t"
 
 cleanup() {
-	local rc=$?
+	local rc=0
 	# Only what this script mounted and attached, by exact name.
-	mountpoint -q "$mnt_s" && umount "$mnt_s"
-	mountpoint -q "$mnt_t" && umount "$mnt_t"
+	if mountpoint -q "$mnt_s"; then umount "$mnt_s" || rc=1; fi
+	if mountpoint -q "$mnt_t"; then umount "$mnt_t" || rc=1; fi
 	if [ -n "$srcloop" ]; then losetup -d "$srcloop" || rc=1; fi
 	if [ -n "$tgtloop" ]; then losetup -d "$tgtloop" || rc=1; fi
 	rm -f "$target"
-	exit "$rc"
+	return "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+at_exit cleanup
 
-# Peak RSS comes from GNU time when it is installed; otherwise it is not shown.
-gnu_time=""
-if [ -x /usr/bin/time ] && /usr/bin/time -f %M -o /dev/null true 2>/dev/null; then
-	gnu_time=/usr/bin/time
-fi
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-drop_caches() {
-	sync
-	echo 3 >/proc/sys/vm/drop_caches || die "cannot drop the page cache"
-}
 # census DIR: items and file bytes below DIR (lost+found left out), one line.
 census() {
 	(cd "$1" && echo "items=$(find . -mindepth 1 -path ./lost+found -prune -o -print | wc -l) bytes=$(find . -path ./lost+found -prune -o -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')")
@@ -223,4 +194,4 @@ done
 r=$(calc "${med[asr-files]} / ${med[rsync-aHAX]}")
 echo
 echo "targets:"
-printf '  %-36s %-6s (%s)\n' "asr file copy (verify) <= rsync -aHAX" "$(awk -v r="$r" 'BEGIN { print (r <= 1) ? "met" : "MISSED" }')" "$r"
+printf '  %-36s %-6s (%s)\n' "asr file copy (verify) <= rsync -aHAX" "$(verdict "$r" "<=" 1)" "$r"

@@ -1,4 +1,4 @@
-package qemu
+package netlab
 
 import (
 	"context"
@@ -27,7 +27,7 @@ func StartProc(name string, cmd *exec.Cmd) (*Proc, error) {
 	p := &Proc{Name: name, Output: NewConsole(), cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.Output, p.Output
 	// It dies with the test binary even if no cleanup gets to run.
-	err := startLocked(cmd, func(err error) {
+	err := StartBound(cmd, func(err error) {
 		p.err = err
 		p.Output.Close()
 		close(p.done)

@@ -1,12 +1,17 @@
-// Package qemu is the lab harness: a private network of namespaces joined by
-// a bridge, where servers and clients (processes now, virtual machines later)
-// talk without a packet reaching the machine's own interfaces.
+// Package netlab is the test network: a private network of namespaces
+// joined by a bridge, where servers and clients (processes, and the virtual
+// machines of package qemu) talk without a packet reaching the machine's own
+// interfaces, and the servers the tests run there (dnsmasq, nginx, asr
+// server) as Procs.
 //
 // A Lab is a namespace holding a bridge; each Host is a namespace with one
 // veth into it, an address in 198.18.0.0/24 and a route for multicast. Close
 // removes every namespace the lab made, whatever happened. The package runs
 // iproute2 and nftables; it needs root.
-package qemu
+//
+// The ...T functions are for tests: they fail the test on error, undo
+// what they made when it ends, and log a server's output when it failed.
+package netlab
 
 import (
 	"context"
@@ -33,10 +38,12 @@ type Host struct {
 	Addr string // 198.18.0.N
 }
 
-// NewLab creates the bridge namespace. prefix makes names unique per run; it
-// must be short (interface names are at most 15 bytes).
-func NewLab(prefix string) (*Lab, error) {
-	l := &Lab{Name: prefix + "br"}
+// New creates the bridge namespace. prefix makes names unique per run; it
+// must be short (interface names are at most 15 bytes). $ASR_LAB_PREFIX,
+// if set, goes before it, so that runs of the same tests side by side (two
+// worktrees on one machine) use namespaces of their own.
+func New(prefix string) (*Lab, error) {
+	l := &Lab{Name: os.Getenv("ASR_LAB_PREFIX") + prefix + "br"}
 	exec.Command("ip", "netns", "del", l.Name).Run() // a leftover of a killed run
 	steps := [][]string{
 		{"ip", "netns", "add", l.Name},

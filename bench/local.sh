@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench.sh: how fast asr restores a disk, next to dd and bmaptool.
+# bench/local.sh: how fast asr restores a disk, next to dd and bmaptool.
 #
 # Run by `make bench` after `make build` (needs root: loop devices, discard,
 # dropping the page cache). Everything lives under BENCH_DIR:
@@ -31,10 +31,8 @@
 #                    and writes go past the page cache of target.img as they
 #                    would on a real disk (default 0: a plain losetup)
 set -euo pipefail
-export LC_ALL=C
-
-root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-asr=$root/bin/asr
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench
 mkdisk=$root/testdata/mkdisk.sh
 
 dir=${BENCH_DIR:-/var/tmp/asr-bench}
@@ -43,45 +41,23 @@ fill=${BENCH_FILL:-40}
 runs=${BENCH_RUNS:-3}
 direct_io=${BENCH_DIRECT_IO:-0}
 
-die() {
-	echo "bench: $*" >&2
-	exit 1
-}
-case $runs in '' | *[!0-9]* | 0) echo "bench: BENCH_RUNS must be a positive number" >&2; exit 2 ;; esac
-case $size_arg in '' | *[!0-9A-Za-z]*) echo "bench: BENCH_SIZE must look like 1G or 256M" >&2; exit 2 ;; esac
-[ "$(id -u)" -eq 0 ] || die "needs root (loop devices, blkdiscard, drop_caches)"
-[ -x "$asr" ] || die "$asr not found: run make build first"
-for cmd in losetup blkdiscard bmaptool cmp truncate sha256sum awk flock; do
-	command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run testdata/deps.sh)"
-done
+positive BENCH_RUNS "$runs"
+case $size_arg in '' | *[!0-9A-Za-z]*) usage_die "BENCH_SIZE must look like 1G or 256M" ;; esac
+need "loop devices, blkdiscard, drop_caches" losetup blkdiscard bmaptool cmp truncate sha256sum awk flock
 
-# Peak RSS comes from GNU time when it is installed; otherwise it is n/a.
-gnu_time=""
-if [ -x /usr/bin/time ] && /usr/bin/time -f %M -o /dev/null true 2>/dev/null; then
-	gnu_time=/usr/bin/time
-fi
-
+lock "$dir"
 mkdir -p "$dir/logs"
-# Two benchmarks in one directory would share (and delete) one target.
-exec 9>"$dir/.lock"
-flock -n 9 || die "another benchmark is running in $dir"
 loop="" target="$dir/target.img"
 
 cleanup() {
-	local rc=$?
+	local rc=0
 	# Only the loop device this script attached, by its exact name, and the
 	# file behind it (the raw image and the prepared image stay for next time).
 	if [ -n "$loop" ]; then losetup -d "$loop" || rc=1; fi
 	rm -f "$target"
-	exit "$rc"
+	return "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# now: wall clock in seconds, with nanoseconds.
-now() { date +%s.%N; }
-# elapsed START END: seconds between two `now`s, to the millisecond.
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+at_exit cleanup
 
 # --- the source disk ---------------------------------------------------------
 
@@ -243,15 +219,6 @@ done
 
 echo "bench: load average (1, 5, 15 min) at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg), on $(nproc) CPUs"
 
-# median LIST: the middle value (the mean of the two middle ones for an even count).
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-# calc EXPR: floating-point arithmetic.
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-# mib BYTES: bytes as MiB, one decimal.
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
-
 declare -A med=()
 echo
 printf '%-14s %10s %10s   %s\n' contender "median s" "MB/s" "all runs (s)"
@@ -270,13 +237,11 @@ printf '%-40s %6s\n' "asr(noverify) / dd" "$r_nov_dd"
 printf '%-40s %6s\n' "asr(verify) / asr(noverify)" "$r_ver_nov"
 printf '%-40s %6s\n' "asr(verify) / bmaptool" "$r_ver_bmap"
 
-# verdict RATIO LIMIT: met when RATIO <= LIMIT.
-verdict() { awk -v r="$1" -v l="$2" 'BEGIN { print (r <= l) ? "met" : "MISSED" }'; }
 echo
 echo "targets:"
-printf '  %-36s %-6s (%s)\n' "asr noverify <= dd" "$(verdict "$r_nov_dd" 1)" "$r_nov_dd"
-printf '  %-36s %-6s (%s)\n' "asr verify <= 1.5 x asr noverify" "$(verdict "$r_ver_nov" 1.5)" "$r_ver_nov"
-printf '  %-36s %-6s (%s)\n' "asr verify <= bmaptool" "$(verdict "$r_ver_bmap" 1)" "$r_ver_bmap"
+printf '  %-36s %-6s (%s)\n' "asr noverify <= dd" "$(verdict "$r_nov_dd" "<=" 1)" "$r_nov_dd"
+printf '  %-36s %-6s (%s)\n' "asr verify <= 1.5 x asr noverify" "$(verdict "$r_ver_nov" "<=" 1.5)" "$r_ver_nov"
+printf '  %-36s %-6s (%s)\n' "asr verify <= bmaptool" "$(verdict "$r_ver_bmap" "<=" 1)" "$r_ver_bmap"
 
 echo
 img_size=$(stat -c %s "$img")

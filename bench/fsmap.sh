@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench-fsmap.sh: filesystem-aware imaging, asr against partclone and bmaptool.
+# bench/fsmap.sh: filesystem-aware imaging, asr against partclone and bmaptool.
 #
 # The disk: BENCH_FSMAP_SIZE (2G) with a GPT and one ext4 partition 25% full
 # whose free blocks hold old random data (mkdisk.sh OLDPCT 90: the
@@ -23,33 +23,21 @@
 # Exit status 1 if any run fails or restores the wrong files; targets missed
 # are printed as MISSED but do not fail the script.
 set -euo pipefail
-export LC_ALL=C
-
-root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-asr=$root/bin/asr
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench-fsmap
 mkdisk=$root/testdata/mkdisk.sh
 dir=${BENCH_DIR:-/var/tmp/asr-bench}/fsmap
 size_arg=${BENCH_FSMAP_SIZE:-2G}
 runs=${BENCH_RUNS:-3}
 
-die() {
-	echo "bench-fsmap: $*" >&2
-	exit 1
-}
-[ "$(id -u)" -eq 0 ] || die "needs root (loop devices, mount, drop_caches)"
-[ -x "$asr" ] || die "$asr not found: run make build first"
-for c in partclone.ext4 bmaptool zstd losetup blkdiscard e2fsck partx mount sha256sum; do
-	command -v "$c" >/dev/null 2>&1 || die "$c not found (run testdata/deps.sh)"
-done
-case $runs in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a positive number" ;; esac
-
+positive BENCH_RUNS "$runs"
+need "loop devices, mount, drop_caches" partclone.ext4 bmaptool zstd losetup blkdiscard e2fsck partx mount sha256sum
+lock "$dir"
 mkdir -p "$dir/logs"
-exec 9>"$dir/.lock"
-flock -n 9 || die "another benchmark is running in $dir"
 target=$dir/target.img
 loops=() mnt=""
 cleanup() {
-	local rc=$? l
+	local rc=0 l
 	if [ -n "$mnt" ]; then
 		umount "$mnt" 2>/dev/null || true
 		rmdir "$mnt" || true
@@ -57,16 +45,9 @@ cleanup() {
 	# Only the loop devices this script attached, by name.
 	for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
 	rm -f "$target"
-	exit "$rc"
+	return "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+at_exit cleanup
 attach() { # FILE [losetup options]: prints the loop device, remembered for cleanup
 	local f=$1 l
 	shift
@@ -137,8 +118,7 @@ tloop=$(attach "$target")
 tpart=$(attach "$target" -o "$poff" --sizelimit "$psize")
 reset() {
 	blkdiscard -f "$tloop" 2>/dev/null
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
+	drop_caches
 }
 contenders=(partclone partclone-zstd bmaptool asr-noverify asr-verify)
 declare -A times=()
@@ -195,7 +175,6 @@ r_used=$(calc "$s_asr / $used")
 r_time=$(calc "${med[asr-noverify]} / ${med[partclone]}")
 r_timev=$(calc "${med[asr-verify]} / ${med[partclone]}")
 r_bmap=$(calc "${med[asr-noverify]} / ${med[bmaptool]}")
-verdict() { awk -v r="$1" -v l="$2" 'BEGIN { print (r <= l) ? "met" : "MISSED" }'; }
 echo
 printf '%-52s %6s\n' "asr image / partclone image compressed (zstd)" "$r_size"
 printf '%-52s %6s\n' "asr image, 4 MiB chunks / partclone | zstd" "$r_size4"
@@ -210,5 +189,5 @@ echo
 # chunks (random access, parallel decoding, multicast) lose the matches
 # across chunk boundaries; that ratio is printed above, not judged.
 echo "targets:"
-printf '  %-48s %-6s (%s)\n' "asr image <= the filesystem's used bytes" "$(verdict "$r_used" 1)" "$r_used"
-printf '  %-48s %-6s (%s)\n' "asr restore <= partclone restore" "$(verdict "$r_time" 1)" "$r_time"
+printf '  %-48s %-6s (%s)\n' "asr image <= the filesystem's used bytes" "$(verdict "$r_used" "<=" 1)" "$r_used"
+printf '  %-48s %-6s (%s)\n' "asr restore <= partclone restore" "$(verdict "$r_time" "<=" 1)" "$r_time"

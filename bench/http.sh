@@ -1,7 +1,7 @@
 #!/bin/bash
-# bench-http.sh: how fast asr restores from a web server, next to curl.
+# bench/http.sh: how fast asr restores from a web server, next to curl.
 #
-# Run by `make bench` after bench.sh (it reuses bench.sh's source disk when
+# Run by `make bench` after bench/local.sh (it reuses its source disk when
 # it is there). Needs root. nginx serves BENCH_DIR at 198.18.0.1:8080 in one
 # network namespace, the clients run in another at 198.18.0.2, joined by a
 # veth pair; both are made for this run and removed after it, so nothing is
@@ -19,10 +19,8 @@
 # (BENCH_TARGET_DIR picks another folder). Correctness is checked with cmp
 # after every asr and curl|dd run.
 set -euo pipefail
-export LC_ALL=C
-
-root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-asr=$root/bin/asr
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench-http
 dir=${BENCH_DIR:-/var/tmp/asr-bench}
 size_arg=${BENCH_SIZE:-1G}
 fill=${BENCH_FILL:-40}
@@ -30,26 +28,23 @@ runs=${BENCH_RUNS:-3}
 tdir=${BENCH_TARGET_DIR:-/dev/shm}
 ns=abh$$
 
-die() { echo "bench-http: $*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "needs root"
-[ -x "$asr" ] || die "$asr not found: run make build first"
-for c in nginx curl ip losetup cmp; do command -v "$c" >/dev/null || die "$c not found (run testdata/deps.sh)"; done
+positive BENCH_RUNS "$runs"
+need "network namespaces, loop devices, drop_caches" nginx curl ip losetup cmp
 
 mkdir -p "$dir/http"
 loop="" nginx_pid="" target="$tdir/asr-bench-http-target.img"
 cleanup() {
-	local rc=$?
+	local rc=0
 	if [ -n "$nginx_pid" ]; then kill "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null || true; fi
 	if [ -n "$loop" ]; then losetup -d "$loop" || rc=1; fi
 	ip netns del "${ns}s" 2>/dev/null || true
 	ip netns del "${ns}c" 2>/dev/null || true
 	rm -f "$target"
-	exit "$rc"
+	return "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+at_exit cleanup
 
-# The source disk: bench.sh's when present, else a new one.
+# The source disk: bench/local.sh's when present, else a new one.
 raw=$(ls -t "$dir"/raw-"$size_arg"-"$fill"-*.img 2>/dev/null | head -1 || true)
 if [ -z "$raw" ]; then
 	raw=$dir/http/raw-$size_arg-$fill.img
@@ -93,10 +88,8 @@ url=http://198.18.0.1:8080
 
 reset() {
 	blkdiscard -f "$loop" 2>/dev/null
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
+	drop_caches
 }
-now() { date +%s.%N; }
 contenders=(curl_devnull curl_dd asr_noverify asr_verify)
 run_one() {
 	local name=$1 t0 t1
@@ -113,10 +106,9 @@ run_one() {
 		# asr adjusts the GPT in the first 1 KiB for the larger target.
 		cmp -i 1024 -n $((bytes - 1024)) "$raw" "$loop" || die "$name wrote the wrong bytes"
 	fi
-	times[$name]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}') "
+	times[$name]+="$(elapsed "$t0" "$t1") "
 }
 
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 suite() { # label
 	local c
 	times=()
@@ -130,14 +122,14 @@ declare -A med
 printf '\nHTTP restore from nginx, %s; %s disk, image %d bytes, target on %s, median of %d\n' "$1" "$size_arg" "$imgbytes" "$tdir" "$runs"
 printf '%-14s %9s %12s %s\n' contender seconds "image MB/s" runs
 for c in "${contenders[@]}"; do
-	med[$c]=$(echo "${times[$c]}" | median)
+	# shellcheck disable=SC2086 # the list is space-separated numbers
+	med[$c]=$(median ${times[$c]})
 	printf '%-14s %9.3f %12.1f %s\n' "$c" "${med[$c]}" "$(awk -v n="$imgbytes" -v s="${med[$c]}" 'BEGIN{print n/1e6/s}')" "${times[$c]}"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 tp=$(ratio "${med[curl_devnull]}" "${med[asr_noverify]}")
-printf '\nasr (no verify) throughput / curl -o /dev/null: %s (target >= 0.90) %s\n' "$tp" "$(awk -v r="$tp" 'BEGIN{print (r>=0.9)?"MET":"MISSED"}')"
+printf '\nasr (no verify) throughput / curl -o /dev/null: %s (target >= 0.90) %s\n' "$tp" "$(verdict "$tp" ">=" 0.9)"
 r2=$(ratio "${med[asr_noverify]}" "${med[curl_dd]}")
-printf 'asr (no verify) time / curl | dd of the raw image: %s (target < 1) %s\n' "$r2" "$(awk -v r="$r2" 'BEGIN{print (r<1)?"MET":"MISSED"}')"
+printf 'asr (no verify) time / curl | dd of the raw image: %s (target < 1) %s\n' "$r2" "$(verdict "$r2" "<" 1)"
 printf 'asr (verify) time / curl | dd: %s\n' "$(ratio "${med[asr_verify]}" "${med[curl_dd]}")"
 }
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench-multicast.sh: how asr's multicast scales with clients and loss, next
+# bench/multicast.sh: how asr's multicast scales with clients and loss, next
 # to udpcast at the same rate.
 #
 # Run by `make bench`; needs root. A lab of network namespaces on one bridge
@@ -13,34 +13,28 @@
 # Targets are files on tmpfs, so this machine's disk does not set the pace.
 # Every asr and udpcast target is compared with the source disk.
 set -euo pipefail
-export LC_ALL=C
-
-root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-asr=$root/bin/asr
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench-multicast
 dir=${BENCH_DIR:-/var/tmp/asr-bench}
 size_arg=${BENCH_SIZE:-1G}
 fill=${BENCH_FILL:-40}
 rate=${BENCH_RATE:-25000000}
 tdir=${BENCH_TARGET_DIR:-/dev/shm/asr-bench-mc}
 p=amb$$
-die() { echo "bench-multicast: $*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "needs root"
-[ -x "$asr" ] || die "$asr not found: run make build first"
-for c in udp-sender udp-receiver nft ip cmp; do command -v "$c" >/dev/null || die "$c not found (run testdata/deps.sh)"; done
+need "network namespaces" udp-sender udp-receiver nft ip cmp
 
 pids=()
 hosts=()
 cleanup() {
-	local rc=$?
+	local rc=0
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	for h in "${hosts[@]}"; do ip netns del "$h" 2>/dev/null || true; done
 	ip netns del "${p}br" 2>/dev/null || true
 	rm -rf "$tdir"
-	exit "$rc"
+	return "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+at_exit cleanup
 
 raw=$(ls -t "$dir"/raw-"$size_arg"-"$fill"-*.img 2>/dev/null | head -1 || true)
 if [ -z "$raw" ]; then
@@ -91,9 +85,8 @@ cat >"$dir/mc/asrconfig.plist" <<PLIST
 </dict></plist>
 PLIST
 
-now() { date +%s.%N; }
 # Peak resident memory of the server and the clients, from GNU time.
-[ -x /usr/bin/time ] || die "/usr/bin/time not found (run testdata/deps.sh)"
+[ -n "$gnu_time" ] || die "GNU time (/usr/bin/time) not found (run scripts/deps.sh)"
 timer="/usr/bin/time -f %M"
 lossnow=0
 loss_now() { echo "$lossnow"; }
@@ -121,7 +114,7 @@ asr_run() {
 	local worst=0 k
 	for i in $(seq "$n"); do k=$(tail -1 "$dir/mc/c$i.rss"); [ "$k" -gt "$worst" ] && worst=$k; done
 	echo "$worst" >"$dir/mc/clients-$n-$lossnow.rss"
-	awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'
+	elapsed "$t0" "$t1"
 }
 
 udp_run() {
@@ -142,7 +135,7 @@ udp_run() {
 	wait "$spid" || true
 	t1=$(now)
 	for i in $(seq "$n"); do check "$tdir/u$i.raw"; done
-	awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'
+	elapsed "$t0" "$t1"
 }
 
 declare -A t
@@ -156,24 +149,22 @@ loss 0
 t[udp1]=$(udp_run 1)
 t[udp4]=$(udp_run 4)
 
-r() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
-verdict() { awk -v x="$1" -v lim="$2" 'BEGIN{print (x<=lim)?"MET":"MISSED"}'; }
 printf '\nMulticast at %d bytes/s, %s disk (%d bytes; prepared image %d bytes), clients --noverify to tmpfs\n' \
 	"$rate" "$size_arg" "$bytes" "$(stat -c %s "$img")"
 printf '%-34s %8s\n' scenario seconds
 printf '%-34s %8s\n' "asr, 1 client" "${t[asr1]}" "asr, 4 clients" "${t[asr4]}" \
 	"asr, 1 client, 2% loss" "${t[asr1l]}" "asr, 4 clients, 2% loss" "${t[asr4l]}" \
 	"udpcast (raw disk), 1 client" "${t[udp1]}" "udpcast (raw disk), 4 clients" "${t[udp4]}"
-a=$(r "${t[asr4]}" "${t[asr1]}")
-b=$(r "${t[asr4l]}" "${t[asr4]}")
-b1=$(r "${t[asr1l]}" "${t[asr1]}")
-c=$(r "${t[asr1]}" "${t[udp1]}")
-d=$(r "${t[asr4]}" "${t[udp4]}")
-printf '\n4 clients / 1 client:              %s (target <= 1.10) %s\n' "$a" "$(verdict "$a" 1.10)"
-printf '2%% loss / lossless, 1 client:      %s (target <= 1.25) %s\n' "$b1" "$(verdict "$b1" 1.25)"
-printf '2%% loss / lossless, 4 clients:     %s (target <= 1.25) %s\n' "$b" "$(verdict "$b" 1.25)"
-printf 'asr / udpcast, 1 client:           %s (target <= 1.00) %s\n' "$c" "$(verdict "$c" 1.00)"
-printf 'asr / udpcast, 4 clients:          %s (target <= 1.00) %s\n' "$d" "$(verdict "$d" 1.00)"
+a=$(ratio "${t[asr4]}" "${t[asr1]}")
+b=$(ratio "${t[asr4l]}" "${t[asr4]}")
+b1=$(ratio "${t[asr1l]}" "${t[asr1]}")
+c=$(ratio "${t[asr1]}" "${t[udp1]}")
+d=$(ratio "${t[asr4]}" "${t[udp4]}")
+printf '\n4 clients / 1 client:              %s (target <= 1.10) %s\n' "$a" "$(verdict "$a" "<=" 1.10)"
+printf '2%% loss / lossless, 1 client:      %s (target <= 1.25) %s\n' "$b1" "$(verdict "$b1" "<=" 1.25)"
+printf '2%% loss / lossless, 4 clients:     %s (target <= 1.25) %s\n' "$b" "$(verdict "$b" "<=" 1.25)"
+printf 'asr / udpcast, 1 client:           %s (target <= 1.00) %s\n' "$c" "$(verdict "$c" "<=" 1.00)"
+printf 'asr / udpcast, 4 clients:          %s (target <= 1.00) %s\n' "$d" "$(verdict "$d" "<=" 1.00)"
 kib() { awk -v k="$(tail -1 "$1")" 'BEGIN{printf "%.1f MiB", k/1024}'; }
 printf '\npeak RSS: server with 1 client %s, with 4 clients %s; a client (worst of 4, 2%% loss) %s\n' \
 	"$(kib "$dir/mc/server-1-0.rss")" "$(kib "$dir/mc/server-4-0.rss")" "$(kib "$dir/mc/clients-4-2.rss")"
