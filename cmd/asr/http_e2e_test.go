@@ -197,7 +197,7 @@ func TestE2EHTTPFromNginx(t *testing.T) {
 		{"prepared, no ranges", "http://127.0.0.1:8080/norange/disk.asr", nil, ""},
 		{"prepared, https", "https://127.0.0.1:8443/disk.asr", []string{"--cacert", ca}, ""},
 		{"prepared, basic auth in URL", "http://admin:s3cret@127.0.0.1:8080/disk.asr", nil, ""},
-		{"raw", "http://127.0.0.1:8080/disk.img", nil, "no published checksum"},
+		{"raw", "http://127.0.0.1:8080/disk.img", nil, "Verified: the disk matches what was downloaded (the download itself could not be checked"},
 		{"raw gz with .sha256", "http://127.0.0.1:8080/disk.img.gz", nil, "matches the SHA-256 from http://127.0.0.1:8080/disk.img.gz.sha256"},
 		{"raw xz with --checksum, no ranges", "http://127.0.0.1:8080/norange/disk.img.xz", []string{"--checksum", "sha256:" + xzSum}, "matches the SHA-256 from --checksum"},
 	}
@@ -212,7 +212,7 @@ func TestE2EHTTPFromNginx(t *testing.T) {
 			if h := hashRange(t, out, 0, diskSize); h != want {
 				t.Errorf("restore from %s: target sha256 %s, want %s", c.url, h, want)
 			}
-			if !strings.Contains(got, "Verified ") || !strings.Contains(got, c.says) {
+			if !strings.Contains(got, "Verified") || !strings.Contains(got, c.says) {
 				t.Errorf("restore from %s: output lacks verification or %q:\n%s", c.url, c.says, got)
 			}
 			if strings.Contains(got, "s3cret") {
@@ -350,7 +350,7 @@ func TestE2EHTTPDroppedAndStalledConnections(t *testing.T) {
 		{"prepared image, dropped twice", img, false, 2, nil, true, "dropped at byte"},
 		{"raw image, dropped twice", disk, false, 2, nil, true, "dropped at byte"},
 		{"prepared image, stalled once", img, true, 1, []string{"--timeout", "2"}, true, "dropped at byte"},
-		{"server stalls for good", img, true, 1000, []string{"--timeout", "1", "--retries", "2"}, false, "gave up after 2 attempts"},
+		{"server stalls for good", img, true, 1000, []string{"--timeout", "1", "--retries", "2"}, false, "the server sent nothing for 1s"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -379,8 +379,8 @@ func TestE2EHTTPDroppedAndStalledConnections(t *testing.T) {
 				if code != 1 {
 					t.Fatalf("exit %d, want 1\n%s", code, got)
 				}
-				if took > 30*time.Second {
-					t.Errorf("gave up after %v; want within the timeout and retry bounds (~5 s)", took)
+				if took > 10*time.Second {
+					t.Errorf("gave up after %v; want within --timeout (1 s) plus a margin", took)
 				}
 				if first := hashRange(t, out, 0, 1<<20); first != testenv.ZeroHash(1<<20) {
 					t.Errorf("after giving up the first chunk is not blank")
