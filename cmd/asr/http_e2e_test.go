@@ -190,7 +190,7 @@ func TestE2EHTTPFromNginx(t *testing.T) {
 		{"prepared, no ranges", "http://127.0.0.1:8080/norange/disk.asr", nil, ""},
 		{"prepared, https", "https://127.0.0.1:8443/disk.asr", []string{"--cacert", ca}, ""},
 		{"prepared, basic auth in URL", "http://admin:s3cret@127.0.0.1:8080/disk.asr", nil, ""},
-		{"raw", "http://127.0.0.1:8080/disk.img", nil, "no published checksum"},
+		{"raw", "http://127.0.0.1:8080/disk.img", nil, "Verified: the disk matches what was downloaded (the download itself could not be checked"},
 		{"raw gz with .sha256", "http://127.0.0.1:8080/disk.img.gz", nil, "matches the SHA-256 from http://127.0.0.1:8080/disk.img.gz.sha256"},
 		{"raw xz with --checksum, no ranges", "http://127.0.0.1:8080/norange/disk.img.xz", []string{"--checksum", "sha256:" + xzSum}, "matches the SHA-256 from --checksum"},
 	}
@@ -377,8 +377,8 @@ func TestE2EHTTPDroppedAndStalledConnections(t *testing.T) {
 				if code != 1 {
 					t.Fatalf("exit %d, want 1\n%s", code, got)
 				}
-				if took > 30*time.Second {
-					t.Errorf("gave up after %v; want within the timeout and retry bounds (~5 s)", took)
+				if took > 10*time.Second {
+					t.Errorf("gave up after %v; want within --timeout (1 s) plus a margin", took)
 				}
 				if first := hashRange(t, out, 0, 1<<20); first != testenv.ZeroHash(1<<20) {
 					t.Errorf("after giving up the first chunk is not blank")
