@@ -154,7 +154,8 @@ func TestE2ERestoreToFile(t *testing.T) {
 	disk := makeDisk(t, dir, diskSize, 4)
 	img := scan(t, disk)
 	out := filepath.Join(dir, "new.raw")
-	mustAsr(t, "restore", "--source", img, "--file", out, "--noprompt")
+	// A new file erases nothing: no terminal and no --noprompt needed.
+	mustAsr(t, "restore", "--source", img, "--file", out)
 	if got, want := hashRange(t, out, 0, diskSize), hashRange(t, disk, 0, diskSize); got != want || fileSize(t, out) != diskSize {
 		t.Errorf("--file wrote sha256 %s (%d bytes), want %s (%d bytes)", got, fileSize(t, out), want, diskSize)
 	}
@@ -163,6 +164,14 @@ func TestE2ERestoreToFile(t *testing.T) {
 	r := asr(t, "restore", "--source", img, "--file", out, "--noprompt")
 	if r.code != 1 || !strings.Contains(r.err.Error(), "already exists") {
 		t.Errorf("restore --file onto an existing file: exit %d, %v; want exit 1 saying it already exists", r.code, r.err)
+	}
+	if hashRange(t, out, 0, diskSize) != before {
+		t.Errorf("refused restore changed %s", out)
+	}
+	// Overwriting it is asked about; with no terminal, refused with the way out.
+	r = asr(t, "restore", "--source", img, "--file", out, "--erase")
+	if r.code != 1 || !strings.Contains(r.err.Error(), "there is no terminal to confirm on; add --noprompt") {
+		t.Errorf("restore --file --erase onto an existing file without a terminal: exit %d, %v; want exit 1 and the --noprompt hint", r.code, r.err)
 	}
 	if hashRange(t, out, 0, diskSize) != before {
 		t.Errorf("refused restore changed %s", out)
