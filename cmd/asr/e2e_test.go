@@ -162,11 +162,20 @@ func TestE2ERestoreToFile(t *testing.T) {
 	// An existing file is not replaced without --erase.
 	before := hashRange(t, out, 0, diskSize)
 	r := asr(t, "restore", "--source", img, "--file", out, "--noprompt")
-	if r.code != 1 || !strings.Contains(r.err.Error(), "already exists") {
+	if r.code != 1 || !strings.Contains(r.err.Error(), out+" already exists: add --erase to overwrite it") {
 		t.Errorf("restore --file onto an existing file: exit %d, %v; want exit 1 saying it already exists", r.code, r.err)
 	}
 	if hashRange(t, out, 0, diskSize) != before {
 		t.Errorf("refused restore changed %s", out)
+	}
+	// The package names no flag: the CLI adds its way out.
+	r = asr(t, "restore", "--source", img, "--target", dir, "--erase", "--noprompt")
+	if r.code != 1 || !strings.Contains(r.err.Error(), "is a directory: give a block device or a disk image file, or leave out --erase") {
+		t.Errorf("restore --erase onto a directory: exit %d, %v; want exit 1 and the way out", r.code, r.err)
+	}
+	r = asr(t, "restore", "--source", img, "--file", dir)
+	if r.code != 1 || !strings.Contains(r.err.Error(), "exists and is not a regular file: use --target for devices") {
+		t.Errorf("restore --file onto a directory: exit %d, %v; want exit 1 and the way out", r.code, r.err)
 	}
 	// Overwriting it is asked about; with no terminal, refused with the way out.
 	r = asr(t, "restore", "--source", img, "--file", out, "--erase")

@@ -28,14 +28,25 @@ func ReadManifest(r io.Reader) (*Manifest, Digest, error) {
 	// length in range must not make us allocate it before the bytes come,
 	// and no copy of the raw manifest is kept beside the decoded one.
 	hash := sha256.New()
-	m, err := decodeManifest(io.TeeReader(r, hash), h.ManifestLen)
-	if err != nil {
+	body := &io.LimitedReader{R: io.TeeReader(r, hash), N: int64(h.ManifestLen)}
+	m, err := decodeManifest(body, h.ManifestLen)
+	if errors.Is(err, ErrCorrupt) {
+		// A manifest altered after it was written says so by its digest,
+		// which names the problem better than the field it broke: read the
+		// rest (hashed, not kept) to tell.
+		if _, derr := io.Copy(io.Discard, body); derr != nil {
+			return nil, Digest{}, err
+		}
+	} else if err != nil {
 		return nil, Digest{}, err
 	}
 	var d Digest
 	copy(d[:], hash.Sum(nil))
-	if d != Digest(h.ManifestDigest) {
+	if d != Digest(h.ManifestDigest) && body.N == 0 {
 		return nil, Digest{}, fmt.Errorf("%w: manifest digest %s, header says %x", ErrCorrupt, d, h.ManifestDigest)
+	}
+	if err != nil {
+		return nil, Digest{}, err
 	}
 	if h.Flags&FlagUnused == 0 && m.HasUnused() {
 		return nil, Digest{}, fmt.Errorf("%w: manifest has unused chunks but the header lacks their flag", ErrCorrupt)
