@@ -372,6 +372,7 @@ func TestE2ERefusals(t *testing.T) {
 		{"source is target", []string{"--source", dev, "--target", dev, "--erase", "--noprompt"}, dev, "source and target are the same device", 1},
 		{"no terminal to confirm", []string{"--source", img, "--target", dev, "--erase"}, dev, "add --noprompt", 1},
 		{"no --erase", []string{"--source", img, "--target", dev, "--noprompt"}, dev, "add --erase", 1},
+		{"grow into nothing", []string{"--source", img, "--target", dev, "--erase", "--noprompt", "--grow"}, dev, "--grow: the target is exactly the image's size (40.0 MiB): there is nothing to grow into", 1},
 		{"no target", []string{"--source", img, "--erase"}, dev, "--target is required", 2},
 		{"unknown flag", []string{"--source", img, "--target", dev, "--erase", "--bogus"}, dev, "flag provided but not defined: -bogus", 2},
 	}
