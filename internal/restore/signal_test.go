@@ -100,3 +100,23 @@ func TestSignalWhileWritingBlanksFirstChunk(t *testing.T) {
 		t.Error("chunk 1, delivered before the signal, was not written: the test proves nothing")
 	}
 }
+
+// A new file that cannot be created fails plainly: nothing was written, so
+// there is nothing to blank or remove.
+func TestCreateFailureIsPlain(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "new.img")
+	src := &stuckSource{info: source.Info{Kind: "test", Size: 1 << 62, ChunkSize: 64 << 10}}
+	_, err := Run(context.Background(), Request{
+		Source: "test", File: p, NoPrompt: true,
+		OpenSource: func(string) (source.Source, error) { return src, nil },
+		Out:        progress.New(io.Discard, false),
+	})
+	if err == nil || errors.Is(err, ErrIncomplete) {
+		t.Fatalf("Run with a file too large to create = %v, want a plain error", err)
+	}
+	t.Logf("Run = %v", err)
+	if _, serr := os.Stat(p); !os.IsNotExist(serr) {
+		t.Errorf("%s left behind after failing to create it (stat: %v): %v", p, serr, err)
+	}
+}
