@@ -146,15 +146,33 @@ func TestE2ERestoreToFile(t *testing.T) {
 	disk := makeDisk(t, dir, diskSize, 4)
 	img := scan(t, disk)
 	out := filepath.Join(dir, "new.raw")
-	mustAsr(t, "restore", "--source", img, "--file", out, "--noprompt")
+	// A new file erases nothing: no terminal and no --noprompt needed.
+	mustAsr(t, "restore", "--source", img, "--file", out)
 	if got, want := hashRange(t, out, 0, diskSize), hashRange(t, disk, 0, diskSize); got != want || fileSize(t, out) != diskSize {
 		t.Errorf("--file wrote sha256 %s (%d bytes), want %s (%d bytes)", got, fileSize(t, out), want, diskSize)
 	}
 	// An existing file is not replaced without --erase.
 	before := hashRange(t, out, 0, diskSize)
 	r := asr(t, "restore", "--source", img, "--file", out, "--noprompt")
-	if r.code != 1 || !strings.Contains(r.err.Error(), "already exists") {
+	if r.code != 1 || !strings.Contains(r.err.Error(), out+" already exists: add --erase to overwrite it") {
 		t.Errorf("restore --file onto an existing file: exit %d, %v; want exit 1 saying it already exists", r.code, r.err)
+	}
+	if hashRange(t, out, 0, diskSize) != before {
+		t.Errorf("refused restore changed %s", out)
+	}
+	// The package names no flag: the CLI adds its way out.
+	r = asr(t, "restore", "--source", img, "--target", dir, "--erase", "--noprompt")
+	if r.code != 1 || !strings.Contains(r.err.Error(), "is a directory: give a block device or a disk image file, or leave out --erase") {
+		t.Errorf("restore --erase onto a directory: exit %d, %v; want exit 1 and the way out", r.code, r.err)
+	}
+	r = asr(t, "restore", "--source", img, "--file", dir)
+	if r.code != 1 || !strings.Contains(r.err.Error(), "exists and is not a regular file: use --target for devices") {
+		t.Errorf("restore --file onto a directory: exit %d, %v; want exit 1 and the way out", r.code, r.err)
+	}
+	// Overwriting it is asked about; with no terminal, refused with the way out.
+	r = asr(t, "restore", "--source", img, "--file", out, "--erase")
+	if r.code != 1 || !strings.Contains(r.err.Error(), "there is no terminal to confirm on; add --noprompt") {
+		t.Errorf("restore --file --erase onto an existing file without a terminal: exit %d, %v; want exit 1 and the --noprompt hint", r.code, r.err)
 	}
 	if hashRange(t, out, 0, diskSize) != before {
 		t.Errorf("refused restore changed %s", out)
@@ -346,6 +364,7 @@ func TestE2ERefusals(t *testing.T) {
 		{"source is target", []string{"--source", dev, "--target", dev, "--erase", "--noprompt"}, dev, "source and target are the same device", 1},
 		{"no terminal to confirm", []string{"--source", img, "--target", dev, "--erase"}, dev, "add --noprompt", 1},
 		{"no --erase", []string{"--source", img, "--target", dev, "--noprompt"}, dev, "add --erase", 1},
+		{"grow into nothing", []string{"--source", img, "--target", dev, "--erase", "--noprompt", "--grow"}, dev, "--grow: the target is exactly the image's size (40.0 MiB): there is nothing to grow into", 1},
 		{"no target", []string{"--source", img, "--erase"}, dev, "--target is required", 2},
 		{"unknown flag", []string{"--source", img, "--target", dev, "--erase", "--bogus"}, dev, "flag provided but not defined: -bogus", 2},
 	}

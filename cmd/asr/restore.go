@@ -15,6 +15,7 @@ import (
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/target"
 )
 
 func runRestore(ctx context.Context, e env, args []string) error {
@@ -132,6 +133,12 @@ func restoreHint(err error) error {
 		return fmt.Errorf("%w; add --noprompt to erase without asking", err)
 	case errors.As(err, &g):
 		return fmt.Errorf("--grow: %w", err)
+	case errors.Is(err, target.ErrExists):
+		return fmt.Errorf("%w: add --erase to overwrite it, or choose another name", err)
+	case errors.Is(err, target.ErrNotRegular):
+		return fmt.Errorf("%w: use --target for devices", err)
+	case errors.Is(err, target.ErrDirectory):
+		return fmt.Errorf("%w, or leave out --erase to copy files into the volume mounted there", err)
 	}
 	return flagHint(err)
 }

@@ -35,14 +35,31 @@ func ReadHeaderManifest(r io.Reader) (*Manifest, Digest, []byte, error) {
 	// length in range must not make us allocate it before the bytes come,
 	// and no copy of the raw manifest is kept beside the decoded one.
 	hash := sha256.New()
-	m, err := decodeManifest(io.TeeReader(r, hash), h.ManifestLen)
-	if err != nil {
+	body := &io.LimitedReader{R: io.TeeReader(r, hash), N: int64(h.ManifestLen)}
+	m, err := decodeManifest(body, h.ManifestLen)
+	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, Digest{}, nil, err
+	}
+	// Whatever the decoder left of the manifest's length is hashed too (not
+	// kept): the digest covers every byte the header counts, and a manifest
+	// altered after it was written says so by its digest, which names the
+	// problem better than the field it broke.
+	if _, derr := io.Copy(io.Discard, body); derr != nil {
+		if err == nil {
+			err = fmt.Errorf("reading manifest: %w", derr)
+		}
+		return nil, Digest{}, nil, err
+	}
+	if body.N != 0 {
+		return nil, Digest{}, nil, fmt.Errorf("%w: manifest cut short", ErrTruncated)
 	}
 	var d Digest
 	copy(d[:], hash.Sum(nil))
 	if d != Digest(h.ManifestDigest) {
 		return nil, Digest{}, nil, fmt.Errorf("%w: manifest digest %s, header says %x", ErrCorrupt, d, h.ManifestDigest)
+	}
+	if err != nil {
+		return nil, Digest{}, nil, err
 	}
 	if h.Flags&FlagUnused == 0 && m.HasUnused() {
 		return nil, Digest{}, nil, fmt.Errorf("%w: manifest has unused chunks but the header lacks their flag", ErrCorrupt)

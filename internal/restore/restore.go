@@ -208,6 +208,9 @@ func (r *run) failAfterErase(ctx context.Context, err error) error {
 	if r.w != nil {
 		r.w.stop()
 	}
+	if r.tgt == nil {
+		return err // the new file could not be created: nothing was written
+	}
 	if r.created {
 		r.tgt.Close()
 		r.tgt = nil

@@ -24,6 +24,14 @@ import (
 // ErrUnsafe marks a refusal to touch a target; the message says why.
 var ErrUnsafe = errors.New("unsafe target")
 
+// Refusals a caller adds its own way out to (a CLI flag); the package names
+// no flag.
+var (
+	ErrDirectory  = errors.New("is a directory: give a block device or a disk image file")
+	ErrExists     = errors.New("already exists")
+	ErrNotRegular = errors.New("exists and is not a regular file")
+)
+
 // Kind is what a target is.
 type Kind int
 
@@ -73,7 +81,7 @@ func open(path string, sys System) (*Target, error) {
 	case unix.S_IFREG:
 		return openFile(path, st, sys)
 	case unix.S_IFDIR:
-		return nil, fmt.Errorf("target %s is a directory: give a block device or a disk image file, or leave out --erase to copy files into the volume mounted there", path)
+		return nil, fmt.Errorf("target %s %w", path, ErrDirectory)
 	}
 	return nil, fmt.Errorf("target %s is neither a block device nor a regular file", path)
 }
@@ -283,10 +291,10 @@ func CheckNew(path string, overwrite bool) error {
 	}
 	if fi, err := os.Stat(path); err == nil {
 		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s exists and is not a regular file: use --target for devices", path)
+			return fmt.Errorf("%s %w", path, ErrNotRegular)
 		}
 		if !overwrite {
-			return fmt.Errorf("%s already exists: add --erase to overwrite it, or choose another name", path)
+			return fmt.Errorf("%s %w", path, ErrExists)
 		}
 	}
 	return nil
