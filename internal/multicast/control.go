@@ -22,6 +22,9 @@ const (
 
 const maxFrame = 300 << 20 // a manifest of a multi-terabyte image fits
 
+// maxSessionFrame bounds the session frame a client reads (see client.go).
+const maxSessionFrame = 128 << 10
+
 type hello struct {
 	Version int    `json:"version"`
 	Client  string `json:"client"`         // host name or MAC address, for the server's log

@@ -34,7 +34,8 @@ func TestSessionSignatures(t *testing.T) {
 			t.Errorf("sessionSignatures(%s) = %v, want an error naming the server", name, err)
 		}
 	}
-	// The largest trailer still fits the session frame a client accepts.
+	// The largest trailer and the longest name, escaped by JSON, still fit
+	// the session frame a client accepts.
 	var big [][]byte
 	for range image.MaxSignatures {
 		big = append(big, []byte(strings.Repeat("s", image.MaxSignatureLen)))
@@ -44,8 +45,8 @@ func TestSessionSignatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(session{Version: WireVersion, Stream: strings.Repeat("ab", 16), Digest: strings.Repeat("cd", 32),
-		Name: strings.Repeat("n", 4096), Signatures: base64.StdEncoding.EncodeToString(btr)})
-	if len(b)+1 > 64<<10 {
-		t.Errorf("a session with the largest trailer is %d bytes, more than the 64 KiB a client reads", len(b)+1)
+		Name: strings.Repeat("\x01", 4096), Signatures: base64.StdEncoding.EncodeToString(btr)})
+	if len(b)+1 > maxSessionFrame {
+		t.Errorf("a session with the largest trailer and name is %d bytes, more than the %d a client reads", len(b)+1, maxSessionFrame)
 	}
 }
