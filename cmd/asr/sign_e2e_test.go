@@ -414,8 +414,9 @@ func TestE2ESignedMulticast(t *testing.T) {
 	want := hashRange(t, s.disk, 0, diskSize)
 
 	// serve runs asr server on one image until the returned stop is called;
-	// stop returns its log.
-	serve := func(img string) func() string {
+	// stop returns its log once it holds want (waiting at most 10 s: the
+	// server logs a client's last status after the client has exited).
+	serve := func(img string) func(want string) string {
 		cmd := srvHost.Command(context.Background(), bin, "server", "--source", img, "--config", cfg)
 		pr, pw := io.Pipe()
 		cmd.Stdout, cmd.Stderr = pw, pw
@@ -437,7 +438,15 @@ func TestE2ESignedMulticast(t *testing.T) {
 				}
 			}
 		}()
-		stop := func() string {
+		stop := func(want string) string {
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				mu.Lock()
+				has := strings.Contains(log.String(), want)
+				mu.Unlock()
+				if has {
+					break
+				}
+			}
 			cmd.Process.Kill()
 			cmd.Wait()
 			pw.Close()
@@ -448,7 +457,7 @@ func TestE2ESignedMulticast(t *testing.T) {
 		select {
 		case <-ready:
 		case <-time.After(20 * time.Second):
-			t.Fatalf("asr server did not get ready:\n%s", stop())
+			t.Fatalf("asr server did not get ready:\n%s", stop(""))
 		}
 		return stop
 	}
@@ -471,7 +480,7 @@ func TestE2ESignedMulticast(t *testing.T) {
 
 	stop := serve(s.img["signed"])
 	out, code, _, after := restore(120)
-	log := stop()
+	log := stop(" done")
 	if code != 0 || after != want || !strings.Contains(out, "Signed by key ID "+s.trustedID+" (trusted)") {
 		t.Errorf("signed image by multicast: exit %d, target right %v:\n%s", code, after == want, out)
 	}
@@ -482,7 +491,7 @@ func TestE2ESignedMulticast(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			stop := serve(s.img[c.name])
 			out, code, before, after := restore(uint64(121 + i))
-			log := stop()
+			log := stop("image refused")
 			if code != 1 || !strings.Contains(out, c.want) {
 				t.Errorf("%s image by multicast: exit %d, want 1 saying %q:\n%s", c.name, code, c.want, out)
 			}

@@ -15,10 +15,11 @@ func TestBrowseSeesTwoServersOnOneHost(t *testing.T) {
 	for _, s := range []struct {
 		port  int
 		image string
-	}{{7800, "lab.asr"}, {7810, "kiosk.asr"}} {
+		extra []string
+	}{{7800, "lab.asr", nil}, {7810, "kiosk.asr", []string{"signer=3A5F0B2C9D1E4F60,77E1C2D3A4B5C6D7"}}} {
 		var ad *Advertisement
 		if err := srvHost.Do(func() (err error) {
-			ad, err = Advertise(s.port, ip, s.image, "d1g3st", nil)
+			ad, err = Advertise(s.port, ip, s.image, "d1g3st", nil, s.extra...)
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -39,9 +40,9 @@ func TestBrowseSeesTwoServersOnOneHost(t *testing.T) {
 	}
 	got := map[int]string{}
 	for _, s := range found {
-		got[s.Port] = s.Image + " " + s.Addr.String()
+		got[s.Port] = s.Image + " " + s.Addr.String() + " " + s.Signer
 	}
-	if len(found) != 2 || got[7800] != "lab.asr 198.18.0.1" || got[7810] != "kiosk.asr 198.18.0.1" {
-		t.Errorf("Browse found %+v; want lab.asr on 7800 and kiosk.asr on 7810 at 198.18.0.1", found)
+	if len(found) != 2 || got[7800] != "lab.asr 198.18.0.1 " || got[7810] != "kiosk.asr 198.18.0.1 3A5F0B2C9D1E4F60,77E1C2D3A4B5C6D7" {
+		t.Errorf("Browse found %+v; want lab.asr on 7800 (unsigned) and kiosk.asr on 7810 (signer TXT) at 198.18.0.1", found)
 	}
 }

@@ -173,7 +173,10 @@ func (c *Client) handshake() error {
 	if err := c.send(msgHello, hello{Version: WireVersion, Client: clip(c.opts.Name, maxNameLen), MAC: clip(c.opts.MAC, maxMACLen), Disk: clip(c.opts.Disk, maxNameLen)}); err != nil {
 		return err
 	}
-	typ, b, err := readFrame(c.r, 64<<10)
+	// The session: a few hundred bytes, plus the signature trailer
+	// (43.7 KiB base64 at most) and a name of up to 4096 bytes that JSON may
+	// escape sixfold.
+	typ, b, err := readFrame(c.r, maxSessionFrame)
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}

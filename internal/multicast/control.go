@@ -35,6 +35,9 @@ const (
 	maxMessageLen  = 1024
 )
 
+// maxSessionFrame bounds the session frame a client reads (see client.go).
+const maxSessionFrame = 128 << 10
+
 type hello struct {
 	Version int    `json:"version"`
 	Client  string `json:"client"`         // host name or MAC address, for the server's log

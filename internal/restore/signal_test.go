@@ -59,7 +59,7 @@ func TestSignalBeforeEraseWritesNothing(t *testing.T) {
 	defer close(block)
 	_, err := Run(ctx, Request{
 		Source: "stalled", Target: p, Erase: true, NoPrompt: true,
-		OpenSource: func(string) (source.Source, error) {
+		OpenSource: func(string, int64) (source.Source, error) {
 			cancel(errors.New("by SIGINT"))
 			<-block
 			return nil, errors.New("unreachable")
@@ -85,7 +85,7 @@ func TestSignalWhileWritingBlanksFirstChunk(t *testing.T) {
 	go func() { <-src.stuck; cancel(errors.New("by SIGTERM")) }()
 	_, err := Run(ctx, Request{
 		Source: "test", Target: p, Erase: true, NoPrompt: true,
-		OpenSource: func(string) (source.Source, error) { return src, nil },
+		OpenSource: func(string, int64) (source.Source, error) { return src, nil },
 		Out:        progress.New(io.Discard, false),
 	})
 	close(src.release)
@@ -109,7 +109,7 @@ func TestCreateFailureIsPlain(t *testing.T) {
 	src := &stuckSource{info: source.Info{Kind: "test", Size: 1 << 62, ChunkSize: 64 << 10}}
 	_, err := Run(context.Background(), Request{
 		Source: "test", File: p, NoPrompt: true,
-		OpenSource: func(string) (source.Source, error) { return src, nil },
+		OpenSource: func(string, int64) (source.Source, error) { return src, nil },
 		Out:        progress.New(io.Discard, false),
 	})
 	if err == nil || errors.Is(err, ErrIncomplete) {

@@ -51,11 +51,8 @@ func TestMinisignInterop(t *testing.T) {
 			if !strings.Contains(string(pubText), "minisign public key "+FormatID(key.ID)) {
 				t.Errorf("minisign's public key file %q does not name key ID %s", pubText, FormatID(key.ID))
 			}
-			if tc.password != "" {
-				if _, err := LoadSecretKey(secPath, Password{Env: "wrong"}); err == nil || !strings.Contains(err.Error(), "wrong password") {
-					t.Errorf("LoadSecretKey with a wrong password = %v, want 'wrong password'", err)
-				}
-			}
+			// A wrong password is tested in cmd/asr (TestE2ESignMinisignInterop):
+			// each try costs minisign's 1 GiB, seconds-long key derivation.
 			priv, err := LoadSecretKey(secPath, Password{Env: tc.password})
 			if err != nil {
 				t.Fatal(err)
@@ -69,13 +66,18 @@ func TestMinisignInterop(t *testing.T) {
 			if !strings.Contains(string(out), "asr image digest "+d.String()) {
 				t.Errorf("minisign -V output %q does not show the trusted comment with the digest", out)
 			}
+			// minisign -V refuses the signature on a changed header.
+			other, od := header("another image")
+			bad := writeFile(t, filepath.Join(dir, tc.name+".other"), other)
+			if out, err := exec.Command("minisign", "-V", "-p", pubPath, "-m", bad, "-x", sigPath).CombinedOutput(); err == nil {
+				t.Errorf("minisign -V accepted the signature on another image's header (%s): %s", od, out)
+			}
+			if tc.password != "" {
+				return // the other way round needs no second slow unlock
+			}
 			// The other way round: minisign signs the header, asr trusts it.
 			msSig := filepath.Join(dir, tc.name+"-ms.minisig")
-			cmd := exec.Command("minisign", "-S", "-s", secPath, "-m", hdr, "-x", msSig)
-			cmd.Stdin = strings.NewReader(tc.password + "\n")
-			if tc.password == "" {
-				cmd.Args = append(cmd.Args, "-W")
-			}
+			cmd := exec.Command("minisign", "-S", "-W", "-s", secPath, "-m", hdr, "-x", msSig)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("minisign -S: %v\n%s", err, out)
 			}
@@ -85,12 +87,6 @@ func TestMinisignInterop(t *testing.T) {
 			}
 			if signer, err := Check([]Key{key}, h, [][]byte{ms}); err != nil || signer.KeyID != key.ID {
 				t.Errorf("Check(minisign's own signature) = %v, %v, want trusted", signer, err)
-			}
-			// And minisign -V refuses a changed header.
-			other, od := header("another image")
-			bad := writeFile(t, filepath.Join(dir, tc.name+".other"), other)
-			if out, err := exec.Command("minisign", "-V", "-p", pubPath, "-m", bad, "-x", sigPath).CombinedOutput(); err == nil {
-				t.Errorf("minisign -V accepted the signature on another image's header (%s): %s", od, out)
 			}
 		})
 	}
