@@ -20,11 +20,12 @@ func help(t *testing.T, args ...string) (string, error) {
 // TestManualsListEveryFlag: each verb's OPTIONS are made from the flags it
 // defines, every one with its usage string, so none is missing or bare.
 func TestManualsListEveryFlag(t *testing.T) {
-	flagLine := regexp.MustCompile(`(?m)^    --([a-z]+)`)
+	flagLine := regexp.MustCompile(`(?m)^    --([a-z][a-z-]*)`)
 	want := map[string][]string{
-		"restore":   {"source", "target", "file", "erase", "noprompt", "noverify", "puppetstrings", "workers", "grow", "cacert", "checksum", "timeout", "retries", "interface", "allblocks"},
-		"imagescan": {"source", "output", "chunksize", "overwrite", "puppetstrings", "allblocks"},
-		"info":      {"source", "plist", "cacert", "checksum", "timeout", "retries", "interface", "allblocks"},
+		"restore":   {"source", "target", "file", "erase", "noprompt", "noverify", "puppetstrings", "workers", "grow", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
+		"imagescan": {"source", "output", "chunksize", "overwrite", "puppetstrings", "allblocks", "sign", "password-file"},
+		"info":      {"source", "plist", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
+		"sign":      {"source", "key", "password-file", "remove", "minisig", "key-id", "add-minisig"},
 		"server":    {"source", "config", "interface", "parity"},
 		"browse":    {"timeout", "interface"},
 	}
@@ -45,6 +46,9 @@ func TestManualsListEveryFlag(t *testing.T) {
 			if !got[f] {
 				t.Errorf("asr help %s: OPTIONS lack --%s", verb, f)
 			}
+		}
+		if m := regexp.MustCompile(`(?m)^    --[a-z-]+ (string|value|int)$|^    --[a-z-]+ (string|value|int) `).FindString(opts); m != "" {
+			t.Errorf("asr help %s: %q names no argument: give its usage a `WORD`", verb, strings.TrimSpace(m))
 		}
 		if len(got) != len(flags) {
 			t.Errorf("asr help %s lists %d flags, want %d: %v", verb, len(got), len(flags), got)

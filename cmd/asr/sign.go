@@ -20,13 +20,13 @@ import (
 
 func runSign(ctx context.Context, e env, args []string) error {
 	fs := newFlags("sign")
-	src := fs.String("source", "", "the prepared image file to sign (changed in place: only its signature trailer)")
-	key := fs.String("key", "", "minisign secret key file to sign with (from minisign -G)")
-	pwFile := fs.String("password-file", "", "file whose first line is the secret key's password (else $"+trust.PasswordEnv+", else a prompt)")
-	remove := fs.String("remove", "", "remove the signature made by this key ID (hex, as asr info shows it)")
-	export := fs.String("minisig", "", "write a signature as a minisign .minisig file, and the signed 64 bytes beside it, for minisign -V")
-	keyID := fs.String("key-id", "", "with --minisig: which signature to write, when the image has several")
-	add := fs.String("add-minisig", "", "add a signature that minisign -S made over the image's first 64 bytes")
+	src := fs.String("source", "", "the prepared `IMAGE` file to sign (changed in place: only its signature trailer)")
+	key := fs.String("key", "", "the minisign secret `KEY` file to sign with (from minisign -G)")
+	pwFile := fs.String("password-file", "", "the secret key's password is `FILE`'s first line (else $"+trust.PasswordEnv+", else a prompt)")
+	remove := fs.String("remove", "", "remove the signature made by this `KEYID` (hex, as asr info shows it)")
+	export := fs.String("minisig", "", "write a signature as the minisign file `OUT` (ending in .minisig), and the signed 64 bytes beside it, for minisign -V")
+	keyID := fs.String("key-id", "", "with --minisig: the signature of this `KEYID` to write, when the image has several")
+	add := fs.String("add-minisig", "", "add the .minisig `FILE` that minisign -S made over the image's first 64 bytes")
 	if err := parse(e, fs, manSign, args); err != nil {
 		return err
 	}
@@ -230,8 +230,8 @@ type trustFlags struct {
 
 func addTrustFlags(fs *flag.FlagSet) *trustFlags {
 	t := &trustFlags{fs: fs}
-	fs.Var(&t.files, "trusted-key", "minisign public key file to trust (repeatable); with any trusted key, only images signed by one are restored")
-	t.dir = fs.String("trusted-keys-dir", trust.DefaultDir, "directory of trusted minisign public keys (*.pub)")
+	fs.Var(&t.files, "trusted-key", "trust the minisign public key in file `PUB` (repeatable); with any trusted key, only images signed by one are restored")
+	t.dir = fs.String("trusted-keys-dir", trust.DefaultDir, "trust every minisign public key (*.pub) in `DIR` (the default may be missing; a DIR given must exist)")
 	return t
 }
 

@@ -293,7 +293,7 @@ func TestE2EServerMemoryPerClient(t *testing.T) {
 func TestE2EClientHeartbeat(t *testing.T) {
 	l := newMLab(t, "n6bh", 1)
 	_, img := l.image(65)
-	srv := l.inProcessServer(img, "239.255.61.12", 20_000, func(string, ...any) {})
+	srv := l.inProcessServer(img, "239.255.61.12", 100_000, func(string, ...any) {})
 	for _, rule := range [][]string{
 		{"add", "table", "inet", "n6bdrop"},
 		{"add", "chain", "inet", "n6bdrop", "input", "{ type filter hook input priority 0; }"},

@@ -68,7 +68,13 @@ func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (
 		Kind: "prepared image over " + t.kind(), Size: m.LogicalSize,
 		ChunkSize: int(m.ChunkSize), Manifest: m, Digest: d, Header: hdr,
 	}}
-	p.info.Signatures, p.info.SignaturesErr = readTrailer(ctx, t, m)
+	var terr error
+	p.info.Signatures, p.info.SignaturesErr, terr = readTrailer(ctx, t, m)
+	if terr != nil {
+		first.Close()
+		dec.Close()
+		return nil, terr
+	}
 	if t.ranges() {
 		first.Close() // ranged workers fetch chunk runs on their own connections
 		p.first = nil
@@ -79,27 +85,48 @@ func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (
 // readTrailer fetches the signature trailer after the last chunk with one
 // range request. Without ranges it cannot be read before the chunks have
 // streamed past, which is too late to refuse an image: that is an error for
-// callers that require a signature (and only for them).
-func readTrailer(ctx context.Context, t transport, m *image.Manifest) ([][]byte, error) {
+// callers that require a signature (and only for them), returned as sigErr.
+// A server that says the file is longer than the image but cannot deliver
+// those bytes is lying about the file: that is err, which fails the open.
+func readTrailer(ctx context.Context, t transport, m *image.Manifest) (sigs [][]byte, sigErr, err error) {
 	end := m.FileSize()
 	switch {
 	case t.size() == end:
-		return nil, nil
+		return nil, nil, nil
 	case t.size() < 0:
-		return nil, fmt.Errorf("the server does not say how long %s is, so its signatures cannot be found", t.name())
+		return nil, fmt.Errorf("the server does not say how long %s is, so its signatures cannot be found", t.name()), nil
 	case !t.ranges():
-		return nil, fmt.Errorf("the server does not answer range requests, so the signatures at the end of %s cannot be read before restoring: enable ranges (nginx and Apache do by default)", t.name())
+		return nil, fmt.Errorf("the server does not answer range requests, so the signatures at the end of %s cannot be read before restoring: enable ranges (nginx and Apache do by default)", t.name()), nil
 	}
 	rc := t.open(ctx, end, t.size())
 	defer rc.Close()
 	b, err := io.ReadAll(io.LimitReader(rc, image.MaxTrailerLen+1))
 	if err != nil {
-		return nil, fmt.Errorf("source %s: reading the signatures: %w", t.name(), err)
+		return nil, nil, fmt.Errorf("source %s: the server says the file is %d bytes, its manifest says %d, and reading the %d bytes after the image failed: %w", t.name(), t.size(), end, t.size()-end, err)
 	}
 	if int64(len(b)) != t.size()-end {
-		return nil, fmt.Errorf("source %s: the server sent %d bytes of signatures, want %d", t.name(), len(b), t.size()-end)
+		return nil, nil, fmt.Errorf("source %s: the server says the file is %d bytes, its manifest says %d, but it sent %d bytes after the image", t.name(), t.size(), end, len(b))
 	}
-	return image.ParseTrailer(b)
+	sigs, sigErr = image.ParseTrailer(b)
+	return sigs, sigErr, nil
+}
+
+// drainTail reads what follows the last chunk of a stream read without
+// ranges: the signature trailer, if any. The stream must end exactly where
+// the server said the file does (and no further than a trailer can reach):
+// a file cut short, or longer than announced, is not the image it claims.
+func (p *streamPrepared) drainTail() error {
+	end := p.info.Manifest.FileSize()
+	n, err := io.Copy(io.Discard, io.LimitReader(p.first, image.MaxTrailerLen+1))
+	switch {
+	case err != nil:
+		return fmt.Errorf("source %s: the server says the file is %d bytes, its manifest says %d; reading the rest failed: %w", p.t.name(), p.t.size(), end, err)
+	case p.t.size() >= 0 && end+n != p.t.size():
+		return fmt.Errorf("source %s: the server says the file is %d bytes, its manifest says %d, but the stream ended at byte %d", p.t.name(), p.t.size(), end, end+n)
+	case n > image.MaxTrailerLen:
+		return fmt.Errorf("source %s: more than %d bytes follow the last chunk: the file on the server is not this image", p.t.name(), image.MaxTrailerLen)
+	}
+	return nil
 }
 
 func (p *streamPrepared) Info() Info { return p.info }
@@ -120,7 +147,10 @@ const spanBytes = 8 << 20
 func (p *streamPrepared) Run(ctx context.Context, workers int, fn func(Chunk) error) error {
 	m := p.info.Manifest
 	if !p.t.ranges() {
-		return runPreparedStream(ctx, workers, m, p.first, p.dec, fn)
+		if err := runPreparedStream(ctx, workers, m, p.first, p.dec, fn); err != nil {
+			return err
+		}
+		return p.drainTail()
 	}
 	// Cut the chunk list into spans of about spanBytes stored bytes; each
 	// worker fetches a span with one range request and decodes as it reads.
