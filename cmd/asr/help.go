@@ -138,12 +138,16 @@ OPTIONS
     --workers N         parallel decode/write/verify workers (default: max(4, CPUs)); at
                         most what keeps their buffers within 96 MiB (32 at 1 MiB chunks);
                         file copy: items copied at once, default max(16, 4 x CPUs)
-    --timeout SECONDS   network sources: give up after this long without data (default 30)
+    --timeout SECONDS   network sources: give up after this long without data (default 30);
+                        http(s): every wait counts, the first answer and IMG.sha256
+                        included, and a connection quiet for half of it is reconnected
     --retries N         http(s): reconnections in a row without progress (default 5)
     --cacert FILE       https: also trust the CA certificates in FILE
     --checksum sha256:HEX
                         raw images over http(s): the SHA-256 of the file as served; else
-                        IMG.sha256 beside it is used when the server has one
+                        IMG.sha256 beside it is used when the server has one (a 404
+                        means none; any other failure to fetch it is an error). Without
+                        either, the summary says the download itself was not checked
     --interface IF      asr://: join the multicast group on this interface
 
 FILE COPY (no --erase)
