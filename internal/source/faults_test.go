@@ -747,3 +747,42 @@ func TestParseContentRange(t *testing.T) {
 		}
 	}
 }
+
+// A password in the URL reaches the server but never a message: not in
+// errors, stall errors, or the log.
+func TestHTTPRedactsPassword(t *testing.T) {
+	f := fixtures(t)
+	var auth atomic.Value
+	s := newServer(t, func(s *server, n int, w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); ok {
+			auth.Store(u + ":" + p)
+		}
+		switch r.URL.Path {
+		case "/disk.img":
+			s.serve(w, r, f.disk, serveOpts{})
+		case "/disk.img.sha256", "/stall.img.sha256":
+			http.Error(w, "no", http.StatusInternalServerError)
+		case "/stall.img":
+			s.stall(r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	for _, p := range []string{"/disk.img", "/stall.img", "/missing.img"} {
+		var log strings.Builder
+		u := strings.Replace(s.URL, "http://", "http://admin:s3cret@", 1) + p
+		_, _, err := restoreAll(u, HTTPOptions{Log: func(format string, a ...any) { fmt.Fprintf(&log, format, a...) }})
+		if err == nil {
+			t.Fatalf("%s: restore succeeded, want an error", p)
+		}
+		if strings.Contains(err.Error(), "s3cret") || strings.Contains(log.String(), "s3cret") {
+			t.Errorf("%s: the password was shown: %v / %s", p, err, log.String())
+		}
+		if !strings.Contains(err.Error(), "admin@127.0.0.1") {
+			t.Errorf("%s: error %q does not name the URL", p, err)
+		}
+	}
+	if auth.Load() != "admin:s3cret" {
+		t.Errorf("the server got credentials %v, want admin:s3cret", auth.Load())
+	}
+}
