@@ -786,3 +786,33 @@ func TestHTTPRedactsPassword(t *testing.T) {
 		t.Errorf("the server got credentials %v, want admin:s3cret", auth.Load())
 	}
 }
+
+// A signal (a cancelled context) while the checksum file stalls ends the
+// open with an error at once: it never goes on as if there were no
+// checksum, which let an interrupted restore erase the target.
+func TestHTTPSidecarCancelled(t *testing.T) {
+	f := fixtures(t)
+	s := newServer(t, func(s *server, n int, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/disk.img.sha256" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			s.stall(r)
+			return
+		}
+		s.serve(w, r, f.disk, serveOpts{})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	src, err := OpenHTTP(ctx, s.URL+"/disk.img", HTTPOptions{Stall: time.Minute})
+	if err == nil {
+		src.Close()
+		t.Fatalf("OpenHTTP succeeded after its context was cancelled during the checksum fetch")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("OpenHTTP = %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took > margin {
+		t.Errorf("OpenHTTP took %v after the cancel", took)
+	}
+}
