@@ -747,3 +747,72 @@ func TestParseContentRange(t *testing.T) {
 		}
 	}
 }
+
+// A password in the URL reaches the server but never a message: not in
+// errors, stall errors, or the log.
+func TestHTTPRedactsPassword(t *testing.T) {
+	f := fixtures(t)
+	var auth atomic.Value
+	s := newServer(t, func(s *server, n int, w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); ok {
+			auth.Store(u + ":" + p)
+		}
+		switch r.URL.Path {
+		case "/disk.img":
+			s.serve(w, r, f.disk, serveOpts{})
+		case "/disk.img.sha256", "/stall.img.sha256":
+			http.Error(w, "no", http.StatusInternalServerError)
+		case "/stall.img":
+			s.stall(r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	for _, p := range []string{"/disk.img", "/stall.img", "/missing.img"} {
+		var log strings.Builder
+		u := strings.Replace(s.URL, "http://", "http://admin:s3cret@", 1) + p
+		_, _, err := restoreAll(u, HTTPOptions{Log: func(format string, a ...any) { fmt.Fprintf(&log, format, a...) }})
+		if err == nil {
+			t.Fatalf("%s: restore succeeded, want an error", p)
+		}
+		if strings.Contains(err.Error(), "s3cret") || strings.Contains(log.String(), "s3cret") {
+			t.Errorf("%s: the password was shown: %v / %s", p, err, log.String())
+		}
+		if !strings.Contains(err.Error(), "admin@127.0.0.1") {
+			t.Errorf("%s: error %q does not name the URL", p, err)
+		}
+	}
+	if auth.Load() != "admin:s3cret" {
+		t.Errorf("the server got credentials %v, want admin:s3cret", auth.Load())
+	}
+}
+
+// A signal (a cancelled context) while the checksum file stalls ends the
+// open with an error at once: it never goes on as if there were no
+// checksum, which let an interrupted restore erase the target.
+func TestHTTPSidecarCancelled(t *testing.T) {
+	f := fixtures(t)
+	s := newServer(t, func(s *server, n int, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/disk.img.sha256" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			s.stall(r)
+			return
+		}
+		s.serve(w, r, f.disk, serveOpts{})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	src, err := OpenHTTP(ctx, s.URL+"/disk.img", HTTPOptions{Stall: time.Minute})
+	if err == nil {
+		src.Close()
+		t.Fatalf("OpenHTTP succeeded after its context was cancelled during the checksum fetch")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("OpenHTTP = %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took > margin {
+		t.Errorf("OpenHTTP took %v after the cancel", took)
+	}
+}

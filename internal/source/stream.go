@@ -431,7 +431,7 @@ func (r *streamRaw) measure(ctx context.Context, limit int64) (int64, error) {
 
 func (r *streamRaw) checkServed(sv *served) error {
 	if r.want == nil {
-		r.note = "no published checksum (--checksum or IMG.sha256) to check the download against"
+		r.note = "no published checksum (IMG.sha256) or given one to check the download against"
 		return nil
 	}
 	if got := sv.h.Sum(nil); !bytes.Equal(got, r.want) {
