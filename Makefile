@@ -70,10 +70,10 @@ fuzz:
 	$(call fuzz-one,FuzzBuild,./internal/blockmap/,30000)
 	$(call fuzz-one,FuzzBuildPatched,./internal/blockmap/,80000)
 	$(call fuzz-one,FuzzLine,./internal/safetext/,60000)
-	$(call fuzz-one,FuzzParse,./internal/config/,60000)
-	$(call fuzz-one,FuzzParseCmdline,./appliance/,40000)
-	$(call fuzz-one,FuzzSourceOption,./appliance/,25000)
-	$(call fuzz-one,FuzzParseTXT,./internal/dnssd/,80000)
+	$(call fuzz-one,FuzzParse,./internal/config/,40000)
+	$(call fuzz-one,FuzzParseCmdline,./appliance/,30000)
+	$(call fuzz-one,FuzzSourceOption,./appliance/,20000)
+	$(call fuzz-one,FuzzParseTXT,./internal/dnssd/,60000)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
