@@ -322,30 +322,7 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 	// The forger learns the manifest like any client (to know the chunks'
 	// layout) and the stream's identity and pass from a sniffed packet.
 	f := l.attacker
-	var sess session
-	var m *image.Manifest
-	if err := f.Do(func() error {
-		c, err := net.Dial("tcp", "198.18.0.1:7800")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		writeJSON(c, msgHello, hello{Version: WireVersion, Client: "forger"})
-		r := bufio.NewReader(c)
-		_, b, err := readFrame(r, 1<<20)
-		if err != nil {
-			return err
-		}
-		json.Unmarshal(b, &sess)
-		_, b, err = readFrame(r, maxFrame)
-		if err != nil {
-			return err
-		}
-		m, _, err = image.ReadManifest(bytes.NewReader(b))
-		return err
-	}); err != nil {
-		t.Fatalf("forger handshake: %v", err)
-	}
+	sess, m := learnStream(t, f)
 	var pc *net.UDPConn
 	if err := f.Do(func() (err error) {
 		pc, err = net.ListenMulticastUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(sess.Group), Port: sess.Port})
@@ -434,6 +411,119 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 	l.report("forged-packet flood with a copied stream identity", r, exact)
 	if limit := 3*clean.took + 2*time.Second; r.took > limit {
 		t.Errorf("under the flood the client took %s, clean %s: want at most 3 times (%s)", r.took, clean.took, limit)
+	}
+}
+
+// learnStream is what a forger on host f learns by saying hello: the
+// session and the manifest.
+func learnStream(t *testing.T, f *qemu.Host) (sess session, m *image.Manifest) {
+	t.Helper()
+	if err := f.Do(func() error {
+		c, err := net.Dial("tcp", "198.18.0.1:7800")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		writeJSON(c, msgHello, hello{Version: WireVersion, Client: "forger"})
+		r := bufio.NewReader(c)
+		_, b, err := readFrame(r, 1<<20)
+		if err != nil {
+			return err
+		}
+		json.Unmarshal(b, &sess)
+		_, b, err = readFrame(r, maxFrame)
+		if err != nil {
+			return err
+		}
+		m, _, err = image.ReadManifest(bytes.NewReader(b))
+		return err
+	}); err != nil {
+		t.Fatalf("forger handshake: %v", err)
+	}
+	return sess, m
+}
+
+// When the server dies, a forger who keeps sending packets with its
+// stream's identity does not keep the client waiting: the timeout counts
+// chunks that pass their check, not packets. Before, the client waited as
+// long as the forger sent.
+func TestE2EAttackForgedFloodDeadServer(t *testing.T) {
+	l := newAttackLab(t, "g", 7)
+	f := l.attacker
+	sess, m := learnStream(t, f)
+	var pc *net.UDPConn
+	if err := f.Do(func() (err error) {
+		pc, err = net.ListenMulticastUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(sess.Group), Port: sess.Port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	target := l.target("t.raw", 70)
+	done := make(chan clientResult, 1)
+	go func() { done <- l.restore(l.clients[0], target, "--timeout", "3") }()
+	var flooded sync.WaitGroup
+	flooded.Go(func() {
+		f.Do(func() error {
+			out, err := net.Dial("udp4", sess.Group+":"+strconv.Itoa(sess.Port))
+			if err != nil {
+				return err
+			}
+			defer out.Close()
+			buf := make([]byte, packetSize+1)
+			pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			n, _, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return err
+			}
+			h, err := parseHeader(buf[:n])
+			if err != nil {
+				return err
+			}
+			// Garbage for every stored chunk, round after round, at
+			// about 30 MB/s.
+			pkt := make([]byte, packetSize)
+			for ctx.Err() == nil {
+				for i, ch := range m.Chunks {
+					if !ch.Codec.Stored() || ctx.Err() != nil {
+						continue
+					}
+					for gi, g := range layout(int(ch.Length), sess.Parity) {
+						for s := range g.k + g.m {
+							(&header{Stream: h.Stream, Pass: h.Pass, Chunk: uint32(i), Group: uint16(gi), Shard: uint16(s),
+								K: uint16(g.k), N: uint16(g.k + g.m)}).marshal(pkt)
+							out.Write(pkt)
+						}
+					}
+					time.Sleep(30 * time.Millisecond)
+				}
+			}
+			return nil
+		})
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(l.proc.log(), "198.18.0.11 (") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	l.proc.cmd.Process.Kill()
+	killed := time.Now()
+	r := <-done
+	took := time.Since(killed)
+	cancel()
+	flooded.Wait()
+	t.Logf("ATTACK forged flood after the server died: client exit %d %s after the kill (--timeout 3)", r.code, took.Round(100*time.Millisecond))
+	if r.code == 0 {
+		// It finished before the kill: nothing was tested.
+		t.Fatalf("the client finished before the server died:\n%s", r.out)
+	}
+	if !strings.Contains(r.out, "no data from the asr server at 198.18.0.1:7800") {
+		t.Errorf("the client's error does not say the stream stalled:\n%s", r.out)
+	}
+	if took > 3*time.Second+5*time.Second {
+		t.Errorf("the client gave up %s after the server died, with --timeout 3 and a forger sending", took)
 	}
 }
 
