@@ -630,3 +630,27 @@ func TestE2EServerDropsSilentAndGreedyClients(t *testing.T) {
 	}
 	c.Close()
 }
+
+// A client whose multicast stream yields nothing (here nftables drops
+// every UDP packet; a forger spoiling every chunk does the same) fetches the
+// image over its control connection and restores byte-exact within its
+// timeout. Before, it waited for the stream and gave up.
+func TestE2EFallbackToControlConnection(t *testing.T) {
+	l := newAttackLab(t, "u", 8)
+	ns := l.clients[0].NS
+	for _, args := range [][]string{
+		{"nft", "add", "table", "inet", "mcdrop"},
+		{"nft", "add", "chain", "inet", "mcdrop", "input", "{ type filter hook input priority 0; }"},
+		{"nft", "add", "rule", "inet", "mcdrop", "input", "meta", "l4proto", "udp", "drop"},
+	} {
+		testenv.Run(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
+	}
+	r, exact := l.legit("t.raw", "--timeout", "10")
+	t.Logf("no stream at all: client exit %d in %s, byte-exact %v", r.code, r.took.Round(100*time.Millisecond), exact)
+	if !exact {
+		t.Fatalf("client without a stream: exit %d\n%s", r.code, r.out)
+	}
+	if !strings.Contains(r.out, "fetching missing chunks over the control connection") {
+		t.Errorf("the client does not say it fell back to its control connection:\n%s", r.out)
+	}
+}
