@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -322,30 +323,7 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 	// The forger learns the manifest like any client (to know the chunks'
 	// layout) and the stream's identity and pass from a sniffed packet.
 	f := l.attacker
-	var sess session
-	var m *image.Manifest
-	if err := f.Do(func() error {
-		c, err := net.Dial("tcp", "198.18.0.1:7800")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		writeJSON(c, msgHello, hello{Version: WireVersion, Client: "forger"})
-		r := bufio.NewReader(c)
-		_, b, err := readFrame(r, 1<<20)
-		if err != nil {
-			return err
-		}
-		json.Unmarshal(b, &sess)
-		_, b, err = readFrame(r, maxFrame)
-		if err != nil {
-			return err
-		}
-		m, _, err = image.ReadManifest(bytes.NewReader(b))
-		return err
-	}); err != nil {
-		t.Fatalf("forger handshake: %v", err)
-	}
+	sess, m := learnStream(t, f)
 	var pc *net.UDPConn
 	if err := f.Do(func() (err error) {
 		pc, err = net.ListenMulticastUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(sess.Group), Port: sess.Port})
@@ -437,6 +415,119 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 	}
 }
 
+// learnStream is what a forger on host f learns by saying hello: the
+// session and the manifest.
+func learnStream(t *testing.T, f *qemu.Host) (sess session, m *image.Manifest) {
+	t.Helper()
+	if err := f.Do(func() error {
+		c, err := net.Dial("tcp", "198.18.0.1:7800")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		writeJSON(c, msgHello, hello{Version: WireVersion, Client: "forger"})
+		r := bufio.NewReader(c)
+		_, b, err := readFrame(r, 1<<20)
+		if err != nil {
+			return err
+		}
+		json.Unmarshal(b, &sess)
+		_, b, err = readFrame(r, maxFrame)
+		if err != nil {
+			return err
+		}
+		m, _, err = image.ReadManifest(bytes.NewReader(b))
+		return err
+	}); err != nil {
+		t.Fatalf("forger handshake: %v", err)
+	}
+	return sess, m
+}
+
+// When the server dies, a forger who keeps sending packets with its
+// stream's identity does not keep the client waiting: the timeout counts
+// chunks that pass their check, not packets. Before, the client waited as
+// long as the forger sent.
+func TestE2EAttackForgedFloodDeadServer(t *testing.T) {
+	l := newAttackLab(t, "g", 7)
+	f := l.attacker
+	sess, m := learnStream(t, f)
+	var pc *net.UDPConn
+	if err := f.Do(func() (err error) {
+		pc, err = net.ListenMulticastUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(sess.Group), Port: sess.Port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	target := l.target("t.raw", 70)
+	done := make(chan clientResult, 1)
+	go func() { done <- l.restore(l.clients[0], target, "--timeout", "3") }()
+	var flooded sync.WaitGroup
+	flooded.Go(func() {
+		f.Do(func() error {
+			out, err := net.Dial("udp4", sess.Group+":"+strconv.Itoa(sess.Port))
+			if err != nil {
+				return err
+			}
+			defer out.Close()
+			buf := make([]byte, packetSize+1)
+			pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			n, _, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return err
+			}
+			h, err := parseHeader(buf[:n])
+			if err != nil {
+				return err
+			}
+			// Garbage for every stored chunk, round after round, at
+			// about 30 MB/s.
+			pkt := make([]byte, packetSize)
+			for ctx.Err() == nil {
+				for i, ch := range m.Chunks {
+					if !ch.Codec.Stored() || ctx.Err() != nil {
+						continue
+					}
+					for gi, g := range layout(int(ch.Length), sess.Parity) {
+						for s := range g.k + g.m {
+							(&header{Stream: h.Stream, Pass: h.Pass, Chunk: uint32(i), Group: uint16(gi), Shard: uint16(s),
+								K: uint16(g.k), N: uint16(g.k + g.m)}).marshal(pkt)
+							out.Write(pkt)
+						}
+					}
+					time.Sleep(30 * time.Millisecond)
+				}
+			}
+			return nil
+		})
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(l.proc.log(), "198.18.0.11 (") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	l.proc.cmd.Process.Kill()
+	killed := time.Now()
+	r := <-done
+	took := time.Since(killed)
+	cancel()
+	flooded.Wait()
+	t.Logf("ATTACK forged flood after the server died: client exit %d %s after the kill (--timeout 3)", r.code, took.Round(100*time.Millisecond))
+	if r.code == 0 {
+		// It finished before the kill: nothing was tested.
+		t.Fatalf("the client finished before the server died:\n%s", r.out)
+	}
+	if !strings.Contains(r.out, "no data from the asr server at 198.18.0.1:7800") {
+		t.Errorf("the client's error does not say the stream stalled:\n%s", r.out)
+	}
+	if took > 3*time.Second+5*time.Second {
+		t.Errorf("the client gave up %s after the server died, with --timeout 3 and a forger sending", took)
+	}
+}
+
 // lockedLog collects an in-process server's log lines.
 type lockedLog struct {
 	mu    sync.Mutex
@@ -459,7 +550,8 @@ func (l *lockedLog) String() string {
 func closedWithin(c net.Conn, d time.Duration) bool {
 	c.SetReadDeadline(time.Now().Add(d))
 	_, err := io.Copy(io.Discard, c)
-	return err == nil // EOF: closed by the server; a deadline is an error
+	// EOF, or a reset when the server closed with unread bytes: closed.
+	return !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // The server drops a client that is silent after its hello for the idle
@@ -472,47 +564,51 @@ func TestE2EServerDropsSilentAndGreedyClients(t *testing.T) {
 	var log lockedLog
 	srv := l.inProcessServer(img, "239.255.11.20", 20000000, log.logf, func(o *ServerOptions) { o.IdleTimeout = time.Second })
 	h := l.clients[0]
-	var silent net.Conn
+	// Connections that have not said hello yet hold their places (for
+	// the hello timeout): the one past the cap is refused at once.
+	var silent, big net.Conn
 	var conns []net.Conn
-	var big net.Conn
-	if err := h.Do(func() (err error) {
-		if silent, err = net.Dial("tcp", "198.18.0.1:7800"); err != nil {
-			return err
-		}
-		sayHello(silent)
-		for range maxConnsPerAddr {
+	if err := h.Do(func() error {
+		for range maxConnsPerAddr + 1 {
 			c, err := net.Dial("tcp", "198.18.0.1:7800")
 			if err != nil {
 				return err
 			}
 			conns = append(conns, c)
 		}
-		if big, err = net.Dial("tcp", "198.18.0.1:7800"); err != nil {
-			return err
-		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer silent.Close()
-	defer big.Close()
-	// silent and 31 of conns fill the address's places: the last is refused.
-	if !closedWithin(conns[len(conns)-1], time.Second) {
+	if !closedWithin(conns[maxConnsPerAddr], time.Second) {
 		t.Errorf("connection %d from one address was not refused at once", maxConnsPerAddr+1)
 	}
 	for _, c := range conns {
 		c.Close()
 	}
 	time.Sleep(200 * time.Millisecond) // the server has counted them out
+	if err := h.Do(func() (err error) {
+		if silent, err = net.Dial("tcp", "198.18.0.1:7800"); err != nil {
+			return err
+		}
+		sayHello(silent)
+		big, err = net.Dial("tcp", "198.18.0.1:7800")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	defer big.Close()
 	// A hello over its limit is refused before it is read, and leaves no
 	// record.
-	before := len(srv.Clients())
 	writeJSON(big, msgHello, hello{Version: WireVersion, Client: strings.Repeat("x", maxHelloFrame)})
 	if !closedWithin(big, 2*time.Second) {
 		t.Errorf("a hello of %d bytes was not refused", maxHelloFrame+20)
 	}
-	if n := len(srv.Clients()); n != before {
-		t.Errorf("an oversized hello added %d clients to the table", n-before)
+	for _, c := range srv.Clients() {
+		if strings.HasPrefix(c.Name, "xxx") {
+			t.Errorf("an oversized hello is in the table: %d bytes of name", len(c.Name))
+		}
 	}
 	// The silent client: after its hello, the session and manifest, then
 	// nothing, and the server closes within the idle timeout.
@@ -539,4 +635,28 @@ func TestE2EServerDropsSilentAndGreedyClients(t *testing.T) {
 		}
 	}
 	c.Close()
+}
+
+// A client whose multicast stream yields nothing (here nftables drops
+// every UDP packet; a forger spoiling every chunk does the same) fetches the
+// image over its control connection and restores byte-exact within its
+// timeout. Before, it waited for the stream and gave up.
+func TestE2EFallbackToControlConnection(t *testing.T) {
+	l := newAttackLab(t, "u", 8)
+	ns := l.clients[0].NS
+	for _, args := range [][]string{
+		{"nft", "add", "table", "inet", "mcdrop"},
+		{"nft", "add", "chain", "inet", "mcdrop", "input", "{ type filter hook input priority 0; }"},
+		{"nft", "add", "rule", "inet", "mcdrop", "input", "meta", "l4proto", "udp", "drop"},
+	} {
+		testenv.Run(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
+	}
+	r, exact := l.legit("t.raw", "--timeout", "10")
+	t.Logf("no stream at all: client exit %d in %s, byte-exact %v", r.code, r.took.Round(100*time.Millisecond), exact)
+	if !exact {
+		t.Fatalf("client without a stream: exit %d\n%s", r.code, r.out)
+	}
+	if !strings.Contains(r.out, "fetching missing chunks over the control connection") {
+		t.Errorf("the client does not say it fell back to its control connection:\n%s", r.out)
+	}
 }

@@ -695,6 +695,9 @@ func (k *conn) repair(ctx context.Context, n int) error {
 	m := s.im.Manifest
 	var idx [4]byte
 	for range n {
+		// Writing the answers takes time: the rest of the frame gets the
+		// idle timeout anew for each index, not what was left of it.
+		k.c.SetReadDeadline(time.Now().Add(s.idle))
 		if _, err := io.ReadFull(k.r, idx[:]); err != nil {
 			return err
 		}
