@@ -417,7 +417,7 @@ func TestE2EAttackForgedFlood(t *testing.T) {
 
 // learnStream is what a forger on host f learns by saying hello: the
 // session and the manifest.
-func learnStream(t *testing.T, f *qemu.Host) (sess session, m *image.Manifest) {
+func learnStream(t *testing.T, f *netlab.Host) (sess session, m *image.Manifest) {
 	t.Helper()
 	if err := f.Do(func() error {
 		c, err := net.Dial("tcp", "198.18.0.1:7800")
