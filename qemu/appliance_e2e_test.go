@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	if bootDir != "" {
 		os.RemoveAll(bootDir)
 	}
+	if signedDir != "" {
+		os.RemoveAll(signedDir)
+	}
 	os.Exit(code)
 }
 
@@ -98,9 +101,15 @@ type vmLab struct {
 
 func newVMLab(t *testing.T, name string) *vmLab {
 	t.Helper()
+	return newNamedLab(t, "aq"+name)
+}
+
+// newNamedLab is newVMLab with the whole lab prefix given.
+func newNamedLab(t *testing.T, prefix string) *vmLab {
+	t.Helper()
 	testenv.Require(t, "dnsmasq", "ip")
 	l := &vmLab{srvDir: t.TempDir(), dir: t.TempDir()}
-	lab, err := qemu.NewLab("aq" + name)
+	lab, err := qemu.NewLab(prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
