@@ -5,7 +5,8 @@
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
 #   make bench  restore benchmarks against dd, bmaptool, curl, udpcast, partclone, cp -a and rsync (root, ~20 min)
 #   make lint   gofmt, go vet, staticcheck
-#   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules)
+#   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules;
+#                   TRUSTED_KEYS="a.pub ...": restore only images those minisign keys signed)
 #   make usb-image IMAGES="a.asr ..."  the USB toolkit stick: out/asr-usb.img (BIOS and UEFI)
 
 GO       ?= go
@@ -22,6 +23,11 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck
 FUZZSCALE ?= 1
 # KVER is the kernel whose modules go into the initramfs; empty: the newest installed.
 KVER     ?=
+# TRUSTED_KEYS are minisign public key files (minisign -G) baked into the
+# appliance at /etc/asr/trusted-keys: with any, it restores only images one of
+# them signed, from every source, and refuses the rest with the disk untouched.
+# Each file is checked when the initramfs is built. Empty: no signature check.
+TRUSTED_KEYS ?=
 
 SHELL    := /bin/bash
 
@@ -36,13 +42,16 @@ build:
 # with the disk and NIC drivers of kernel KVER) and out/vmlinuz, that kernel.
 # Boot the pair: qemu-system-x86_64 -kernel out/vmlinuz -initrd
 # out/asr-initramfs.cpio.gz -append "console=ttyS0 asr.source=http://..."
+# TRUSTED_KEYS="a.pub b.pub" bakes those keys in (see above).
 initramfs: deps
 	$(GO) run ./cmd/asr-mkinitramfs -o out/asr-initramfs.cpio.gz -kernel out/vmlinuz \
-		-version $(VERSION) $(if $(KVER),-kver $(KVER))
+		-version $(VERSION) $(if $(KVER),-kver $(KVER)) $(foreach k,$(TRUSTED_KEYS),-trusted-key $(k))
 
 # usb-image writes the USB toolkit stick, out/asr-usb.img: the appliance
 # (BIOS and UEFI boot) and a data partition labelled ASRDATA holding IMAGES.
 # USB_ARGS adds kernel arguments (asr.image=NAME when there are several).
+# TRUSTED_KEYS works as for initramfs: the stick's appliance then restores
+# only the images on it that one of those keys signed.
 usb-image: usb-image-args initramfs
 	./initramfs/mkusb.sh -o out/asr-usb.img -k out/vmlinuz -i out/asr-initramfs.cpio.gz -a "$(USB_ARGS)" $(IMAGES)
 

@@ -5,14 +5,16 @@
 //  1. mount /proc, /sys, /dev (devtmpfs), /run, /tmp;
 //  2. read the asr.* keys of the kernel command line (ParseCmdline);
 //  3. load the storage and network drivers the hardware asks for (LoadDrivers);
-//  4. make sure the kernel has random numbers, or say why it waits;
+//  4. make sure the kernel has random numbers, or say why it waits; load
+//     the trusted keys baked in at /etc/asr/trusted-keys (LoadTrustedKeys);
 //  5. bring up every wired link and run DHCP on all of them at once;
 //  6. choose the target disk (ChooseTarget): the named one, else the only
 //     internal disk; refuse and list them when that is ambiguous;
 //  7. find the source (findSource): asr.source=, else DHCP option 224,
 //     else DNS-SD (DiscoverDNSSD, asr.image= choosing among servers);
 //  8. restore it with erase and verify, through the same engine as `asr
-//     restore`, reporting to asr.report= if given (Report);
+//     restore`, reporting to asr.report= if given (Report); with trusted
+//     keys, an image no trusted key signed is refused before the erase;
 //  9. print the result, then reboot (or power off, or open a shell).
 //
 // With asr.source=label:ASRDATA (the USB toolkit stick) steps 5 and 7 are
@@ -43,6 +45,7 @@ import (
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/sourceurl"
+	"github.com/asrlinux/asr/internal/trust"
 	"github.com/vishvananda/netlink"
 )
 
@@ -141,9 +144,13 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	}
 	logf("drivers: %d loaded %v", len(mods), mods)
 	WaitEntropy(logf, func() error { return LoadNamed(o.RootDir, "virtio_rng") })
+	keys, err := LoadTrustedKeys(o.RootDir, logf)
+	if err != nil {
+		return nil, err
+	}
 
 	if strings.HasPrefix(cfg.Source, StickScheme) {
-		return restoreFromStick(ctx, cfg, o, logf)
+		return restoreFromStick(ctx, cfg, o, keys, logf)
 	}
 	// Disks and links appear as their drivers probe them.
 	disks, err := waitDisks(o.SysRoot, 5*time.Second)
@@ -193,7 +200,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 			ifaces[i] = l.Interface
 		}
 		logf("source: none on the kernel command line or in DHCP option %d; browsing DNS-SD for %s for %s", SourceOption, dnssd.ServiceType, BrowseWait)
-		found, derr := DiscoverDNSSD(ctx, cfg.Image, ifaces, logf)
+		found, derr := DiscoverDNSSD(ctx, cfg.Image, keys, ifaces, logf)
 		if derr != nil {
 			return nil, fmt.Errorf("%w; DNS-SD: %v", err, derr)
 		}
@@ -212,6 +219,9 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
 				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf, MaxSize: maxSize})
+			if err == nil {
+				src, err = checkTrusted(src, keys, logf)
+			}
 			if err != nil || rep == nil {
 				return src, err
 			}
@@ -229,7 +239,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 // restoreFromStick restores the internal disk from an image on the toolkit
 // stick: no network, the stick found by its data partition's label and
 // kept read-only, the target chosen among the other disks.
-func restoreFromStick(ctx context.Context, cfg Config, o Options, logf func(string, ...any)) (*restore.Result, error) {
+func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.Key, logf func(string, ...any)) (*restore.Result, error) {
 	label, file, err := parseStickSource(cfg.Source)
 	if err != nil {
 		return nil, err
@@ -265,7 +275,11 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, logf func(stri
 	return restore.Run(ctx, restore.Request{
 		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
-			return sourceurl.Open(ctx, s, sourceurl.Options{Log: logf, MaxSize: maxSize})
+			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Log: logf, MaxSize: maxSize})
+			if err != nil {
+				return nil, err
+			}
+			return checkTrusted(src, keys, logf)
 		},
 		Out: progress.New(o.Console, false),
 	})

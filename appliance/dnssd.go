@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/dnssd"
+	"github.com/asrlinux/asr/internal/trust"
 )
 
 // BrowseWait is how long the appliance listens for DNS-SD answers: asr
@@ -20,20 +21,89 @@ const BrowseWait = 3 * time.Second
 // DiscoverDNSSD finds the source by DNS-SD, the last resort when neither the
 // kernel command line nor DHCP named one: it browses for _asr._tcp on each
 // interface that got a lease, for BrowseWait, and returns asr://ADDR:PORT.
-// One server found is used; several are told apart by image (asr.image=,
-// the image's file name with or without ".asr"); otherwise it refuses and
-// lists them all, since restoring the wrong image is worse than stopping.
-func DiscoverDNSSD(ctx context.Context, image string, ifaces []string, logf func(string, ...any)) (string, error) {
+// With trusted keys, servers whose advertisement names no trusted signer
+// are left out first (LeaveOutUntrusted), each with a console line. One
+// server found is used; several are told apart by image (asr.image=, the
+// image's file name with or without ".asr"); otherwise it refuses and lists
+// them all, since restoring the wrong image is worse than stopping.
+func DiscoverDNSSD(ctx context.Context, image string, keys []trust.Key, ifaces []string, logf func(string, ...any)) (string, error) {
 	found, err := browseAll(ctx, ifaces)
 	if err != nil {
 		return "", err
 	}
-	src, err := ChooseServer(image, found)
+	src, err := chooseTrusted(image, keys, found, logf)
 	if err != nil {
 		return "", err
 	}
 	logf("source: found by DNS-SD: %s", describe(src))
 	return "asr://" + net.JoinHostPort(src.Addr.String(), strconv.Itoa(src.Port)), nil
+}
+
+// chooseTrusted is ChooseServer among the servers LeaveOutUntrusted keeps.
+// When it leaves some out, the console lists them, and a refusal says so:
+// "no server" is wrong when three answered with images nobody signed.
+func chooseTrusted(image string, keys []trust.Key, found []dnssd.Service, logf func(string, ...any)) (dnssd.Service, error) {
+	kept, left := LeaveOutUntrusted(keys, found)
+	for _, l := range left {
+		logf("source: DNS-SD: left out: %s", l)
+	}
+	if len(left) > 0 && len(kept) == 0 {
+		n := fmt.Sprintf("%d asr servers", len(found))
+		if len(found) == 1 {
+			n = "1 asr server"
+		}
+		return dnssd.Service{}, fmt.Errorf("no source: DNS-SD found %s, and none serves an image signed by a key trusted here (%s): left out: %s; sign the image with asr sign, or give asr.source=",
+			n, trust.IDList(keyIDs(keys)), strings.Join(left, "; "))
+	}
+	src, err := ChooseServer(image, kept)
+	if err != nil && len(left) > 0 {
+		return dnssd.Service{}, fmt.Errorf("%w (left out, not signed by a key trusted here: %s)", err, strings.Join(left, "; "))
+	}
+	return src, err
+}
+
+// LeaveOutUntrusted splits the servers DNS-SD found, when any key is
+// trusted: kept are those whose TXT signer= names a trusted key; each other
+// is described in left, with why ("unsigned", "signed by KEYID, not trusted
+// here"). The advertisement proves nothing (anyone can claim any key ID):
+// the image is still checked against its signatures when it is opened. The
+// filter keeps a server that says it serves something untrusted from
+// making the choice ambiguous or being chosen. With no keys it keeps all.
+func LeaveOutUntrusted(keys []trust.Key, found []dnssd.Service) (kept []dnssd.Service, left []string) {
+	if len(keys) == 0 {
+		return found, nil
+	}
+	for _, s := range found {
+		var ids []string
+		trusted := false
+		for _, f := range strings.Split(s.Signer, ",") {
+			id, err := trust.ParseID(f)
+			if f == "" || err != nil {
+				continue
+			}
+			ids = append(ids, trust.FormatID(id))
+			for _, k := range keys {
+				trusted = trusted || k.ID == id
+			}
+		}
+		switch {
+		case trusted:
+			kept = append(kept, s)
+		case len(ids) == 0:
+			left = append(left, describe(s)+" (unsigned)")
+		default:
+			left = append(left, fmt.Sprintf("%s (signed by %s, not trusted here)", describe(s), strings.Join(ids, ", ")))
+		}
+	}
+	return kept, left
+}
+
+func keyIDs(keys []trust.Key) []uint64 {
+	ids := make([]uint64, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	return ids
 }
 
 // browseAll browses on every interface at once and merges the answers: the

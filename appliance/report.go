@@ -37,7 +37,7 @@ type Report struct {
 	Source  string    `json:"source"`
 	Event   string    `json:"event"`             // joined, progress, done, failed
 	Percent int       `json:"percent"`           // 0-100
-	Message string    `json:"message,omitempty"` // failed: why
+	Message string    `json:"message,omitempty"` // failed: why (a refused image: the key IDs that signed it, or "not signed")
 	Time    time.Time `json:"time"`
 }
 

@@ -51,6 +51,11 @@ type Options struct {
 	// where Go looks for the system's roots: without it no https:// source
 	// verifies. "" means DefaultCACerts when that exists; "-" means none.
 	CACerts string
+	// TrustedKeys are minisign public key files (from `minisign -G`) put
+	// in etc/asr/trusted-keys, where the appliance looks at boot: with any
+	// key there it restores only images one of them signed. Each is
+	// checked here, so a wrong file fails the build, not the restore.
+	TrustedKeys []string
 	// Log hears each step, one line each; nil is silent.
 	Log func(format string, a ...any)
 }
@@ -69,6 +74,8 @@ type Result struct {
 	Kernel  Kernel
 	Modules []string // module files included, by name
 	Builtin []string // wanted modules the kernel has built in
+	// TrustedKeys are the key IDs baked in (trust.FormatID), in order.
+	TrustedKeys []string
 }
 
 // Build writes the initramfs o describes:
@@ -100,7 +107,11 @@ func Build(o Options) (*Result, error) {
 		return nil, err
 	}
 	logf("kernel %s: %d module files for %d drivers (%d built in)", o.Kernel.Version, len(set.Modules), len(names), len(set.Builtin))
-	base, err := baseArchive(o.Kernel.Version, set)
+	keys, err := trustedKeys(o.TrustedKeys)
+	if err != nil {
+		return nil, err
+	}
+	base, err := baseArchive(o.Kernel.Version, set, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -172,13 +183,17 @@ func Build(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Path: o.Output, Size: st.Size(), Kernel: o.Kernel, Modules: set.Names(), Builtin: set.Builtin}, nil
+	res := &Result{Path: o.Output, Size: st.Size(), Kernel: o.Kernel, Modules: set.Names(), Builtin: set.Builtin}
+	for _, k := range keys {
+		res.TrustedKeys = append(res.TrustedKeys, k.id)
+	}
+	return res, nil
 }
 
 // baseArchive holds what is not a Go program: the device nodes the kernel
 // opens before /init runs (without /dev/console, init has no stdout), the
 // mount points, and the kernel modules with their indexes.
-func baseArchive(kver string, set *ModuleSet) (*cpio.Archive, error) {
+func baseArchive(kver string, set *ModuleSet, keys []keyFile) (*cpio.Archive, error) {
 	modDir := path.Join("lib", "modules", kver)
 	recs := []cpio.Record{
 		cpio.Directory("dev", 0o755),
@@ -195,6 +210,12 @@ func baseArchive(kver string, set *ModuleSet) (*cpio.Archive, error) {
 		cpio.StaticRecord(set.Dep, cpio.Info{Name: path.Join(modDir, "modules.dep"), Mode: cpio.S_IFREG | 0o644}),
 		cpio.StaticRecord(set.Alias, cpio.Info{Name: path.Join(modDir, "modules.alias"), Mode: cpio.S_IFREG | 0o644}),
 		cpio.StaticRecord(set.BuiltIn, cpio.Info{Name: path.Join(modDir, "modules.builtin"), Mode: cpio.S_IFREG | 0o644}),
+	}
+	if len(keys) > 0 {
+		recs = append(recs, cpio.Directory("etc/asr", 0o755), cpio.Directory(TrustedKeysDir, 0o755))
+	}
+	for _, k := range keys {
+		recs = append(recs, cpio.StaticRecord(k.text, cpio.Info{Name: path.Join(TrustedKeysDir, k.id+".pub"), Mode: cpio.S_IFREG | 0o644}))
 	}
 	for _, m := range set.Modules {
 		// uimage adds the missing parent directories and sorts all

@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if bootDir != "" {
 		os.RemoveAll(bootDir)
 	}
+	if signedDir != "" {
+		os.RemoveAll(signedDir)
+	}
 	os.Exit(code)
 }
 
@@ -95,9 +98,15 @@ type vmLab struct {
 
 func newVMLab(t *testing.T, name string) *vmLab {
 	t.Helper()
+	return newNamedLab(t, "aq"+name)
+}
+
+// newNamedLab is newVMLab with the whole lab prefix given.
+func newNamedLab(t *testing.T, prefix string) *vmLab {
+	t.Helper()
 	testenv.Require(t, "dnsmasq", "ip")
 	l := &vmLab{srvDir: t.TempDir(), dir: t.TempDir()}
-	l.lab = netlab.NewT(t, "aq"+name)
+	l.lab = netlab.NewT(t, prefix)
 	l.srv = l.lab.AddHostT(t, "s", 1)
 	netlab.StartDHCPT(t, l.srv, l.dir)
 	return l

@@ -27,8 +27,14 @@ import (
 // its console is the serial port, where the test reads it.
 func mkusb(t *testing.T, dir, img string) string {
 	t.Helper()
-	testenv.Require(t, "grub-mkimage", "mcopy", "mkfs.vfat", "mkfs.ext4", "sgdisk")
 	kernel, initrd := boot(t)
+	return mkusbWith(t, dir, img, kernel, initrd)
+}
+
+// mkusbWith is mkusb with the appliance's kernel and initramfs given.
+func mkusbWith(t *testing.T, dir, img, kernel, initrd string) string {
+	t.Helper()
+	testenv.Require(t, "grub-mkimage", "mcopy", "mkfs.vfat", "mkfs.ext4", "sgdisk")
 	_, file, _, _ := runtime.Caller(0)
 	script := filepath.Join(filepath.Dir(file), "..", "initramfs", "mkusb.sh")
 	stick := filepath.Join(dir, "stick.img")

@@ -272,7 +272,12 @@ func Start(name string, fns ...Fn) (*VM, error) {
 				args = append(args, "-device", "qemu-xhci,id=xhci")
 				xhci = true
 			}
-			dev += ",bus=xhci.0,bootindex=0"
+			dev += ",bus=xhci.0"
+			if firmware {
+				// The firmware boots the stick first; a kernel given
+				// to QEMU holds bootindex 0 itself (its boot ROM).
+				dev += ",bootindex=0"
+			}
 		}
 		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw", d.path, id), "-device", dev)
 	}

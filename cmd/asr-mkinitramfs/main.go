@@ -2,7 +2,10 @@
 // asr-init, with the kernel modules for common disks and NICs of an installed
 // kernel. See package initramfs.
 //
-//	asr-mkinitramfs -o out/asr-initramfs.cpio.gz -kernel out/vmlinuz [-kver 6.1.0-56-amd64]
+//	asr-mkinitramfs -o out/asr-initramfs.cpio.gz -kernel out/vmlinuz [-kver 6.1.0-56-amd64] [-trusted-key a.pub]...
+//
+// With -trusted-key, the appliance restores only images signed by one of
+// those minisign keys (they go to /etc/asr/trusted-keys in the initramfs).
 //
 // Boot it with that kernel: qemu-system-x86_64 -kernel out/vmlinuz -initrd
 // out/asr-initramfs.cpio.gz -append "console=ttyS0 asr.source=http://..."
@@ -18,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/asrlinux/asr/initramfs"
+	"github.com/asrlinux/asr/internal/trust"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -52,11 +56,19 @@ func run(stdout, stderr io.Writer, args []string) error {
 	verbose := fs.Bool("v", false, "print each step")
 	var cmds listFlag
 	fs.Var(&cmds, "cmd", "another Go command for /bin (repeatable), e.g. github.com/u-root/u-root/cmds/core/gosh")
+	var keys listFlag
+	fs.Var(&keys, "trusted-key", "minisign public key file (from minisign -G) the appliance trusts (repeatable): with any, it restores only images one of them signed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	// Keys first: a wrong file is the quickest mistake to report.
+	for _, f := range keys {
+		if _, err := trust.LoadFile(f); err != nil {
+			return fmt.Errorf("-trusted-key: %w", err)
+		}
 	}
 	k, err := initramfs.FindKernel(*root, *kver)
 	if err != nil {
@@ -66,7 +78,7 @@ func run(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	o := initramfs.Options{
-		Output: *out, Kernel: k, Version: *version, Commands: cmds, Dir: *dir,
+		Output: *out, Kernel: k, Version: *version, Commands: cmds, Dir: *dir, TrustedKeys: keys,
 		Modules: strings.FieldsFunc(*modules, func(r rune) bool { return r == ',' || r == ' ' }),
 	}
 	if *verbose {
@@ -77,6 +89,9 @@ func run(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: %.1f MiB (kernel %s, %d module files)\n", res.Path, float64(res.Size)/(1<<20), k.Version, len(res.Modules))
+	if len(res.TrustedKeys) > 0 {
+		fmt.Fprintf(stdout, "%s: restores only images signed by key ID %s (in /%s)\n", res.Path, strings.Join(res.TrustedKeys, ", "), initramfs.TrustedKeysDir)
+	}
 	if *kernelOut != "" {
 		if err := copyFile(k.Image, *kernelOut); err != nil {
 			return err

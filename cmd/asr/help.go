@@ -487,6 +487,13 @@ DESCRIPTION
     an appliance built with TRUSTED_KEYS) restore only images that key signed: see
     SIGNED IMAGES in 'asr help restore'.
 
+    The appliance: 'make initramfs TRUSTED_KEYS="a.pub b.pub"' (or make usb-image)
+    bakes those public keys into its /etc/asr/trusted-keys, checked at build time. It
+    then refuses, on every source (asr.source=, DHCP option 224, DNS-SD, the USB stick),
+    unsigned images, images signed by other keys, raw images and clones, before the
+    disk is touched: the console says which key IDs signed what it refused, and it
+    stops. DNS-SD leaves out servers whose image no trusted key signed.
+
 KEYS
     Keys are minisign's: make a pair with
       minisign -G -p admin.pub -s admin.key          (asks for a password)

@@ -70,7 +70,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 	signedBy := "unsigned"
 	var txt []string
 	if ids := trust.SignerIDs(srv.Signatures()); len(ids) > 0 {
-		signedBy = "signed by " + idList(ids)
+		signedBy = "signed by " + trust.IDList(ids)
 		s := make([]string, len(ids))
 		for i, id := range ids {
 			s[i] = trust.FormatID(id)

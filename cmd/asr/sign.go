@@ -13,8 +13,8 @@ import (
 	"aead.dev/minisign"
 
 	"github.com/asrlinux/asr/internal/image"
-	"github.com/asrlinux/asr/internal/safetext"
 	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/sourceurl"
 	"github.com/asrlinux/asr/internal/trust"
 )
 
@@ -250,46 +250,13 @@ func (t *trustFlags) load() ([]trust.Key, error) {
 
 // openTrusted opens a source and, when any key is trusted, refuses it
 // unless a trusted key signed it: before the restore engine writes or
-// erases anything. A local raw image or disk (a clone) carries no
-// signature and is let through, with a line saying it was not checked.
+// erases anything (sourceurl.CheckTrust, which the appliance uses too). A
+// local raw image or disk (a clone) carries no signature and is let
+// through, with a line saying it was not checked.
 func openTrusted(ctx context.Context, s, disk string, maxSize int64, f sourceFlags, keys []trust.Key, log func(string, ...any)) (source.Source, error) {
 	src, err := openSource(ctx, s, disk, maxSize, f, log)
 	if err != nil {
 		return nil, err
 	}
-	info := src.Info()
-	if len(keys) == 0 {
-		if len(info.Signatures) > 0 {
-			log("Signed by %s (not checked: no key is trusted here)", idList(trust.SignerIDs(info.Signatures)))
-		}
-		return src, nil
-	}
-	if info.Manifest == nil && info.Path != "" {
-		log("Source %s is a %s: not signature-checked (only prepared images carry signatures)", safetext.Line(info.Path), info.Kind)
-		return src, nil
-	}
-	signer, err := trust.CheckImage(keys, info.Header, info.Signatures, info.SignaturesErr)
-	if err != nil {
-		// No URL in the message: it may hold a password (the sources
-		// redact their own messages; this one names none).
-		err = fmt.Errorf("image refused, nothing was written: %w", err)
-		if fin, ok := src.(source.Finisher); ok {
-			fin.Finished(err) // a multicast server's table shows why
-		}
-		src.Close()
-		return nil, err
-	}
-	log("Signed by %s", signer)
-	return src, nil
-}
-
-func idList(ids []uint64) string {
-	s := make([]string, len(ids))
-	for i, id := range ids {
-		s[i] = trust.FormatID(id)
-	}
-	if len(s) == 1 {
-		return "key ID " + s[0]
-	}
-	return "key IDs " + strings.Join(s, ", ")
+	return sourceurl.CheckTrust(src, sourceurl.Policy{Keys: keys, LocalClones: true, Log: log})
 }

@@ -307,3 +307,15 @@ func SignerIDs(sigs [][]byte) []uint64 {
 	}
 	return ids
 }
+
+// IDList names key IDs for a message: "key ID 1A2B" or "key IDs 1A2B, 3C4D".
+func IDList(ids []uint64) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = FormatID(id)
+	}
+	if len(s) == 1 {
+		return "key ID " + s[0]
+	}
+	return "key IDs " + strings.Join(s, ", ")
+}
