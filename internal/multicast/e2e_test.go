@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -28,7 +27,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
 )
@@ -332,31 +330,7 @@ func TestE2EForgedPackets(t *testing.T) {
 	// sets of garbage shards for every stored chunk the moment the client
 	// has joined: those the client does not have yet fail their check.
 	forger := l.clients[1]
-	var sess session
-	var m *image.Manifest
-	err := forger.Do(func() error {
-		c, err := net.Dial("tcp", "198.18.0.1:7800")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		writeJSON(c, msgHello, hello{Version: WireVersion, Client: "forger"})
-		r := bufio.NewReader(c)
-		_, b, err := readFrame(r, 1<<20)
-		if err != nil {
-			return err
-		}
-		json.Unmarshal(b, &sess)
-		_, b, err = readFrame(r, maxFrame)
-		if err != nil {
-			return err
-		}
-		m, _, err = image.ReadManifest(bytes.NewReader(b))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("forger handshake: %v", err)
-	}
+	sess, m := learnStream(t, forger)
 	var sid StreamID
 	if b, err := hex.DecodeString(sess.Stream); err != nil || copy(sid[:], b) != len(sid) {
 		t.Fatalf("forger: bad stream identity %q", sess.Stream)
@@ -370,7 +344,7 @@ func TestE2EForgedPackets(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // it has joined the group
 	forged := 0
-	err = forger.Do(func() error {
+	err := forger.Do(func() error {
 		c, err := net.Dial("udp4", sess.Group+":"+strconv.Itoa(sess.Port))
 		if err != nil {
 			return err
