@@ -768,7 +768,7 @@ func TestHTTPRedactsPassword(t *testing.T) {
 			http.NotFound(w, r)
 		}
 	})
-	for _, p := range []string{"/disk.img", "/stall.img", "/missing.img"} {
+	for _, p := range []string{"/disk.img", "/stall.img", "/missing.img", "/missing.img?X-Amz-Signature=s3cret&X-Amz-Date=1"} {
 		var log strings.Builder
 		u := strings.Replace(s.URL, "http://", "http://admin:s3cret@", 1) + p
 		_, _, err := restoreAll(u, HTTPOptions{Log: func(format string, a ...any) { fmt.Fprintf(&log, format, a...) }})
@@ -778,7 +778,7 @@ func TestHTTPRedactsPassword(t *testing.T) {
 		if strings.Contains(err.Error(), "s3cret") || strings.Contains(log.String(), "s3cret") {
 			t.Errorf("%s: the password was shown: %v / %s", p, err, log.String())
 		}
-		if !strings.Contains(err.Error(), "admin@127.0.0.1") {
+		if !strings.Contains(err.Error(), "admin:xxxxx@127.0.0.1") {
 			t.Errorf("%s: error %q does not name the URL", p, err)
 		}
 	}

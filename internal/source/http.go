@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/redact"
 	"github.com/asrlinux/asr/internal/safetext"
 )
 
@@ -62,7 +63,7 @@ type httpClient struct {
 func OpenHTTP(ctx context.Context, rawurl string, opts HTTPOptions) (Source, error) {
 	u, err := url.Parse(rawurl)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("source %q is not a valid http(s) URL", redact(rawurl))
+		return nil, fmt.Errorf("source %q is not a valid http(s) URL", redact.URL(rawurl))
 	}
 	hc, err := newHTTPClient(u, opts)
 	if err != nil {
@@ -174,7 +175,7 @@ func newHTTPClient(u *url.URL, opts HTTPOptions) (*httpClient, error) {
 	}
 	hc := &httpClient{
 		c:   &http.Client{Transport: tr, CheckRedirect: checkRedirect},
-		url: u.String(), shown: redact(u.String()), scheme: u.Scheme, total: -1,
+		url: u.String(), shown: redact.URL(u.String()), scheme: u.Scheme, total: -1,
 		stall: opts.Stall, retries: opts.Retries, log: opts.Log,
 	}
 	if hc.stall <= 0 {
@@ -201,18 +202,6 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("redirected to a %s: URL: only http and https are followed", strconv.Quote(s))
 	}
 	return nil
-}
-
-// redact hides a URL's password; messages and logs only ever show this.
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	if u.User != nil {
-		u.User = url.User(u.User.Username())
-	}
-	return u.String()
 }
 
 // errStalled is the cause a watchdog cancels a request with.

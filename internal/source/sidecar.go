@@ -14,6 +14,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/asrlinux/asr/internal/redact"
 	"github.com/asrlinux/asr/internal/safetext"
 )
 
@@ -41,7 +42,7 @@ func (hc *httpClient) checksum(ctx context.Context, given string) (want []byte, 
 	}
 	u.Path += ".sha256"
 	u.RawPath = ""
-	shown := redact(u.String())
+	shown := redact.URL(u.String())
 	resp, body, err := hc.getURL(ctx, u.String(), shown, 0, -1, hc.stall, hc.stall, "its checksum file")
 	if err != nil {
 		return nil, "", fmt.Errorf("fetching the checksum file: %w", err)
