@@ -20,6 +20,7 @@ USAGE
     asr info      --source IMAGE [--plist] [--trusted-key PUB]
     asr sign      --source IMAGE --key KEY [--password-file FILE]
     asr sign      --source IMAGE --remove KEYID
+    asr push      --source IMAGE oci://HOST/REPOSITORY:TAG
     asr server    --source IMAGE --config asrconfig.plist [--interface IF]
     asr browse    [--timeout SECONDS] [--interface IF]
     asr help [VERB]
@@ -35,6 +36,7 @@ VERBS
                 signatures
     sign        sign a prepared image with a minisign key, so that machines that trust
                 the key restore it (and machines that trust keys restore nothing else)
+    push        upload a prepared image to an OCI registry, for --source oci://HOST/REPO:TAG
     server      stream a prepared image by multicast to any number of 'asr restore
                 --source asr://HOST' clients
     browse      list the asr servers on the network (DNS-SD, _asr._tcp)

@@ -99,7 +99,7 @@ func Push(ctx context.Context, path, ref string, o Options) (*Pushed, error) {
 	tctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if err := c.repo.PushReference(tctx, md, bytes.NewReader(mb), r.Reference); err != nil {
-		return nil, c.explain(tctx, err, "repository")
+		return nil, c.explain(tctx, err, "repository name")
 	}
 	p.Manifest = md.Digest.String()
 	return p, nil
@@ -110,7 +110,7 @@ func (c *client) exists(ctx context.Context, d ocispec.Descriptor) (bool, error)
 	defer cancel()
 	ok, err := c.repo.Blobs().Exists(tctx, d)
 	if err != nil {
-		return false, c.explain(tctx, err, "repository")
+		return false, c.explain(tctx, err, "repository name")
 	}
 	return ok, nil
 }
@@ -127,7 +127,7 @@ func (c *client) upload(ctx context.Context, d ocispec.Descriptor, r io.Reader) 
 		if errors.Is(context.Cause(ctx), errStalled) {
 			return fmt.Errorf("%s%s: the upload made no progress for %s", Scheme, c.ref, c.timeout)
 		}
-		return c.explain(ctx, err, "repository")
+		return c.explain(ctx, err, "repository name")
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 	defer cancel()
 	desc, rc, err := c.repo.FetchReference(ctx, r.Reference)
 	if err != nil {
-		return nil, c.explain(ctx, err, "manifest")
+		return nil, c.explain(ctx, err, "tag")
 	}
 	defer rc.Close()
 	if desc.Size > MaxManifestBytes {
@@ -115,9 +115,9 @@ func (c *client) explain(ctx context.Context, err error, what string) error {
 	var er *errcode.ErrorResponse
 	switch {
 	case errors.Is(err, errdef.ErrNotFound):
-		return fmt.Errorf("%s%s: the registry has no such %s (check the repository and the tag): %w", Scheme, c.ref, what, ErrNotFound)
+		return fmt.Errorf("%s%s: %w in the registry (check the repository and the %s)", Scheme, c.ref, ErrNotFound, what)
 	case errors.As(err, &er) && er.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("%s%s: the registry has no such %s or repository (check the repository and the tag): %w", Scheme, c.ref, what, ErrNotFound)
+		return fmt.Errorf("%s%s: %w in the registry (check the repository and the %s)", Scheme, c.ref, ErrNotFound, what)
 	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
 		return fmt.Errorf("%s%s: %w: %s", Scheme, c.ref, ErrAuth, c.credentialHint(ctx))
 	case errors.As(err, &er) && er.StatusCode == http.StatusForbidden:
