@@ -12,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/asrlinux/asr/internal/safetext"
@@ -118,7 +119,7 @@ func (c *client) explain(ctx context.Context, err error, what string) error {
 		return fmt.Errorf("%s%s: %w in the registry (check the repository and the %s)", Scheme, c.ref, ErrNotFound, what)
 	case errors.As(err, &er) && er.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("%s%s: %w in the registry (check the repository and the %s)", Scheme, c.ref, ErrNotFound, what)
-	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
+	case errors.Is(err, auth.ErrBasicCredentialNotFound), errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
 		return fmt.Errorf("%s%s: %w: %s", Scheme, c.ref, ErrAuth, c.credentialHint(ctx))
 	case errors.As(err, &er) && er.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("%s%s: %w: the registry denies access to %s with these credentials", Scheme, c.ref, ErrAuth, c.ref.Repository)
