@@ -56,21 +56,21 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 	}
 	defer rc.Close()
 	if desc.Size > MaxManifestBytes {
-		return nil, fmt.Errorf("the registry says the manifest is %d bytes; an asr image's is under 1 KiB and asr reads at most %d: %w", desc.Size, MaxManifestBytes, ErrNotASR)
+		return nil, fmt.Errorf("%s%s: %w", Scheme, r, notASR("the registry says the manifest is %d bytes; an asr image's is under 1 KiB and asr reads at most %d", desc.Size, MaxManifestBytes))
 	}
 	if d, err := r.Digest(); err == nil && desc.Digest != d {
-		return nil, fmt.Errorf("the registry sent manifest %s for %s: it does not serve what was asked for", desc.Digest, d)
+		return nil, fmt.Errorf("%s%s: the registry sent manifest %s instead: it does not serve what was asked for", Scheme, r, desc.Digest)
 	}
 	b, err := content.ReadAll(io.LimitReader(rc, MaxManifestBytes), desc)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("reading the manifest: no answer within %s", c.timeout)
+			return nil, fmt.Errorf("%s%s: reading the manifest: no answer within %s", Scheme, r, c.timeout)
 		}
-		return nil, fmt.Errorf("reading the manifest: %w", err)
+		return nil, fmt.Errorf("%s%s: reading the manifest: %w", Scheme, r, err)
 	}
 	layer, err := asrLayer(desc.MediaType, b)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s%s: %w", Scheme, r, err)
 	}
 	return &Blob{URL: c.blobURL(layer.Digest.String()), Size: layer.Size, Digest: layer.Digest.String(), Manifest: desc.Digest.String(), Client: c}, nil
 }
@@ -81,13 +81,13 @@ func asrLayer(mediaType string, b []byte) (ocispec.Descriptor, error) {
 	switch mediaType {
 	case ocispec.MediaTypeImageManifest:
 	case ocispec.MediaTypeImageIndex, "application/vnd.docker.distribution.manifest.list.v2+json":
-		return none, fmt.Errorf("it is an image index (a multi-platform container image?): %w", ErrNotASR)
+		return none, notASR("it is an image index (a multi-platform container image?)")
 	default:
-		return none, fmt.Errorf("its manifest is of type %s, not an OCI image manifest (a container image?): %w", safetext.Short(mediaType, 80), ErrNotASR)
+		return none, notASR("its manifest is of type %s, not an OCI image manifest (a container image?)", safetext.Short(mediaType, 80))
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return none, fmt.Errorf("its manifest is not valid JSON (%v): %w", err, ErrNotASR)
+		return none, notASR("its manifest is not valid JSON (%v)", err)
 	}
 	// OCI 1.1: the artifact type, or, from tools that predate it, the
 	// config's media type.
@@ -96,19 +96,27 @@ func asrLayer(mediaType string, b []byte) (ocispec.Descriptor, error) {
 		at = m.Config.MediaType
 	}
 	if at != ArtifactType {
-		return none, fmt.Errorf("its artifact type is %q, not %s (a container image or another tool's artifact?): %w", safetext.Short(at, 80), ArtifactType, ErrNotASR)
+		return none, notASR("its artifact type is %q, not %s (a container image or another tool's artifact?)", safetext.Short(at, 80), ArtifactType)
 	}
-	if len(m.Layers) != 1 || m.Layers[0].MediaType != LayerMediaType {
-		return none, fmt.Errorf("it should hold one layer of type %s, it holds %d: %w", LayerMediaType, len(m.Layers), ErrNotASR)
+	if len(m.Layers) != 1 {
+		return none, notASR("it holds %d layers; an asr image holds one", len(m.Layers))
+	}
+	if mt := m.Layers[0].MediaType; mt != LayerMediaType {
+		return none, notASR("its layer is of type %q, not %s", safetext.Short(mt, 80), LayerMediaType)
 	}
 	l := m.Layers[0]
 	if err := l.Digest.Validate(); err != nil || l.Digest.Algorithm() != digest.SHA256 {
-		return none, fmt.Errorf("its layer's digest %q is not a sha256 digest: %w", safetext.Short(string(l.Digest), 80), ErrNotASR)
+		return none, notASR("its layer's digest %q is not a sha256 digest", safetext.Short(string(l.Digest), 80))
 	}
 	if l.Size <= 0 {
-		return none, fmt.Errorf("its layer's size is %d: %w", l.Size, ErrNotASR)
+		return none, notASR("its layer's size is %d", l.Size)
 	}
 	return l, nil
+}
+
+// notASR is ErrNotASR, then why.
+func notASR(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrNotASR}, a...)...)
 }
 
 // explain turns a registry's refusal into what a person can act on.
