@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -150,15 +151,25 @@ func credentialStore(path string) (credentials.Store, error) {
 		s   credentials.Store
 		err error
 	)
-	if path != "" {
+	switch {
+	case path != "":
 		s, err = credentials.NewStore(path, opts)
-	} else {
+	case os.Getenv("DOCKER_CONFIG") == "" && !hasHome():
+		// The appliance has no home, and so no Docker config file: no
+		// credentials, which public and anonymous registries need not.
+		return credentials.NewMemoryStore(), nil
+	default:
 		s, err = credentials.NewStoreFromDocker(opts)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the Docker config file: %w", err)
 	}
 	return s, nil
+}
+
+func hasHome() bool {
+	_, err := os.UserHomeDir()
+	return err == nil
 }
 
 // blobURL is where the registry serves a blob: the distribution spec's
