@@ -262,3 +262,35 @@ func TestE2EOCIAuth(t *testing.T) {
 		t.Errorf("a restore refused for its credentials changed the target")
 	}
 }
+
+// TestE2EOCISigned: the signatures travel with the image into the
+// registry, and --trusted-key applies to an oci:// source as to any other.
+func TestE2EOCISigned(t *testing.T) {
+	requireRoot(t)
+	testenv.Require(t, "minisign")
+	_, addr := startRegistry(t, testenv.RegistryOptions{})
+	dir := t.TempDir()
+	disk := makeDisk(t, dir, diskSize, 90)
+	img := scan(t, disk)
+	pub, sec := signKeys(t, dir, "admin", "")
+	other, _ := signKeys(t, dir, "other", "")
+	mustAsr(t, "sign", "--source", img, "--key", sec)
+	ref := "oci://" + addr + "/lab/signed:v1"
+	_, _, out := push(t, img, ref)
+	if !strings.Contains(out, "signed by key ID "+keyID(t, pub)) {
+		t.Errorf("asr push does not say who signed the image:\n%s", out)
+	}
+
+	dev, before := blankTarget(t, dir, 91)
+	r := asr(t, "restore", "--source", ref, "--target", dev, "--erase", "--noprompt", "--trusted-key", other)
+	if r.code != 1 || !strings.Contains(r.stderr, "image refused, nothing was written") {
+		t.Errorf("restore of an image another key signed: exit %d, want 1 and a refusal:\n%s", r.code, r.stderr)
+	}
+	if hashRange(t, dev, 0, diskSize) != before {
+		t.Errorf("a refused restore changed the target")
+	}
+	r = mustAsr(t, "restore", "--source", ref, "--target", dev, "--erase", "--noprompt", "--trusted-key", pub)
+	if got, want := hashRange(t, dev, 0, diskSize), hashRange(t, disk, 0, diskSize); got != want || !strings.Contains(r.stdout+r.stderr, "Signed by") {
+		t.Errorf("restore with the signer's key trusted: target sha256 %s, want %s; output:\n%s%s", got, want, r.stdout, r.stderr)
+	}
+}
