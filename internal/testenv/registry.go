@@ -26,16 +26,27 @@ type RegistryOptions struct {
 	User, Password string
 	// Cert and Key, if set, make it serve HTTPS with them (PEM files).
 	Cert, Key string
+	// Token, if set, makes it want bearer tokens from that token server
+	// instead (User and Password are then the token server's business).
+	Token *TokenAuth
 }
 
-// NewRegistry writes a registry's configuration under t.TempDir().
+// TokenAuth is the registry's side of the bearer-token flow: the token
+// server's URL (realm), the service and issuer names the tokens carry, and
+// the PEM file of the certificates that sign them.
+type TokenAuth struct {
+	Realm, Service, Issuer, RootCerts string
+}
+
+// NewRegistry writes a registry's configuration under t.TempDir(). The
+// registry logs at level info: "listening on ADDR" says it is ready.
 func NewRegistry(t testing.TB, o RegistryOptions) *Registry {
 	t.Helper()
 	dir := t.TempDir()
 	r := &Registry{Config: filepath.Join(dir, "config.yml"), Root: filepath.Join(dir, "storage")}
 	conf := fmt.Sprintf(`version: 0.1
 log:
-  level: warn
+  level: info
   accesslog:
     disabled: true
 storage:
@@ -48,7 +59,9 @@ http:
 	if o.Cert != "" {
 		conf += fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", o.Cert, o.Key)
 	}
-	if o.User != "" {
+	if tk := o.Token; tk != nil {
+		conf += fmt.Sprintf("auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n", tk.Realm, tk.Service, tk.Issuer, tk.RootCerts)
+	} else if o.User != "" {
 		hash, err := bcrypt.GenerateFromPassword([]byte(o.Password), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
