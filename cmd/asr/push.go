@@ -28,8 +28,10 @@ DESCRIPTION
     asr push prints names this upload forever: oci://HOST/REPOSITORY@sha256:DIGEST.
 
     The image is checked first (header, manifest, signature trailer): nothing is
-    uploaded from a file that is not a prepared image. A blob the registry holds
-    already is not uploaded again. FORMAT.md describes the artifact's media types.
+    uploaded from a file that is not a prepared image. The file is read once for its
+    SHA-256 (the blob's digest, which the upload names), then sent; a blob the registry
+    holds already is not sent again. A long upload reports its progress every 10 s.
+    FORMAT.md describes the artifact's media types.
 
 REGISTRIES
     Credentials come from the Docker config file: $DOCKER_CONFIG/config.json, else
@@ -106,7 +108,10 @@ func runPush(ctx context.Context, e env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "Pushing %s (%s, image %s, %s) to %s\n", *src, progress.HumanBytes(st.Size()), im.Digest, signed, ref)
 	start := time.Now()
-	p, err := oci.Push(ctx, *src, ref, oci.Options{CACert: *cacert, Timeout: time.Duration(*timeout) * time.Second})
+	p, err := oci.Push(ctx, *src, ref, oci.Options{CACert: *cacert, Timeout: time.Duration(*timeout) * time.Second,
+		Progress: func(sent, total int64) {
+			fmt.Fprintf(e.stdout, "Uploaded %s of %s (%d%%)\n", progress.HumanBytes(sent), progress.HumanBytes(total), sent*100/max(total, 1))
+		}})
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}

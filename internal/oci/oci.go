@@ -55,7 +55,13 @@ type Options struct {
 	// Timeout bounds each exchange of metadata (manifests, tags, upload
 	// sessions) and how long an upload may make no progress; default 30 s.
 	Timeout time.Duration
+	// Progress, if set, hears how many bytes of the image Push has sent,
+	// at most every ProgressEvery.
+	Progress func(sent, total int64)
 }
+
+// ProgressEvery is how often Push reports its progress.
+const ProgressEvery = 10 * time.Second
 
 // ErrNotFound is a reference that names no manifest in its repository.
 var ErrNotFound = errors.New("not found")
@@ -108,10 +114,11 @@ func plainHTTP(host string) bool {
 // client is a registry session for one repository: oras-go's repository
 // over an authenticating client that sends through asr's own HTTP client.
 type client struct {
-	ref     registry.Reference
-	repo    *remote.Repository
-	auth    *auth.Client
-	timeout time.Duration
+	ref      registry.Reference
+	repo     *remote.Repository
+	auth     *auth.Client
+	timeout  time.Duration
+	progress func(sent, total int64)
 }
 
 func newClient(ref registry.Reference, o Options) (*client, error) {
@@ -135,7 +142,7 @@ func newClient(ref registry.Reference, o Options) (*client, error) {
 		PlainHTTP:        plainHTTP(ref.Registry),
 		MaxMetadataBytes: MaxManifestBytes,
 	}
-	c := &client{ref: ref, repo: repo, auth: ac, timeout: o.Timeout}
+	c := &client{ref: ref, repo: repo, auth: ac, timeout: o.Timeout, progress: o.Progress}
 	if c.timeout <= 0 {
 		c.timeout = 30 * time.Second
 	}

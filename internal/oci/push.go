@@ -122,7 +122,7 @@ func (c *client) upload(ctx context.Context, d ocispec.Descriptor, r io.Reader) 
 	defer cancel(nil)
 	timer := time.AfterFunc(c.timeout, func() { cancel(errStalled) })
 	defer timer.Stop()
-	err := c.repo.Blobs().Push(ctx, d, &watchdogReader{r: r, timer: timer, d: c.timeout})
+	err := c.repo.Blobs().Push(ctx, d, &watchdogReader{r: r, timer: timer, d: c.timeout, total: d.Size, progress: c.progress, last: time.Now()})
 	if err != nil {
 		if errors.Is(context.Cause(ctx), errStalled) {
 			return fmt.Errorf("%s%s: the upload made no progress for %s", Scheme, c.ref, c.timeout)
@@ -136,13 +136,24 @@ var errStalled = errors.New("stalled")
 
 // watchdogReader restarts its timer at every read: the transport reads
 // only as fast as the registry takes the bytes.
+// It also reports progress, now and then.
 type watchdogReader struct {
-	r     io.Reader
-	timer *time.Timer
-	d     time.Duration
+	r        io.Reader
+	timer    *time.Timer
+	d        time.Duration
+	sent     int64
+	total    int64
+	progress func(sent, total int64)
+	last     time.Time
 }
 
 func (w *watchdogReader) Read(p []byte) (int, error) {
 	w.timer.Reset(w.d)
-	return w.r.Read(p)
+	n, err := w.r.Read(p)
+	w.sent += int64(n)
+	if w.progress != nil && time.Since(w.last) >= ProgressEvery {
+		w.last = time.Now()
+		w.progress(w.sent, w.total)
+	}
+	return n, err
 }
