@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -152,6 +153,43 @@ func TestE2EOCIRefusals(t *testing.T) {
 				t.Errorf("refused restore from %s changed the target", c.src)
 			}
 		})
+	}
+}
+
+// TestE2EOCIPushRefusals: asr push sends nothing from a file that is not a
+// prepared image, and wants a tag to push to.
+func TestE2EOCIPushRefusals(t *testing.T) {
+	requireRoot(t)
+	_, addr := startRegistry(t, testenv.RegistryOptions{})
+	dir := t.TempDir()
+	disk := makeDisk(t, dir, diskSize, 94)
+	img := scan(t, disk)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+		code int
+	}{
+		{"raw disk", []string{"--source", disk, "oci://" + addr + "/lab/raw:v1"}, "asr pushes prepared images", 1},
+		{"digest", []string{"--source", img, "oci://" + addr + "/lab/disk@sha256:" + strings.Repeat("0", 64)}, "push needs a tag", 2},
+		{"not oci", []string{"--source", img, "http://" + addr + "/lab/disk:v1"}, "give oci://HOST/REPOSITORY:TAG", 2},
+		{"no destination", []string{"--source", img}, "give the destination", 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := asr(t, append([]string{"push"}, c.args...)...)
+			if r.code != c.code || !strings.Contains(r.stderr, c.want) {
+				t.Errorf("asr push %v: exit %d, stderr %q; want exit %d saying %q", c.args, r.code, r.stderr, c.code, c.want)
+			}
+		})
+	}
+	resp, err := http.Get("http://" + addr + "/v2/_catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var cat struct{ Repositories []string }
+	if err := json.NewDecoder(resp.Body).Decode(&cat); err != nil || len(cat.Repositories) != 0 {
+		t.Errorf("after refused pushes the registry holds %v (%v), want nothing", cat.Repositories, err)
 	}
 }
 

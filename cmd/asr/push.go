@@ -76,8 +76,10 @@ func runPush(ctx context.Context, e env, args []string) error {
 	case *timeout <= 0:
 		return usageError("push: --timeout must be a positive number of seconds")
 	}
-	if _, err := oci.ParseReference(ref); err != nil {
+	if r, err := oci.ParseReference(ref); err != nil {
 		return usageError("push: destination %s: %v", ref, err)
+	} else if r.ValidateReferenceAsTag() != nil {
+		return usageError("push: destination %s: push needs a tag (REPOSITORY:TAG), not a digest: the registry computes the digest", ref)
 	}
 
 	// Nothing leaves the machine before the image is checked whole.
