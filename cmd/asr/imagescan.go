@@ -17,7 +17,6 @@ import (
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
-	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/trust"
 )
 
@@ -57,7 +56,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	out := progress.New(e.stdout, *puppet)
 
 	out.Step("Validating source")
-	st, err := source.OpenStream(*src)
+	st, err := openScanSource(ctx, *src, *output, *overwrite)
 	if err != nil {
 		out.Fail(err)
 		return err
