@@ -421,6 +421,20 @@ func lvPieces(vg *lvmVG, lv *lvmLV, pv *lvmPV, base int64) ([]lvPieceOn, string,
 	var out []lvPieceOn
 	for _, s := range lv.segs {
 		if s.typ != "striped" {
+			// Areas of other types on this volume are kept whole, at
+			// the segment's full length: too long for some types, which
+			// can only make the metadata look inconsistent (the whole
+			// volume is then kept), never leave an extent in use free.
+			for _, a := range s.areas {
+				if a.pv != pv.name || a.pe < 0 {
+					continue
+				}
+				if a.pe+s.count > pv.peCount {
+					return nil, "", fallback("logical volume %s: extents %d to %d lie past the %d of the physical volume", lv.name, a.pe, a.pe+s.count, pv.peCount)
+				}
+				p := lvPieceOn{lvPiece: lvPiece{n: 1, disk: base + a.pe*ext, areaLen: s.count * ext}, onPV: true}
+				out = append(out, p)
+			}
 			continue
 		}
 		n := int64(len(s.areas))

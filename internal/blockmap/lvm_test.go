@@ -399,3 +399,36 @@ func ExampleBuild_lvm() {
 	// 61440 + 8192 LVM2 metadata     0 used  unallocated physical extents
 	// 69632 + 4096 LVM2 metadata     0 used  after the last physical extent
 }
+
+// TestLVMOtherSegmentOnPV: a segment of another type whose areas lie on
+// this physical volume (a pvmove's mirror) keeps them whole: they must
+// not pass for unallocated extents.
+func TestLVMOtherSegmentOnPV(t *testing.T) {
+	text := strings.Replace(tinyVGText, "pool_tdata {", `pvmove0 {
+status = ["READ", "WRITE", "PVMOVE", "LOCKED"]
+segment1 {
+start_extent = 0
+extent_count = 1
+type = "mirror"
+mirror_count = 2
+mirrors = [
+"pv0", 12,
+"pv0", 13
+]
+}
+}
+pool_tdata {`, 1)
+	b := tinyPV(text, tinyExt2(6, 7), tinyExt2(6))
+	m, err := Build(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pe := range []int64{12, 13} {
+		if !allUsed(m, tinyPVStart+pe*tinyPVExtent, tinyPVExtent) {
+			t.Errorf("PE %d, a leg of pvmove0, is not kept whole:%s", pe, describe(m))
+		}
+	}
+}

@@ -43,7 +43,8 @@ type lvmSeg struct {
 }
 
 // lvmArea is where one stripe of a segment lies: extents [pe, pe+len) of
-// a physical volume (pv names the metadata's key) or of another volume.
+// a physical volume (pv names the metadata's key) or of another volume; pe
+// is -1 for a volume a segment of another type names.
 type lvmArea struct {
 	pv string
 	pe int64
@@ -175,9 +176,15 @@ func parseSeg(s *cfgNode) (lvmSeg, error) {
 		return seg, fmt.Errorf("segment %s: start %d, count %d, type %q", s.key, seg.start, seg.count, seg.typ)
 	}
 	if seg.typ != "striped" {
+		// A name followed by a number is an area on a physical volume
+		// (a pvmove's or an old mirror's legs); a name alone, a volume.
 		for _, c := range s.children {
-			for _, v := range c.vals {
-				if !v.isNum {
+			for i, v := range c.vals {
+				switch {
+				case v.isNum:
+				case i+1 < len(c.vals) && c.vals[i+1].isNum && c.vals[i+1].num >= 0 && c.vals[i+1].num <= maxLVMExtents:
+					seg.areas = append(seg.areas, lvmArea{pv: v.str, pe: c.vals[i+1].num})
+				default:
 					seg.areas = append(seg.areas, lvmArea{pv: v.str, pe: -1})
 				}
 			}
