@@ -133,3 +133,28 @@ func dirNames(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// TestE2EVirtualDiskDamaged: a qcow2 cut short fails in qemu-img; the
+// error says so, and neither an image nor the raw copy is left behind.
+func TestE2EVirtualDiskDamaged(t *testing.T) {
+	testenv.Require(t, "qemu-img", "mkfs.ext4")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw.img")
+	fillRandom(t, raw, 32<<20, 8)
+	qcow := filepath.Join(dir, "disk.qcow2")
+	sh(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow)
+	if err := os.Truncate(qcow, fileSize(t, qcow)/2); err != nil {
+		t.Fatal(err)
+	}
+	outDir := filepath.Join(dir, "out")
+	if err := os.Mkdir(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := asr(t, "imagescan", "--source", qcow, "--output", filepath.Join(outDir, "o.asr"))
+	if r.err == nil || !strings.Contains(r.stderr, "qemu-img") || !strings.Contains(r.stderr, qcow) {
+		t.Errorf("imagescan of a truncated qcow2: err %v, stderr %q; want a failure naming the file and qemu-img", r.err, r.stderr)
+	}
+	if names := dirNames(t, outDir); len(names) != 0 {
+		t.Errorf("imagescan left %v in the output directory, want nothing", names)
+	}
+}

@@ -158,6 +158,9 @@ func OpenVirtualDisk(ctx context.Context, path, tmpDir string) (*Stream, error) 
 	if err := info.alone(src); err != "" {
 		return nil, fmt.Errorf("source %s is a %s image with %s: asr reads an image alone, never the files it names; flatten it first: qemu-img convert -O qcow2 %s flat.qcow2", path, vd.Name, err, path)
 	}
+	if err := qemuImageCheck(ctx, qemuImg, vd, lf.f, src); err != nil {
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
 	if info.VirtualSize <= 0 || info.VirtualSize > maxVirtualSize {
 		return nil, fmt.Errorf("source %s: %s image of %d bytes: an image holds from 1 byte to %d", path, vd.Name, info.VirtualSize, maxVirtualSize)
 	}
@@ -236,6 +239,38 @@ func qemuImageInfo(ctx context.Context, qemuImg string, vd VirtualDisk, f *os.Fi
 	return &info, nil
 }
 
+// qemuImageCheck runs qemu-img check, where the format has one: qemu-img
+// reads a cluster past the end of a truncated file as zeros, so without
+// the check a qcow2 cut short by a failed download would convert, and be
+// imaged, without a word. Leaked clusters (exit status 3) are harmless.
+func qemuImageCheck(ctx context.Context, qemuImg string, vd VirtualDisk, f *os.File, src string) error {
+	switch vd.format {
+	case "qcow2", "vmdk", "vhdx", "vdi":
+	default:
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, qemuImg, "check", "--output=json", "-f", vd.format, src)
+	cmd.ExtraFiles = []*os.File{f}
+	out := &limitedBuffer{max: 1 << 20}
+	cmd.Stdout, cmd.Stderr = out, &limitedBuffer{max: 0}
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	var res struct {
+		Corruptions int64 `json:"corruptions"`
+		CheckErrors int64 `json:"check-errors"`
+	}
+	if jerr := json.Unmarshal(out.b.Bytes(), &res); jerr != nil {
+		return fmt.Errorf("qemu-img check cannot check the %s image (%v): it is damaged or not what its header says", vd.Name, err)
+	}
+	if res.Corruptions > 0 || res.CheckErrors > 0 {
+		return fmt.Errorf("qemu-img check finds %d corruptions and %d errors in the %s image: it is damaged (cut short?); 'qemu-img check -f %s' lists them", res.Corruptions, res.CheckErrors, vd.Name, vd.format)
+	}
+	return nil
+}
+
 // runQemuImg runs qemu-img with src as fd 3 and dst (if any) as fd 4, its
 // output (at most 1 MiB) into stdout; a failure carries the last line of
 // its errors, escaped.
@@ -245,18 +280,16 @@ func runQemuImg(ctx context.Context, qemuImg string, args []string, src, dst *os
 	if dst != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, dst)
 	}
-	var errb limitedBuffer
-	errb.max = 64 << 10
-	cmd.Stderr = &errb
-	if stdout != nil {
-		cmd.Stdout = &limitedBuffer{Buffer: stdout, max: 1 << 20}
-	}
+	errb := &limitedBuffer{max: 64 << 10}
+	cmd.Stderr = errb
+	outb := &limitedBuffer{max: 1 << 20}
+	cmd.Stdout = outb
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		msg := strings.TrimSpace(errb.String())
+		msg := strings.TrimSpace(errb.b.String())
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
 		}
@@ -265,21 +298,22 @@ func runQemuImg(ctx context.Context, qemuImg string, args []string, src, dst *os
 		}
 		return fmt.Errorf("%w: %s", err, safetext.Line(strings.TrimPrefix(msg, "qemu-img: ")))
 	}
+	if stdout != nil {
+		stdout.Write(outb.b.Bytes())
+	}
 	return nil
 }
 
-// limitedBuffer keeps at most max bytes of what is written to it.
+// limitedBuffer keeps at most max bytes of what is written to it. It has
+// only Write, so that io.Copy cannot go around the limit.
 type limitedBuffer struct {
-	*bytes.Buffer
+	b   bytes.Buffer
 	max int
 }
 
 func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if l.Buffer == nil {
-		l.Buffer = &bytes.Buffer{}
-	}
-	if room := l.max - l.Len(); room > 0 {
-		l.Buffer.Write(p[:min(len(p), room)])
+	if room := l.max - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
 }
