@@ -35,12 +35,16 @@ type lvmEnv struct {
 	dir string
 }
 
-func newLVMEnv(t *testing.T, dev string) *lvmEnv {
+func newLVMEnv(t *testing.T, devs ...string) *lvmEnv {
 	t.Helper()
 	dir := t.TempDir()
+	var accept string
+	for _, d := range devs {
+		accept += fmt.Sprintf(`"a|^%s$|", `, d)
+	}
 	conf := fmt.Sprintf(`devices {
-	filter = [ "a|^%[1]s$|", "r|.*|" ]
-	global_filter = [ "a|^%[1]s$|", "r|.*|" ]
+	filter = [ %[1]s"r|.*|" ]
+	global_filter = [ %[1]s"r|.*|" ]
 	use_devicesfile = 0
 	obtain_device_list_from_udev = 0
 	external_device_info_source = "none"
@@ -57,7 +61,7 @@ backup {
 global {
 	use_lvmpolld = 0
 }
-`, dev)
+`, accept)
 	if err := os.WriteFile(filepath.Join(dir, "lvm.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +84,8 @@ func (l *lvmEnv) run(name string, args ...string) string {
 // bytes: lvOff in the volume, pvOff in the physical volume's device.
 type lvSegment struct{ lvOff, pvOff, size int64 }
 
-// segments asks lvs where each volume of vg lies on dev.
+// segments asks lvs where each volume of vg lies on dev (segments on
+// other physical volumes are left out).
 func (l *lvmEnv) segments(vg, dev string) map[string][]lvSegment {
 	l.t.Helper()
 	peStart, err := strconv.ParseInt(strings.TrimSpace(l.run("pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", dev)), 10, 64)
@@ -96,7 +101,11 @@ func (l *lvmEnv) segments(vg, dev string) map[string][]lvSegment {
 		if _, err := fmt.Sscan(line, &name, &start, &size, &ranges); err != nil {
 			l.t.Fatalf("lvs line %q: %v", line, err)
 		}
-		if _, err := fmt.Sscanf(ranges[strings.LastIndexByte(ranges, ':')+1:], "%d-%d", &pe0, &pe1); err != nil || (pe1-pe0+1)*extent != size {
+		colon := strings.LastIndexByte(ranges, ':')
+		if colon < 0 || ranges[:colon] != dev {
+			continue
+		}
+		if _, err := fmt.Sscanf(ranges[colon+1:], "%d-%d", &pe0, &pe1); err != nil || (pe1-pe0+1)*extent != size {
 			l.t.Fatalf("lvs line %q: extents %d-%d for %d bytes (%v)", line, pe0, pe1, size, err)
 		}
 		segs[name] = append(segs[name], lvSegment{lvOff: start, pvOff: peStart + pe0*extent, size: size})
@@ -261,6 +270,57 @@ func TestE2ELVMImageKeepsOnlyUsedData(t *testing.T) {
 			t.Errorf("restored volume %s: files differ: %s", lv, diff)
 		}
 	}
+}
+
+// TestE2ELVMTwoPhysicalVolumes: a volume group on two disks. The image of
+// the first maps the volume lying wholly on it by its filesystem and keeps
+// whole the extents of the volume that spans both, with a note.
+func TestE2ELVMTwoPhysicalVolumes(t *testing.T) {
+	testenv.Require(t, "losetup", "mkfs.ext4", "e2fsck", "pvcreate", "vgcreate", "lvcreate", "lvs", "pvs", "mount")
+	dir := t.TempDir()
+	vg := vgName()
+	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	fillRandom(t, a, 64<<20, 31)
+	fillRandom(t, b, 64<<20, 32)
+	da, db := loop(t, a), loop(t, b)
+	l := newLVMEnv(t, da, db)
+	l.run("pvcreate", "-q", da, db)
+	l.run("vgcreate", "-q", "-s", "4M", vg, da, db)
+	l.run("lvcreate", "-q", "-an", "-Zn", "-L", "24M", "-n", "solo", vg, da)
+	l.run("lvcreate", "-q", "-an", "-Zn", "-L", "80M", "-n", "span", vg, da, db)
+	segs := l.segments(vg, da)
+	if len(segs["solo"]) != 1 || len(segs["span"]) != 1 {
+		t.Fatalf("lvs reports segments %v on %s, want one of solo and one of span", segs, da)
+	}
+	fs := filepath.Join(dir, "solo.ext4")
+	sh(t, "truncate", "-s", "24M", fs)
+	sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", fs)
+	tree := fillVolume(t, fs, 5)
+	copySegments(t, fs, a, 0, segs["solo"], true)
+
+	img := a + ".asr"
+	r := mustAsr(t, "imagescan", "--source", a, "--output", img)
+	for _, want := range []string{"(LVM2 logical volume " + vg + "/solo)", "LVM2 logical volume " + vg + "/span: lies partly on another physical volume, kept whole"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("imagescan output lacks %q; got:\n%s", want, r.stdout)
+		}
+	}
+	tfile := filepath.Join(dir, "target.img")
+	fillRandom(t, tfile, fileSize(t, a), 33)
+	mustAsr(t, "restore", "--source", img, "--target", loop(t, tfile), "--erase", "--noprompt")
+	sp := segs["span"][0]
+	if got, want := hashRange(t, tfile, sp.pvOff, sp.size), hashRange(t, a, sp.pvOff, sp.size); got != want {
+		t.Errorf("the spanning volume's extents on the first disk were not restored byte for byte")
+	}
+	restored := filepath.Join(dir, "solo.restored")
+	copySegments(t, restored, tfile, 0, segs["solo"], false)
+	if out, err := exec.Command("e2fsck", "-fn", restored).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn on the restored volume: %v\n%s", err, out)
+	}
+	if diff := firstDiff(tree, treeDigest(t, loop(t, restored, "-r"), "ext4")); diff != "" {
+		t.Errorf("restored volume solo: files differ: %s", diff)
+	}
+	checkFreeNotCopied(t, a, tfile)
 }
 
 // TestE2ELVMDamagedMetadata: a physical volume whose metadata text fails
