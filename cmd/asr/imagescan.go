@@ -22,7 +22,7 @@ import (
 
 func runImagescan(ctx context.Context, e env, args []string) error {
 	fs := newFlags("imagescan")
-	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, or a block device (required)")
+	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, a VM disk image (qcow2, VMDK, VHD, VHDX, VDI) or a block device (required)")
 	output := fs.String("output", "", "the prepared `IMAGE` to write (required)")
 	chunk := fs.Int("chunksize", image.DefaultChunkSize, "chunk size in `BYTES`, a multiple of 4096 from 65536 to 16777216")
 	overwrite := fs.Bool("overwrite", false, "replace IMAGE if it exists")
