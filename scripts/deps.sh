@@ -12,6 +12,12 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
 [ -x /usr/bin/time ] || need+=(time) # GNU time: peak memory in the benchmarks
+# LVM2 and LUKS volumes in the mapping tests; qemu-img reads the VM disk
+# formats (qcow2, VMDK, VHD, VHDX, VDI) imagescan takes as sources.
+for pair in pvcreate:lvm2 cryptsetup:cryptsetup-bin qemu-img:qemu-utils; do
+	cmd=${pair%%:*} pkg=${pair#*:}
+	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
+done
 # The first-boot test OS (testdata/mkbootos.sh): syslinux's MBR, a static
 # busybox (the dynamic one of package busybox cannot run in its initramfs).
 [ -r /usr/lib/syslinux/mbr/mbr.bin ] || need+=(syslinux-common)

@@ -240,6 +240,14 @@ DESCRIPTION
     read-only, while it is scanned: a filesystem that changes during the scan gives an
     image of no consistent moment.
 
+    DISK may also be a VM or cloud disk image: qcow2, VMDK, VHD, VHDX or VDI, known by
+    its magic, not its name. qemu-img (Debian's qemu-utils) converts it first to a raw
+    copy in IMAGE's directory, which has no name and is gone when the scan ends, however
+    it ends; it takes as much space as the disk's allocated data. An image that names
+    other files (a backing file, a differencing disk's parent, an external data file or
+    extent) is refused: flatten it first with 'qemu-img convert -O qcow2 DISK flat.qcow2'.
+    The image made from it is the one the raw disk gives, digest included.
+
     Before reading the data, imagescan maps which bytes matter, from the disk's own
     metadata: the partition table (MBR or GPT, both GPT copies kept), and in each
     partition its filesystem's allocation maps: ext2/3/4 block bitmaps (flex_bg, meta_bg
@@ -252,6 +260,13 @@ DESCRIPTION
     every non-zero chunk, and imagescan prints a warning naming the area and the reason.
     One line per area says which method mapped it and how much it uses; 'asr info'
     shows the same.
+
+    An LVM2 physical volume is mapped by its own metadata: its label and metadata areas
+    are kept, unallocated extents are free, and each logical volume lying wholly on it in
+    linear or striped segments is mapped by the filesystem it holds. Thin pools, RAID
+    and mirror volumes, snapshots and volumes reaching onto other physical volumes are
+    kept whole, with a note. Encrypted volumes (LUKS1, LUKS2, BitLocker) are recognised
+    and kept whole: the note says "encrypted".
 
     The same disk scanned with the same options gives the same image, byte for byte.
     The creation time recorded is SOURCE_DATE_EPOCH if set, else the source file's

@@ -17,13 +17,12 @@ import (
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/restore"
-	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/trust"
 )
 
 func runImagescan(ctx context.Context, e env, args []string) error {
 	fs := newFlags("imagescan")
-	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, or a block device (required)")
+	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, a VM disk image (qcow2, VMDK, VHD, VHDX, VDI) or a block device (required)")
 	output := fs.String("output", "", "the prepared `IMAGE` to write (required)")
 	chunk := fs.Int("chunksize", image.DefaultChunkSize, "chunk size in `BYTES`, a multiple of 4096 from 65536 to 16777216")
 	overwrite := fs.Bool("overwrite", false, "replace IMAGE if it exists")
@@ -57,7 +56,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	out := progress.New(e.stdout, *puppet)
 
 	out.Step("Validating source")
-	st, err := source.OpenStream(*src)
+	st, err := openScanSource(ctx, *src, *output, *overwrite)
 	if err != nil {
 		out.Fail(err)
 		return err

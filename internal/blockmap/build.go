@@ -265,6 +265,9 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blockmap: reading the first bytes at %d: %w", off, err)
 	}
+	if note := encryptedNote(sr, n, head); note != "" {
+		return []Region{nonZero(off, n, note)}, nil
+	}
 	type method struct {
 		name string
 		fn   func(io.ReaderAt, int64, []byte) (*fsMap, error)
@@ -281,6 +284,8 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 	}
 	other := foreignSignature(head)
 	switch {
+	case len(found) == 0 && other == lvmSignature:
+		return mapLVM(r, off, n, head)
 	case len(found) == 0 && other != "":
 		return []Region{nonZero(off, n, other+": not mapped")}, nil
 	case len(found) == 0:

@@ -97,6 +97,10 @@ func Open(path string, opts Options) (Source, error) {
 		}
 		return &raw{info: Info{Kind: ft.kind(), Path: path, Size: usize, ChunkSize: cs}, open: open, closer: f}, nil
 	}
+	if vd := detectVirtualDisk(f, size); vd.Name != "" {
+		f.Close()
+		return nil, fmt.Errorf("source %s is a %s image, not a raw disk: make a prepared image of it first: asr imagescan --source %s --output IMAGE", path, vd.Name, path)
+	}
 	return plain("raw image")
 }
 
