@@ -86,3 +86,6 @@ func (c *Client) counters() *Counters {
 	return &Counters{Packets: c.packets.Load(), Foreign: c.foreign.Load(), Malformed: c.bogus.Load(),
 		Failed: c.forged.Load(), Rebuilt: c.rebuilt.Load(), Repaired: c.repairedN.Load()}
 }
+
+// Chunks counts the image's chunks, all and stored (sent in each pass).
+func (s *Server) Chunks() (all, stored int) { return len(s.im.Manifest.Chunks), s.stored }
