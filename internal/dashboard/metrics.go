@@ -23,9 +23,9 @@ type collector struct {
 	d *Dashboard
 
 	clients, listening, pass, passes, bytes, packets, repairChunks, repairBytes *prometheus.Desc
-	conns, connsTotal, connsRefused, badControl                                *prometheus.Desc
-	reportedPackets, reportedIgnored, reportedChunks                           *prometheus.Desc
-	imageInfo, imageSize, buildInfo                                            *prometheus.Desc
+	conns, connsTotal, connsRefused, badControl                                 *prometheus.Desc
+	reportedPackets, reportedIgnored, reportedChunks                            *prometheus.Desc
+	imageInfo, imageSize, buildInfo                                             *prometheus.Desc
 }
 
 func newCollector(d *Dashboard) *collector {
@@ -111,4 +111,3 @@ func (d *Dashboard) metricsHandler() http.Handler {
 		ErrorHandling:       promhttp.ContinueOnError,
 	})
 }
-
