@@ -1,0 +1,196 @@
+package dashboard
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asrlinux/asr/internal/multicast"
+)
+
+// table is a server state for the tests that need no multicast: a fixed
+// list of clients, and bytes sent that grow at each read so that every
+// snapshot differs from the last.
+type table struct {
+	clients []multicast.ClientStatus
+	sent    atomic.Int64
+}
+
+func (s *table) Clients() []multicast.ClientStatus { return s.clients }
+func (s *table) Forgotten() map[string]int         { return map[string]int{} }
+func (s *table) Stats() multicast.ServerStats {
+	return multicast.ServerStats{BytesSent: s.sent.Add(1)}
+}
+
+// serve runs d on a port of 127.0.0.1 until the test ends.
+func serve(t *testing.T, d *Dashboard) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx) }()
+	go func() { d.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+func TestSummary(t *testing.T) {
+	c := func(states ...string) []Client {
+		var out []Client
+		for _, s := range states {
+			out = append(out, Client{State: s})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		clients   []Client
+		forgotten map[string]int
+		level     string
+		text      string
+	}{
+		{nil, nil, "idle", "Waiting for clients"},
+		{c("done", "done"), nil, "ok", "All 2 machines done"},
+		{c("done"), map[string]int{"done": 300}, "ok", "All 301 machines done"},
+		{c("done", "restoring", "joined"), nil, "busy", "1 done, 2 in progress, of 3 machines"},
+		{c("done", "failed", "restoring"), nil, "bad", "1 failed, 1 done, 1 in progress, of 3 machines"},
+		{c("done", "done"), map[string]int{"lost": 1}, "bad", "1 failed, 2 done, 0 in progress, of 3 machines"},
+	} {
+		m := summarize(tc.clients, tc.forgotten)
+		if m.Level != tc.level || m.Text != tc.text || m.AllDone != (tc.level == "ok") {
+			t.Errorf("summarize(%v, %v) = %+v, want %s %q", tc.clients, tc.forgotten, m, tc.level, tc.text)
+		}
+	}
+}
+
+// The page as served, before its script runs: a client's name and
+// message are text, never markup.
+func TestPageEscapesClientText(t *testing.T) {
+	now := time.Now()
+	d, err := New(Options{Server: &table{clients: []multicast.ClientStatus{{ID: 1, Name: `<b>x</b><script>alert(1)</script>`,
+		Disk: `"/dev/sda" onmouseover="x"`, State: multicast.StateFailed, Message: `<img src=x onerror=alert(1)>`, Since: now, LastSeen: now}}},
+		Image: Image{Name: "<i>lab</i>.asr"}, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, d)
+	resp, err := http.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	for _, bad := range []string{"<b>x", "<script>alert", "<img src=x", `onmouseover="x"`, "<i>lab"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("the page holds client text as markup: %q", bad)
+		}
+	}
+	for _, want := range []string{"&lt;b&gt;x&lt;/b&gt;", "&lt;img src=x onerror=alert(1)&gt;", `class="state-failed failed"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+		t.Errorf("Content-Security-Policy %q: want the page's own script and style only", csp)
+	}
+}
+
+// Past MaxStreams live pages, one more is refused (503, and the page
+// retries), and a page that does not read its events is dropped, which
+// frees its place: the dashboard's cost is bounded whatever its viewers
+// do.
+func TestEventStreamsBounded(t *testing.T) {
+	// Large snapshots that change every 10 ms fill a non-reading
+	// viewer's socket buffers within a second.
+	var clients []multicast.ClientStatus
+	for i := range 2000 {
+		clients = append(clients, multicast.ClientStatus{ID: i, Name: strings.Repeat("n", 200), State: multicast.StateRestoring})
+	}
+	d, err := New(Options{Server: &table{clients: clients}, Interval: 10 * time.Millisecond, MaxStreams: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, d)
+	addr := strings.TrimPrefix(url, "http://")
+
+	// The viewer that never reads.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Its place is taken: wait for its first bytes, then read no more.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReaderSize(c, 16).ReadString('\n')
+	if err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("the first event stream: %q, %v", line, err)
+	}
+	resp, err := http.Get(url + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a second event stream with MaxStreams 1: %s, want 503", resp.Status)
+	}
+	// Within its write deadline (and some), the stalled viewer is gone.
+	deadline := time.Now().Add(eventWriteTimeout + 10*time.Second)
+	for {
+		resp, err := http.Get(url + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the viewer that reads nothing still holds its place after %s", eventWriteTimeout+10*time.Second)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// A live page gets the state at once, then each change as an event.
+func TestEventsCarrySnapshots(t *testing.T) {
+	d, err := New(Options{Server: &table{clients: []multicast.ClientStatus{{ID: 1, Name: "pc-1", State: multicast.StateJoined}}},
+		Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, d)
+	resp, err := http.Get(url + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	r := bufio.NewReader(resp.Body)
+	events := 0
+	for events < 3 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d events: %v", events, err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			if !strings.Contains(line, `"name":"pc-1"`) || !strings.Contains(line, `"state":"joined"`) {
+				t.Fatalf("event %s lacks the client", line)
+			}
+			events++
+		}
+	}
+}
