@@ -98,7 +98,7 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 		t.Fatalf("opening %s: %v", url, err)
 	}
 	waitText(t, ctx, "#summary", "Waiting for clients", 20*time.Second)
-	waitText(t, ctx, "#conn", "live", 20*time.Second)
+	waitText(t, ctx, "#conn", "live ·", 20*time.Second)
 
 	// The clients: two restore, one fails for its target's size.
 	type client struct {
