@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +72,8 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 	for i := range 3 {
 		hosts = append(hosts, lab.AddHostT(t, fmt.Sprintf("c%d", i+1), 11+i))
 	}
+	// A fourth host misbehaves, for the counters /metrics must show.
+	rogue := lab.AddHostT(t, "x", 20)
 
 	disk := testenv.Disk(t, dir, diskSize, 161)
 	img := disk + ".asr"
@@ -128,10 +132,29 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 			outs[i], errs[i] = string(out), err
 		})
 	}
-	// Watch the page while they run: progress must move in it, with no
-	// reload, for the clients that restore.
+	// Meanwhile the rogue host opens a control connection that speaks
+	// HTTP, and sends the group packets of another stream and junk.
+	if err := rogue.Do(func() error {
+		c, err := net.DialTimeout("tcp", "198.18.0.1:7800", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+		io.Copy(io.Discard, c) // until the server hangs up
+		return nil
+	}); err != nil {
+		t.Fatalf("rogue control connection: %v", err)
+	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	var rogueSent atomic.Int64
+	rogueDone := make(chan error, 1)
+	go func() { rogueDone <- rogue.Do(func() error { return sendRogue(done, &rogueSent) }) }()
+
+	// Watch the page while they run: progress must move in it, with no
+	// reload, for the clients that restore.
 	seen := map[string]map[string]bool{} // name: percentages seen part-way
 	var names map[string]bool
 watch:
@@ -155,6 +178,9 @@ watch:
 				seen[r.Name][r.Pct] = true
 			}
 		}
+	}
+	if err := <-rogueDone; err != nil {
+		t.Fatalf("rogue packets: %v", err)
 	}
 	for i, c := range clients {
 		if (errs[i] == nil) != c.good {
@@ -256,11 +282,14 @@ watch:
 		{"asr_server_sent_bytes_total", "", gt(diskSize / 8), "> a pass of the stored data"},
 		{"asr_server_sent_packets_total", "", gt(100), "> 100"},
 		{"asr_server_pass", "", gt(0), ">= 1"},
-		{"asr_server_control_connections_total", "", eq(3), "3"},
+		{"asr_server_control_connections_total", "", eq(4), "4 (3 clients, 1 rogue)"},
 		{"asr_server_control_connections", "", eq(0), "0 (all closed)"},
-		{"asr_server_control_malformed_total", "", eq(0), "0"},
+		{"asr_server_control_malformed_total", "", eq(1), "1 (the rogue's HTTP)"},
 		{"asr_server_client_packets_total", "", gt(100), "> 100 (reported by the clients)"},
-		{"asr_server_client_ignored_packets_total", "reason=foreign", eq(0), "0"},
+		// Each of the two restoring clients gets at most every rogue
+		// packet, and some arrive while they listen.
+		{"asr_server_client_ignored_packets_total", "reason=foreign", between(1, 2*float64(rogueSent.Load())), "some of the rogue's"},
+		{"asr_server_client_ignored_packets_total", "reason=malformed", between(1, 2*float64(rogueSent.Load())), "some of the rogue's"},
 		{"asr_server_client_chunks_total", "outcome=failed_check", eq(0), "0"},
 		{"asr_server_image_size_bytes", "", eq(diskSize), fmt.Sprint(diskSize)},
 		{"asr_server_image_info", "digest=" + digest, eq(1), "1"},
@@ -456,6 +485,38 @@ func value(mf map[string]*dto.MetricFamily, name, label string) (float64, bool) 
 		}
 	}
 	return 0, false
+}
+
+// sendRogue sends the lab's group, every 20 ms until done, a packet of
+// another stream (well formed, another identity) and a malformed one; n
+// counts the pairs.
+func sendRogue(done <-chan struct{}, n *atomic.Int64) error {
+	c, err := net.Dial("udp4", "239.255.16.1:7801")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	foreign := make([]byte, 40+1408)
+	binary.LittleEndian.PutUint32(foreign, 0x4d525341) // "ASRM"
+	foreign[4], foreign[5] = 1, 1                      // wire version 1
+	copy(foreign[8:24], "another-stream!!")
+	binary.LittleEndian.PutUint16(foreign[36:], 1) // K
+	binary.LittleEndian.PutUint16(foreign[38:], 1) // N
+	junk := []byte("not a packet of asr")
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+		c.Write(foreign)
+		c.Write(junk)
+		n.Add(1)
+	}
+}
+
+func between(lo, hi float64) func(float64) bool {
+	return func(v float64) bool { return v >= lo && v <= hi }
 }
 
 func eq(w float64) func(float64) bool { return func(v float64) bool { return v == w } }
