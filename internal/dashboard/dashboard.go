@@ -73,6 +73,7 @@ type Dashboard struct {
 	mu      sync.Mutex
 	snap    *Snapshot
 	json    string        // snap as JSON (one line), shared by every viewer
+	seq     uint64        // counts the changes of json
 	changed chan struct{} // closed and replaced when json changes
 	last    sample        // the previous sample, for the stream rate
 }
@@ -134,6 +135,7 @@ func (d *Dashboard) refresh(now time.Time) {
 	d.snap = snap
 	if string(b) != d.json {
 		d.json = string(b)
+		d.seq++
 		close(d.changed)
 		d.changed = make(chan struct{})
 	}
@@ -145,6 +147,14 @@ func (d *Dashboard) current() (*Snapshot, string, <-chan struct{}) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.snap, d.json, d.changed
+}
+
+// latest returns the latest snapshot's JSON and number, and a channel
+// closed when a newer one is published.
+func (d *Dashboard) latest() (string, uint64, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.json, d.seq, d.changed
 }
 
 // Handler serves the page, its assets, the event stream, the JSON API

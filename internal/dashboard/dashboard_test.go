@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -192,5 +193,56 @@ func TestEventsCarrySnapshots(t *testing.T) {
 			}
 			events++
 		}
+	}
+}
+
+// Viewers share one snapshot: 60 live pages of a 256-client table cost
+// their connections (both ends here, ~30-60 KiB), not 60 copies of the
+// state (a snapshot is over 100 KiB).
+func TestViewersShareOneSnapshot(t *testing.T) {
+	var clients []multicast.ClientStatus
+	for i := range 256 {
+		clients = append(clients, multicast.ClientStatus{ID: i, Name: strings.Repeat("n", 256), Disk: strings.Repeat("d", 256),
+			State: multicast.StateRestoring})
+	}
+	d, err := New(Options{Server: &table{clients: clients}, Interval: 50 * time.Millisecond, MaxStreams: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, snap, _ := d.current()
+	if len(snap) < 100<<10 {
+		t.Fatalf("a snapshot of %d bytes is too small for the test", len(snap))
+	}
+	url := serve(t, d)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	tr := &http.Transport{MaxConnsPerHost: 0, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	var bodies []io.ReadCloser
+	for range 60 {
+		resp, err := hc.Get(url + "/events")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("a live page: %v %v", resp, err)
+		}
+		bodies = append(bodies, resp.Body)
+		// Read, slowly, as a page does: a line at a time.
+		go io.Copy(io.Discard, resp.Body)
+	}
+	time.Sleep(500 * time.Millisecond) // ten snapshots
+	grew := int64(heap()) - int64(before)
+	for _, b := range bodies {
+		b.Close()
+	}
+	// The clients' side is in this process too: its buffers count.
+	if perViewer := grew / 60; perViewer > int64(len(snap)/2) {
+		t.Errorf("the heap grew by %d KiB for 60 live pages, %d KiB each; a snapshot is %d KiB", grew>>10, perViewer>>10, len(snap)>>10)
+	} else {
+		t.Logf("60 live pages: heap +%d KiB (%d KiB each, both ends of the connections); one snapshot %d KiB", grew>>10, perViewer>>10, len(snap)>>10)
 	}
 }

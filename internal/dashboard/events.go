@@ -52,16 +52,16 @@ func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) {
 	defer ping.Stop()
 	end := time.NewTimer(maxStreamAge)
 	defer end.Stop()
-	var sent string
+	var sent uint64
 	for {
-		_, b, changed := d.current()
-		if b != sent {
-			// Published snapshots are immutable strings: comparing
-			// them costs a pointer check when they are the same.
+		// A viewer keeps the number of the snapshot it sent, not the
+		// snapshot: one that lags holds no old copy of the state.
+		b, seq, changed := d.latest()
+		if seq != sent {
 			if !send("event: snapshot\ndata: ", b, "\n\n") {
 				return
 			}
-			sent = b
+			sent = seq
 		}
 		select {
 		case <-changed:

@@ -50,6 +50,7 @@
     const pct = document.createElement("span");
     pct.className = "pct";
     c[5].append(bar, " ", pct);
+    c[6].className = c[7].className = c[8].className = "num";
     c[9].className = "reason";
     return tr;
   }
