@@ -246,3 +246,25 @@ func TestViewersShareOneSnapshot(t *testing.T) {
 		t.Logf("60 live pages: heap +%d KiB (%d KiB each, both ends of the connections); one snapshot %d KiB", grew>>10, perViewer>>10, len(snap)>>10)
 	}
 }
+
+// A live page outlives the server's request timeouts: its stream is not
+// cut when the read timeout of the request passes.
+func TestEventStreamOutlivesReadTimeout(t *testing.T) {
+	d, err := New(Options{Server: &table{}, Interval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, d)
+	resp, err := http.Get(url + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	start := time.Now()
+	for time.Since(start) < readTimeout+2*time.Second {
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatalf("the stream ended after %s: %v", time.Since(start).Round(time.Second), err)
+		}
+	}
+}
