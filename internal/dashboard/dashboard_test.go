@@ -268,3 +268,28 @@ func TestEventStreamOutlivesReadTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A signed image shows its signers on the page, in /api/image and in
+// asr_server_image_info.
+func TestSignedImageShowsSigner(t *testing.T) {
+	d, err := New(Options{Server: &table{}, Image: Image{Name: "lab.asr", Digest: "sha256:ab", Signers: []string{"key ID 3A5F0B2C9D1E4F60"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, d)
+	for path, want := range map[string]string{
+		"/":          "by key ID 3A5F0B2C9D1E4F60",
+		"/api/image": `"signers": [` + "\n" + `    "key ID 3A5F0B2C9D1E4F60"`,
+		"/metrics":   `asr_server_image_info{digest="sha256:ab",name="lab.asr",signed="true"} 1`,
+	} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), want) {
+			t.Errorf("GET %s lacks %q:\n%.2000s", path, want, b)
+		}
+	}
+}
