@@ -249,7 +249,6 @@ func (d *Dashboard) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          nil,
 	}
 	stop := context.AfterFunc(ctx, func() { hs.Close() })
 	defer stop()
