@@ -93,6 +93,8 @@ fuzz:
 	$(call fuzz-one,FuzzControlFrame,./internal/multicast/,50000)
 	$(call fuzz-one,FuzzPacketHeader,./internal/multicast/,40000)
 	$(call fuzz-one,FuzzText,./internal/redact/,40000)
+	$(call fuzz-one,FuzzASRLayer,./internal/oci/,30000)
+	$(call fuzz-one,FuzzParseReference,./internal/oci/,40000)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

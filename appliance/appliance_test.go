@@ -24,6 +24,9 @@ func TestParseCmdline(t *testing.T) {
 		{"asr.source=label:ASRDATA asr.report=http://198.18.0.1:8081/status",
 			Config{Source: "label:ASRDATA", Report: "http://198.18.0.1:8081/status", After: Reboot, Timeout: 60 * time.Second}},
 		{"asr.source=label:ASRDATA/lab.asr", Config{Source: "label:ASRDATA/lab.asr", After: Reboot, Timeout: 60 * time.Second}},
+		{"asr.source=oci://198.18.0.1:5000/lab/disk:v2", Config{Source: "oci://198.18.0.1:5000/lab/disk:v2", After: Reboot, Timeout: 60 * time.Second}},
+		{"asr.source=oci://registry.example.com/lab/disk@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			Config{Source: "oci://registry.example.com/lab/disk@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", After: Reboot, Timeout: 60 * time.Second}},
 	} {
 		got, err := ParseCmdline(c.cmdline)
 		if err != nil || got != c.want {
@@ -40,6 +43,8 @@ func TestParseCmdlineRefuses(t *testing.T) {
 		{"asr.source=https:///lab.asr", "no host"},
 		{"asr.source=asr://h:99999", "bad port"},
 		{"asr.source=http://u:hunter2@/x?X-Amz-Signature=s3cr3t", "asr.source=http://u:xxxxx@/x?X-Amz-Signature=xxxxx: no host"},
+		{"asr.source=oci://198.18.0.1:5000/lab/disk", "asr.source=oci://198.18.0.1:5000/lab/disk: no tag or digest"},
+		{"asr.source=oci://198.18.0.1:5000/Lab/disk:v1", "not a valid OCI reference"},
 		{"asr.after=dance", "asr.after=dance: give reboot, poweroff or shell"},
 		{"asr.timeout=0", "asr.timeout=0: give a number of seconds"},
 		{"asr.timeout=abc", "asr.timeout=abc"},

@@ -7,7 +7,7 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip partclone.ext4:partclone openssl:openssl \
 	python3:python3 rsync:rsync nginx:nginx-light ip:iproute2 nft:nftables curl:curl udp-sender:udpcast avahi-daemon:avahi-daemon avahi-browse:avahi-utils unshare:util-linux \
 	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates \
-	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign chromium:chromium; do
+	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign docker-registry:docker-registry chromium:chromium; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -42,6 +42,13 @@ if [ ${#need[@]} -gt 0 ]; then
 	# namespace: its service must never serve the host's own networks.
 	if [[ " ${need[*]} " == *" isc-dhcp-server "* ]] && command -v systemctl >/dev/null 2>&1; then
 		systemctl disable --now isc-dhcp-server.service isc-dhcp-server6.service >/dev/null 2>&1 || true
+	fi
+	# docker-registry (the CNCF distribution registry) is here for the OCI
+	# tests, which start their own with their own config: its service, which
+	# the package enables, must not serve the host on port 5000.
+	if [[ " ${need[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+		systemctl disable docker-registry.service >/dev/null 2>&1 || true # works without a running systemd
+		systemctl stop docker-registry.service >/dev/null 2>&1 || true
 	fi
 fi
 gobin=$(go env GOPATH)/bin

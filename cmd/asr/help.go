@@ -20,6 +20,7 @@ USAGE
     asr info      --source IMAGE [--plist] [--trusted-key PUB]
     asr sign      --source IMAGE --key KEY [--password-file FILE]
     asr sign      --source IMAGE --remove KEYID
+    asr push      --source IMAGE oci://HOST/REPOSITORY:TAG
     asr server    --source IMAGE --config asrconfig.plist [--interface IF]
     asr browse    [--timeout SECONDS] [--interface IF]
     asr help [VERB]
@@ -35,6 +36,7 @@ VERBS
                 signatures
     sign        sign a prepared image with a minisign key, so that machines that trust
                 the key restore it (and machines that trust keys restore nothing else)
+    push        upload a prepared image to an OCI registry, for --source oci://HOST/REPO:TAG
     server      stream a prepared image by multicast to any number of 'asr restore
                 --source asr://HOST' clients
     browse      list the asr servers on the network (DNS-SD, _asr._tcp)
@@ -130,7 +132,8 @@ SIGNED IMAGES
     is erased or written, and holds for every source: a local file, a prepared image on
     a USB stick, http(s):// (the signatures are fetched from the end of the file with a
     range request; a server that ignores Range is refused, since the signatures could
-    only be read after the disk was written) and asr:// (the server hands the
+    only be read after the disk was written), oci:// (the same, on the registry's blob,
+    which 'asr push' uploads signatures included) and asr:// (the server hands the
     signatures to each client with the image's manifest). A refused image exits 1 with a
     message that names every key ID that signed it and why each did not count (key not
     trusted here, or BAD SIGNATURE: it does not match this image, as when a chunk was
@@ -153,7 +156,7 @@ FILE COPY (no --erase)
     (a folder). The image or device holds one filesystem, or a disk with exactly one
     partition; for a disk with several, give the partition's device (for an image file:
     losetup -P -r -f IMAGE, then partx -a on the loop device). A prepared image, a
-    compressed raw image and an http(s):// or asr:// source are first unpacked into a
+    compressed raw image and an http(s)://, oci:// or asr:// source are first unpacked into a
     sparse file in the temporary folder ($TMPDIR, else /tmp; it needs room for the
     image's used bytes, and is removed afterwards), so that it can be mounted.
 

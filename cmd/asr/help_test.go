@@ -28,6 +28,7 @@ func TestManualsListEveryFlag(t *testing.T) {
 		"sign":      {"source", "key", "password-file", "remove", "minisig", "key-id", "add-minisig"},
 		"server":    {"source", "config", "interface", "parity", "http"},
 		"browse":    {"timeout", "interface"},
+		"push":      {"source", "cacert", "timeout"},
 	}
 	for verb, flags := range want {
 		man, err := help(t, verb)
@@ -74,7 +75,7 @@ func TestRestoreManualListsSchemes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"a prepared image", "a block device", "http(s)://HOST/IMG", "asr://HOST[:PORT]", "X-Amz-Signature"} {
+	for _, s := range []string{"a prepared image", "a block device", "http(s)://HOST/IMG", "asr://HOST[:PORT]", "X-Amz-Signature", "oci://HOST/REPO:TAG", "DOCKER_CONFIG"} {
 		if !strings.Contains(man, s) {
 			t.Errorf("asr help restore lacks %q", s)
 		}

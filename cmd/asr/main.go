@@ -117,6 +117,8 @@ func runVerb(ctx context.Context, e env, args []string) error {
 		return runInfo(ctx, e, rest)
 	case "sign":
 		return runSign(ctx, e, rest)
+	case "push":
+		return runPush(ctx, e, rest)
 	case "version", "-version", "--version":
 		fmt.Fprintf(e.stdout, "asr %s\n", Version)
 		return nil

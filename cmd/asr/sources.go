@@ -22,10 +22,10 @@ type sourceFlags struct {
 
 func addSourceFlags(fs *flag.FlagSet) sourceFlags {
 	return sourceFlags{
-		cacert:   fs.String("cacert", "", "https: also trust the CA certificates in `FILE`"),
+		cacert:   fs.String("cacert", "", "https:// and oci://: also trust the CA certificates in `FILE`"),
 		checksum: fs.String("checksum", "", "raw images over http(s): the SHA-256 of the file as served, as `sha256:HEX`; else IMG.sha256 beside it is used when the server has one (a 404 means none; any other failure to fetch it is an error); without either, the summary says the download itself was not checked"),
 		timeout:  fs.Int("timeout", 30, "network sources: give up after this many `SECONDS` without data; http(s): every wait counts, the first answer and IMG.sha256 included, and a connection quiet for half of it is reconnected"),
-		retries:  fs.Int("retries", 5, "http(s): `N` reconnections in a row without progress before giving up"),
+		retries:  fs.Int("retries", 5, "http(s):// and oci://: `N` reconnections in a row without progress before giving up"),
 		iface:    fs.String("interface", "", "asr://: join the multicast group on interface `IF`"),
 		all:      fs.Bool("allblocks", false, "a raw image or device source: copy free space too, byte for byte"),
 	}

@@ -41,6 +41,13 @@ func URL(s string) string {
 	if !ok {
 		return s
 	}
+	if strings.EqualFold(scheme, "oci") {
+		// An OCI reference ends with @ALGO:DIGEST when it names a digest:
+		// that @ is no user info, and the digest no password.
+		if m := ociDigest.FindStringIndex(rest); m != nil {
+			return URL(scheme+"://"+rest[:m[0]]) + rest[m[0]:]
+		}
+	}
 	// User info: up to the last @ before the query. A password may hold an
 	// unescaped / (net/url then refuses the URL, but it is still printed),
 	// so the @ is looked for past the first /; a path holding both : and @
@@ -73,6 +80,11 @@ func URL(s string) string {
 	}
 	return scheme + "://" + path + "?" + strings.Join(params, "&") + frag
 }
+
+// ociDigest is the digest at the end of an oci:// reference: @, an
+// algorithm, a colon and an encoded digest (OCI image-spec's grammar, at
+// least 32 characters: no digest algorithm makes shorter ones).
+var ociDigest = regexp.MustCompile(`@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$`)
 
 func secretKey(k string) bool {
 	k = strings.ToLower(k)

@@ -13,6 +13,8 @@ import (
 	"time"
 )
 
+const hex64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 func TestURL(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"http://198.18.0.1/lab.asr", "http://198.18.0.1/lab.asr"},
@@ -20,6 +22,13 @@ func TestURL(t *testing.T) {
 		{"https://admin@host/lab.asr", "https://admin@host/lab.asr"},
 		{"http://u:p/w@d@host/x", "http://u:xxxxx@host/x"}, // a / in the password: net/url refuses it
 		{"asr://198.18.0.1:7800", "asr://198.18.0.1:7800"},
+		// OCI references: a digest's @ is no user info, a tag no password.
+		{"oci://127.0.0.1:5000/lab/disk:v2", "oci://127.0.0.1:5000/lab/disk:v2"},
+		{"oci://127.0.0.1:5000/lab/disk@sha256:" + hex64, "oci://127.0.0.1:5000/lab/disk@sha256:" + hex64},
+		{"oci://r.example:5000/lab/disk:v2@sha256:" + hex64, "oci://r.example:5000/lab/disk:v2@sha256:" + hex64},
+		{"oci://u:pw@r.example/lab/disk@sha256:" + hex64, "oci://u:xxxxx@r.example/lab/disk@sha256:" + hex64},
+		{"oci://u:pw@r.example/lab/disk:v2", "oci://u:xxxxx@r.example/lab/disk:v2"},
+		{"oci://u:pw@r.example/lab/disk@sha256:short", "oci://u:xxxxx@sha256:short"}, // not a digest: masks more, never less
 		{"/srv/images/lab.asr", "/srv/images/lab.asr"},
 		// S3 presigned (SigV4)
 		{"https://b.s3.amazonaws.com/lab.asr?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261202%2Fus-east-1&X-Amz-Date=20261202T000000Z&X-Amz-Expires=3600&X-Amz-Security-Token=FwoGZX&X-Amz-SignedHeaders=host&X-Amz-Signature=abc123",

@@ -816,3 +816,51 @@ func TestHTTPSidecarCancelled(t *testing.T) {
 		t.Errorf("OpenHTTP took %v after the cancel", took)
 	}
 }
+
+// TestHTTPCallerKnows: what a registry's descriptor says binds the server.
+// A raw file where a prepared image is wanted (an asr artifact's blob) is
+// refused before it is read, a length other than the descriptor's is
+// refused, and messages name the source as the caller does; requests go
+// through the caller's client.
+func TestHTTPCallerKnows(t *testing.T) {
+	f := fixtures(t)
+	s := newServer(t, files(map[string][]byte{"/disk.asr": f.prepared, "/disk.img.gz": f.gz}, nil))
+	var sent atomic.Int32
+	client := doerFunc(func(r *http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return http.DefaultClient.Do(r)
+	})
+	opts := HTTPOptions{Client: client, Name: "oci://r.example/lab/disk:v1", Kind: "OCI registry", PreparedOnly: true}
+
+	_, took, err := restoreAll(s.URL+"/disk.img.gz", opts)
+	wantErr(t, err, took, stall, "oci://r.example/lab/disk:v1", "not a prepared image")
+	if strings.Contains(err.Error(), s.URL) {
+		t.Errorf("error %q names the blob's URL, not the source as the caller named it", err)
+	}
+
+	o := opts
+	o.Size = int64(len(f.prepared)) + 1
+	_, took, err = restoreAll(s.URL+"/disk.asr", o)
+	wantErr(t, err, took, stall, "oci://r.example/lab/disk:v1", fmt.Sprintf("should be %d", o.Size))
+
+	o.Size = int64(len(f.prepared))
+	before := sent.Load()
+	got, _, err := restoreAll(s.URL+"/disk.asr", o)
+	wantDisk(t, got, err)
+	if sent.Load() == before {
+		t.Errorf("no request went through the caller's client")
+	}
+	ctx := context.Background()
+	src, err := OpenHTTP(ctx, s.URL+"/disk.asr", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if k := src.Info().Kind; k != "prepared image over OCI registry" {
+		t.Errorf("Info().Kind = %q, want prepared image over OCI registry", k)
+	}
+}
+
+type doerFunc func(*http.Request) (*http.Response, error)
+
+func (f doerFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }

@@ -39,12 +39,33 @@ type HTTPOptions struct {
 	MaxSize int64
 	// Log, if set, hears about retries and checksum decisions, one line each.
 	Log func(format string, a ...any)
+	// Client, if set, sends every request instead of a client of the
+	// source's own: a registry's client, which authenticates them
+	// (internal/oci). CACert is then the Client's business.
+	Client Doer
+	// Name names the source in messages instead of its URL (an oci://
+	// reference rather than its blob's URL); it must hold no secret.
+	Name string
+	// Kind names the transport in Info.Kind ("OCI registry"); default the
+	// URL's scheme ("HTTP").
+	Kind string
+	// Size, if positive, is the file's length as the caller knows it (a
+	// registry's descriptor): a server that says otherwise is refused.
+	Size int64
+	// PreparedOnly refuses anything but a prepared image, before reading
+	// further: a registry's asr artifact is one.
+	PreparedOnly bool
+}
+
+// Doer sends HTTP requests; *http.Client is one.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
 }
 
 // httpClient is one source's connection to its server: the transport of an
 // http(s):// source. It delivers bytes; what they are is detect's business.
 type httpClient struct {
-	c       *http.Client
+	c       Doer
 	url     string // with credentials, for requests
 	shown   string // without credentials, for messages
 	scheme  string
@@ -53,6 +74,8 @@ type httpClient struct {
 	stall   time.Duration
 	retries int
 	log     func(string, ...any)
+	kindOf  string // Info.Kind's transport; "" for the scheme
+	want    int64  // the file's length as the caller knows it; 0: unknown
 }
 
 // OpenHTTP opens a prepared or raw image on a web server. It learns whether
@@ -76,6 +99,12 @@ func OpenHTTP(ctx context.Context, rawurl string, opts HTTPOptions) (Source, err
 	ft := detect(head, u.Path)
 	if ft.prepared {
 		return openStreamPrepared(ctx, hc, first)
+	}
+	if opts.PreparedOnly {
+		if first != nil {
+			first.Close()
+		}
+		return nil, fmt.Errorf("source %s: the file is not a prepared image (it does not start with asr's header)", hc.shown)
 	}
 	want, from, err := hc.checksum(ctx, opts.Checksum)
 	if err != nil {
@@ -119,6 +148,9 @@ func (hc *httpClient) probe(ctx context.Context) (head []byte, first io.ReadClos
 	default:
 		return nil, nil, hc.statusError(resp)
 	}
+	if hc.want > 0 && hc.total != hc.want {
+		return nil, nil, fmt.Errorf("source %s: the server says the file is %d bytes, it should be %d: the server does not serve what it listed", hc.shown, hc.total, hc.want)
+	}
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
 		if mt, _, _ := mime.ParseMediaType(ct); mt == "text/html" {
 			return nil, nil, fmt.Errorf("source %s: the server sent an HTML page (Content-Type %s), not a disk image: check the URL", hc.shown, mt)
@@ -153,30 +185,49 @@ func (hc *httpClient) probe(ctx context.Context) (head []byte, first io.ReadClos
 	return head, r, nil
 }
 
-func newHTTPClient(u *url.URL, opts HTTPOptions) (*httpClient, error) {
+// NewHTTPClient is the client a source reads a web server with: many
+// connections per host, no transparent decompression, redirects only to
+// http(s) and at most 10, and the system's CAs plus those of caCert (a PEM
+// file; "" for none). A registry's client (internal/oci) sends through it.
+func NewHTTPClient(caCert string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
 	// Images are compressed already; transparent gzip would only cost CPU
 	// and hide the real Content-Length.
 	tr.DisableCompression = true
-	if opts.CACert != "" {
-		pem, err := os.ReadFile(opts.CACert)
+	if caCert != "" {
+		pem, err := os.ReadFile(caCert)
 		if err != nil {
-			return nil, fmt.Errorf("CA certificates %s: %w", opts.CACert, err)
+			return nil, fmt.Errorf("CA certificates %s: %w", caCert, err)
 		}
 		pool, err := x509.SystemCertPool()
 		if err != nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA certificates %s: the file holds no PEM certificate", opts.CACert)
+			return nil, fmt.Errorf("CA certificates %s: the file holds no PEM certificate", caCert)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	return &http.Client{Transport: tr, CheckRedirect: checkRedirect}, nil
+}
+
+func newHTTPClient(u *url.URL, opts HTTPOptions) (*httpClient, error) {
+	c := opts.Client
+	if c == nil {
+		hc, err := NewHTTPClient(opts.CACert)
+		if err != nil {
+			return nil, err
+		}
+		c = hc
+	}
 	hc := &httpClient{
-		c:   &http.Client{Transport: tr, CheckRedirect: checkRedirect},
+		c:   c,
 		url: u.String(), shown: redact.URL(u.String()), scheme: u.Scheme, total: -1,
-		stall: opts.Stall, retries: opts.Retries, log: opts.Log,
+		stall: opts.Stall, retries: opts.Retries, log: opts.Log, kindOf: opts.Kind, want: opts.Size,
+	}
+	if opts.Name != "" {
+		hc.shown = opts.Name
 	}
 	if hc.stall <= 0 {
 		hc.stall = 30 * time.Second
@@ -381,8 +432,13 @@ func (f closerFunc) Close() error { return f() }
 func (hc *httpClient) open(ctx context.Context, off, end int64) io.ReadCloser {
 	return hc.resumer(ctx, off, end)
 }
-func (hc *httpClient) size() int64                  { return hc.total }
-func (hc *httpClient) ranges() bool                 { return hc.ranging }
-func (hc *httpClient) name() string                 { return hc.shown }
-func (hc *httpClient) kind() string                 { return strings.ToUpper(hc.scheme) }
+func (hc *httpClient) size() int64  { return hc.total }
+func (hc *httpClient) ranges() bool { return hc.ranging }
+func (hc *httpClient) name() string { return hc.shown }
+func (hc *httpClient) kind() string {
+	if hc.kindOf != "" {
+		return hc.kindOf
+	}
+	return strings.ToUpper(hc.scheme)
+}
 func (hc *httpClient) logf(format string, a ...any) { hc.log(format, a...) }

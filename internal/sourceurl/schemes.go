@@ -10,5 +10,6 @@ func Schemes() []Scheme {
 		{Prefix: "http://", Network: true, Example: "http://HOST/IMAGE", Help: httpHelp, Check: checkHTTP, Redact: redactURL, Open: openHTTP},
 		{Prefix: "https://", Network: true, Example: "https://HOST/IMAGE", Check: checkHTTP, Redact: redactURL, Open: openHTTP},
 		{Prefix: "asr://", Network: true, Example: "asr://HOST", Help: asrHelp, Check: checkASR, Redact: redactURL, Open: openASR},
+		{Prefix: "oci://", Network: true, Example: "oci://HOST/REPO:TAG", Help: ociHelp, Check: checkOCI, Redact: redactURL, Open: openOCI},
 	}
 }

@@ -28,6 +28,10 @@ func TestCheck(t *testing.T) {
 		{"http://h:x/y", "not a valid URL"},
 		{"ftp://h/x", "unknown scheme ftp://: give a local path or an http://, https://"},
 		{"http://u:hunter2@/x", "source http://u:xxxxx@/x: no host"},
+		{"oci://198.18.0.1:5000/lab/disk:v2", ""},
+		{"OCI://registry.example.com/lab/disk@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", ""},
+		{"oci://198.18.0.1:5000/lab/disk", "source oci://198.18.0.1:5000/lab/disk: no tag or digest"},
+		{"oci://u:hunter2@r.example/lab/disk:v1", "source oci://u:xxxxx@r.example/lab/disk:v1: not a valid OCI reference"},
 	} {
 		err := Check(c.in)
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
