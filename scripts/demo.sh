@@ -75,5 +75,7 @@ step "7. The first-boot OS: a 24 MiB bootable disk (syslinux, a kernel, an init 
 
 step "8. Zero-touch: ${DEMO_VMS:-3} virtual machines with empty disks boot the appliance from the network (PXE/iPXE), find asr server by DHCP option 224, restore by multicast, verify, reboot, and boot the restored disk"
 echo "(QEMU emulation, no KVM: this takes a minute or two)"
+echo "asr server serves its dashboard in the lab at http://198.18.0.1:8080/; asr-lab forwards it to 127.0.0.1 (the address is printed below) while the demo runs"
 "$root/bin/asr-lab" demo --netboot --image "$work/firstboot.asr" --disk "$work/firstboot.img" \
-	--marker "ASR-FIRSTBOOT-OK demo" --vms "${DEMO_VMS:-3}" --dir "$work/lab" --lab "${DEMO_LAB:-asrlab}"
+	--marker "ASR-FIRSTBOOT-OK demo" --vms "${DEMO_VMS:-3}" --dir "$work/lab" --lab "${DEMO_LAB:-asrlab}" \
+	--dashboard-port "${DEMO_DASHBOARD_PORT:-0}" --screenshot "$work/dashboard.png"

@@ -55,6 +55,10 @@ type options struct {
 	verb, img, raw, asr, dir, examples, labName, marker string
 	vms, rate                                           int
 	netboot                                             bool
+	// dashPort is the port of 127.0.0.1 the dashboard is forwarded to (0:
+	// any); screenshot, where the demo saves the finished dashboard.
+	dashPort   int
+	screenshot string
 }
 
 func run(ctx context.Context, out io.Writer, args []string) error {
@@ -91,6 +95,21 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 	}
 	ok := printResults(out, o, machines, disks, res)
 	printServer(l.server, say)
+	if text, err := dashboardSummary(l.srv); err != nil {
+		say("\nDashboard: %v", err)
+		ok = false
+	} else {
+		say("\nDashboard (http://%s/): %s", dashAddr, text)
+	}
+	if o.screenshot != "" {
+		// Two updates of the page (a second each) so that every row is final.
+		time.Sleep(2 * time.Second)
+		if err := screenshot(ctx, l.srv, o.screenshot, filepath.Join(o.dir, "chromium")); err != nil {
+			say("Dashboard screenshot: %v", err)
+		} else {
+			say("Dashboard screenshot: %s", o.screenshot)
+		}
+	}
 	what := "restored over multicast"
 	if o.netboot {
 		what = "netbooted, restored over multicast and booted their disks"
@@ -121,6 +140,8 @@ func parseArgs(args []string) (options, error) {
 	fs.StringVar(&o.examples, "examples", "appliance/examples", "with --netboot: where dnsmasq.conf and boot.ipxe are")
 	fs.StringVar(&o.labName, "lab", "asrlab", "the lab's name: the prefix of its namespaces (at most 8 characters)")
 	fs.StringVar(&o.marker, "marker", "", "with --netboot: the line the restored system prints on its first boot")
+	fs.IntVar(&o.dashPort, "dashboard-port", 0, "forward asr server's dashboard to this port of 127.0.0.1 (0: any free one)")
+	fs.StringVar(&o.screenshot, "screenshot", "", "demo: save the finished dashboard here (PNG, with headless chromium)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
 	}
@@ -225,7 +246,7 @@ func startLab(ctx context.Context, o options, app appliance, say func(string, ..
 `, o.rate)), 0o644); err != nil {
 		return l, err
 	}
-	if l.server, err = netlab.StartProc("asr server", l.srv.Command(ctx, o.asr, "server", "--source", o.img, "--config", cfg)); err != nil {
+	if l.server, err = netlab.StartProc("asr server", l.srv.Command(ctx, o.asr, "server", "--source", o.img, "--config", cfg, "--http", dashAddr)); err != nil {
 		return l, err
 	}
 	l.closers = append(l.closers, l.server.Stop)
@@ -233,6 +254,13 @@ func startLab(ctx context.Context, o options, app appliance, say func(string, ..
 		return l, err
 	}
 	say("Lab up: asr server and DHCP at 198.18.0.1, image %s, %d bytes/s", o.img, o.rate)
+	local, stop, err := forward(l.srv, o.dashPort)
+	if err != nil {
+		return l, err
+	}
+	l.closers = append(l.closers, stop)
+	say("Dashboard: http://%s/ in the lab's namespace %s; from this machine's browser: http://%s/ (forwarded by asr-lab while it runs)", dashAddr, l.srv.NS, local)
+	say("  metrics:  ip netns exec %s curl -s http://%s/metrics   (or http://%s/metrics)", l.srv.NS, dashAddr, local)
 	if o.netboot {
 		say("Netboot: dnsmasq with %s (PXE, iPXE, option 224), nginx serving %s", filepath.Join(o.examples, "dnsmasq.conf"), app.srvDir)
 	}

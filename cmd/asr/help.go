@@ -312,7 +312,7 @@ const manServer = `NAME
     asr server - stream a prepared image to many machines by multicast
 
 SYNOPSIS
-    asr server --source IMAGE --config asrconfig.plist [--interface IF] [--parity PCT]
+    asr server --source IMAGE --config asrconfig.plist [--interface IF] [--parity PCT] [--http ADDR]
 
 DESCRIPTION
     Listens for clients on a TCP port and, once the first one asks, sends IMAGE to a
@@ -344,6 +344,23 @@ STATUS
     the server prints it once more when it stops. The server keeps one small record per
     client and nothing more.
 
+DASHBOARD
+    --http ADDR (or the HTTP Address key) serves, on ADDR (an IP address and port of this
+    machine, e.g. 198.18.0.1:8080), what the table shows for a browser and for scripts:
+      /              a live page: the image (name, size, digest, signer), the stream
+                     (rate, pass, clients listening) and one row per client (name, MAC,
+                     address, disk, state, progress, rate, ETA, last seen, why it
+                     failed), updated each second without reloading; works on a phone
+      /metrics       Prometheus metrics: asr_server_clients{state}, bytes and packets
+                     sent, passes, repairs, control connections, packets the clients
+                     report ignoring (foreign, malformed) and chunks that failed their
+                     check, asr_build_info
+      /api/clients   the client table as JSON; /api/image: the image and the stream
+    Everything is embedded in asr: no internet access is needed. It is read-only and has
+    NO AUTHENTICATION: anyone who reaches ADDR sees the machines' names and addresses,
+    so give it an address on the imaging network, not on a public one. At most 64 pages
+    are live at once, and a page that stops reading is dropped.
+
 CONFIGURATION
     A property list (XML or binary, as written by 'defaults write' or plutil) with Apple's
     asr keys:
@@ -360,6 +377,9 @@ CONFIGURATION
       Multicast TTL           integer, default 3: router hops the stream may cross
       Port                    integer, default 7800: the TCP control port; data goes to
                               the group on Port+1
+    and one of asr for Linux, which Apple's asr ignores:
+      HTTP Address            string: IP:port to serve the dashboard on, as --http does
+                              (see DASHBOARD; --http overrides it)
     Unknown keys are warned about; a missing required key, a wrong type, an address that
     is not multicast, or a rate of 0 is refused naming the key.
 
@@ -387,6 +407,7 @@ OUTPUT
     Ready to start accepting clients
     Starting stream 2026-11-26 10:00:00 +0000      (each pass)
     Client 198.18.0.11 (lab-pc-07) joined / NN% / done / failed: reason
+    Dashboard on http://198.18.0.1:8080/ (...)     (with --http)
 `
 
 const manBrowse = `NAME

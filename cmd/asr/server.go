@@ -30,6 +30,7 @@ func runServer(ctx context.Context, e env, args []string) error {
 	cfgPath := fs.String("config", "", "the configuration `PLIST` (required; see CONFIGURATION)")
 	iface := fs.String("interface", "", "send the stream out of interface `IF` (default: as routing says)")
 	parity := fs.Int("parity", multicast.DefaultParity, "Reed-Solomon parity per chunk, `PCT` percent of its packets (0 turns it off)")
+	httpFlag := fs.String("http", "", "serve the dashboard, /metrics and /api/ on `ADDR` (IP:port; default: the config's HTTP Address, else none)")
 	if err := parse(e, fs, manServer, args); err != nil {
 		return err
 	}
@@ -42,6 +43,10 @@ func runServer(ctx context.Context, e env, args []string) error {
 		return usageError("server: --parity must be a percentage from 0 to 100")
 	}
 	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	httpAddr, err := httpAddress(*httpFlag, cfg)
 	if err != nil {
 		return err
 	}
@@ -91,6 +96,18 @@ func runServer(ctx context.Context, e env, args []string) error {
 		}
 		defer ad.Stop()
 		logf("Advertising %s over DNS-SD (%s)", filepath.Base(*src), dnssd.ServiceType)
+	}
+	if httpAddr.IsValid() {
+		ln, err := listenDashboard(httpAddr)
+		if err != nil {
+			return err
+		}
+		dctx, stop := context.WithCancel(ctx)
+		defer stop()
+		if err := startDashboard(dctx, ln, srv, *src, cfg, logf); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	start := time.Now()
 	// SIGUSR1 prints the client table into the log, as dd prints its

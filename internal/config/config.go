@@ -29,6 +29,9 @@ const (
 	KeyLoopSuspend      = "Loop Suspend"
 	KeyTTL              = "Multicast TTL"
 	KeyPort             = "Port"
+	// KeyHTTPAddress is ours, not Apple's: where asr server serves its
+	// dashboard and metrics (asr server --http overrides it).
+	KeyHTTPAddress = "HTTP Address"
 )
 
 // MinDataRate is the lowest Data Rate and Client Data Rate accepted, in bytes
@@ -51,6 +54,9 @@ type Server struct {
 	LoopSuspend    int // passes with no client before the stream pauses; 0: never
 	TTL            int
 	Port           int // TCP control port; the UDP data port is Port+1
+	// HTTPAddress is where the dashboard listens (IP:port); invalid when
+	// not set.
+	HTTPAddress netip.AddrPort
 	// Warnings lists keys that were ignored, for the caller to print.
 	Warnings []string
 }
@@ -104,7 +110,7 @@ func Parse(b []byte) (*Server, error) {
 	}
 	s := &Server{DNSSD: true, TTL: 3, Port: 7800}
 	known := map[string]bool{}
-	for _, k := range []string{KeyMulticastAddress, KeyDataRate, KeyClientDataRate, KeyDNSSD, KeyLoopSuspend, KeyTTL, KeyPort} {
+	for _, k := range []string{KeyMulticastAddress, KeyDataRate, KeyClientDataRate, KeyDNSSD, KeyLoopSuspend, KeyTTL, KeyPort, KeyHTTPAddress} {
 		known[k] = true
 	}
 	var unknown []string
@@ -115,7 +121,7 @@ func Parse(b []byte) (*Server, error) {
 	}
 	sort.Strings(unknown)
 	for _, k := range unknown {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("unknown key %s ignored (known keys: Multicast Address, Data Rate, Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port)", quote(k)))
+		s.Warnings = append(s.Warnings, fmt.Sprintf("unknown key %s ignored (known keys: Multicast Address, Data Rate, Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port, HTTP Address)", quote(k)))
 	}
 
 	addr, ok := m[KeyMulticastAddress]
@@ -174,7 +180,28 @@ func Parse(b []byte) (*Server, error) {
 		}
 		s.Port = int(n)
 	}
+	if v, ok := m[KeyHTTPAddress]; ok {
+		str, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("%q must be a string, not %s", KeyHTTPAddress, typeName(v))
+		}
+		if s.HTTPAddress, err = ParseHTTPAddress(str); err != nil {
+			return nil, fmt.Errorf("%q: %w", KeyHTTPAddress, err)
+		}
+	}
 	return s, nil
+}
+
+// ParseHTTPAddress reads the dashboard's address: an IP address and a
+// port, such as 198.18.0.1:8080 or [::1]:8080. A host name is refused
+// (the address is the one interface to bind, not a name to look up); so
+// is port 0.
+func ParseHTTPAddress(str string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(str)
+	if err != nil || ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%s is not an IP address and port (such as 198.18.0.1:8080, the server's address on the imaging network; 0.0.0.0:8080 for every interface)", quote(str))
+	}
+	return ap, nil
 }
 
 // intKey reads a whole number in [lo, hi]. Property lists written by hand

@@ -37,7 +37,7 @@ func plists(t *testing.T, dicts ...string) (xml, bin []string) {
 
 func TestLoadValid(t *testing.T) {
 	xml, bin := plists(t, `{"Multicast Address": "239.255.1.2", "Data Rate": 25000000, "Client Data Rate": 12000000,
-			"DNS Service Discovery": False, "Loop Suspend": 3, "Multicast TTL": 5, "Port": 7900, "Comment": "lab"}`)
+			"DNS Service Discovery": False, "Loop Suspend": 3, "Multicast TTL": 5, "Port": 7900, "HTTP Address": "198.18.0.1:8080", "Comment": "lab"}`)
 	for x, p := range []string{xml[0], bin[0]} {
 		binary := x == 1
 		s, err := Load(p)
@@ -45,9 +45,10 @@ func TestLoadValid(t *testing.T) {
 			t.Fatalf("Load(binary=%v) = %v", binary, err)
 		}
 		want := Server{Group: netip.MustParseAddr("239.255.1.2"), DataRate: 25000000, ClientDataRate: 12000000,
-			DNSSD: false, LoopSuspend: 3, TTL: 5, Port: 7900}
+			DNSSD: false, LoopSuspend: 3, TTL: 5, Port: 7900, HTTPAddress: netip.MustParseAddrPort("198.18.0.1:8080")}
 		if s.Group != want.Group || s.DataRate != want.DataRate || s.ClientDataRate != want.ClientDataRate ||
-			s.DNSSD != want.DNSSD || s.LoopSuspend != want.LoopSuspend || s.TTL != want.TTL || s.Port != want.Port {
+			s.DNSSD != want.DNSSD || s.LoopSuspend != want.LoopSuspend || s.TTL != want.TTL || s.Port != want.Port ||
+			s.HTTPAddress != want.HTTPAddress {
 			t.Errorf("Load(binary=%v) = %+v, want %+v", binary, *s, want)
 		}
 		if s.StreamRate() != 12000000 {
@@ -65,8 +66,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.DNSSD || s.TTL != 3 || s.Port != 7800 || s.LoopSuspend != 0 || s.StreamRate() != 6000000 {
-		t.Errorf("defaults = %+v, want DNS-SD on, TTL 3, port 7800, no loop suspend, rate 6000000", *s)
+	if !s.DNSSD || s.TTL != 3 || s.Port != 7800 || s.LoopSuspend != 0 || s.StreamRate() != 6000000 || s.HTTPAddress.IsValid() {
+		t.Errorf("defaults = %+v, want DNS-SD on, TTL 3, port 7800, no loop suspend, rate 6000000, no dashboard", *s)
 	}
 }
 
@@ -90,6 +91,10 @@ func TestLoadRefuses(t *testing.T) {
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1e300}`, `"Data Rate" 1e+300 is out of range`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": -1e300}`, `"Data Rate" -1e+300 is out of range`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 2**64-1}`, `"Data Rate" 18446744073709551615 is out of range`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "HTTP Address": "imaging.lan:8080"}`, `"HTTP Address": "imaging.lan:8080" is not an IP address and port`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "HTTP Address": "198.18.0.1"}`, `is not an IP address and port`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "HTTP Address": "198.18.0.1:0"}`, `is not an IP address and port`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "HTTP Address": 8080}`, `"HTTP Address" must be a string, not an integer`},
 	}
 	dicts := make([]string, len(cases))
 	for i, c := range cases {

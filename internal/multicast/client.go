@@ -245,7 +245,11 @@ func (c *Client) send(typ byte, v any) error {
 
 func (c *Client) report(event string, pct int, msg string) {
 	c.percent.Store(int64(pct))
-	_ = c.send(msgStatus, status{Event: event, Percent: pct, Message: clip(msg, maxMessageLen)})
+	st := status{Event: event, Percent: pct, Message: clip(msg, maxMessageLen)}
+	if event != "joined" {
+		st.Counters = c.counters()
+	}
+	_ = c.send(msgStatus, st)
 }
 
 // Finished tells the server how the restore ended: done, or failed and

@@ -72,6 +72,9 @@ type status struct {
 	Event   string `json:"event"` // alive, joined, progress, done, failed
 	Percent int    `json:"percent,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Counters ride on progress, done and failed: the server sums them
+	// for its metrics. Older clients send none.
+	Counters *Counters `json:"counters,omitempty"`
 }
 
 func writeFrame(w io.Writer, typ byte, payload []byte) error {
@@ -136,9 +139,20 @@ func readFrameHeader(r io.Reader, limit func(typ byte) int) (typ byte, n int, er
 	}
 	n = int(binary.LittleEndian.Uint32(h[:]))
 	if n < 1 || n-1 > limit(h[4]) {
-		return 0, 0, fmt.Errorf("control frame of type %d and %d bytes out of range", h[4], n)
+		return 0, 0, &frameRangeError{h[4], n}
 	}
 	return h[4], n - 1, nil
+}
+
+// frameRangeError is a control frame whose length its type does not allow:
+// the peer breaks the protocol.
+type frameRangeError struct {
+	typ byte
+	n   int
+}
+
+func (e *frameRangeError) Error() string {
+	return fmt.Sprintf("control frame of type %d and %d bytes out of range", e.typ, e.n)
 }
 
 // clip cuts s to at most n bytes, at a character boundary.

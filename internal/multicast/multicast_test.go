@@ -104,3 +104,20 @@ func TestControlFrames(t *testing.T) {
 		t.Error("readFrame accepted a 2 GiB frame")
 	}
 }
+
+// A client's counters reach the server's sums as the growth since its
+// last report: a report that repeats or says less adds nothing, and one
+// absurd jump adds at most maxReportStep.
+func TestAddReported(t *testing.T) {
+	s := &Server{}
+	var k Counters
+	k = s.addReported(k, Counters{Packets: 10, Foreign: 2})
+	k = s.addReported(k, Counters{Packets: 10, Foreign: 2})
+	k = s.addReported(k, Counters{Packets: 4, Foreign: 3, Malformed: 1})
+	s.addReported(k, Counters{Packets: 1 << 62, Failed: 5})
+	got := s.Stats().Reported
+	want := Counters{Packets: 10 + maxReportStep, Foreign: 3, Malformed: 1, Failed: 5}
+	if got != want {
+		t.Errorf("reported = %+v, want %+v", got, want)
+	}
+}

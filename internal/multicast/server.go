@@ -91,6 +91,8 @@ type Server struct {
 	perAddr    map[string]int
 	refused    int
 	refusedLog time.Time
+
+	ctr counters // for Stats
 }
 
 // NewServer opens the image and prepares a server; Serve runs it.
@@ -261,6 +263,7 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 			p.reset()
 		}
 		s.pass++
+		s.ctr.pass.Store(s.pass)
 		passStart := time.Now()
 		if p.sent == 0 {
 			passStart = p.start // the schedule starts with this pass
@@ -314,7 +317,10 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 					break
 				}
 				sent += int64(n * packetSize)
-				if _, err := out.WriteBatch(msgs[:n], 0); err != nil && ctx.Err() != nil {
+				wrote, err := out.WriteBatch(msgs[:n], 0)
+				s.ctr.packetSent.Add(int64(wrote))
+				s.ctr.bytesSent.Add(int64(wrote * packetSize))
+				if err != nil && ctx.Err() != nil {
 					// Otherwise a full socket buffer or a flapping link loses
 					// these packets only; parity and repair cover them.
 					sendErr = ctx.Err()
@@ -339,6 +345,7 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 			return err
 		default:
 		}
+		s.ctr.passesDone.Add(1)
 		secs := time.Since(passStart).Seconds()
 		s.opts.Log("Pass %d done: %d bytes in %.2f s, %.0f bytes/s", s.pass, sent, secs, float64(sent)/secs)
 		if heard {
@@ -442,6 +449,7 @@ func (s *Server) admit(addr string) bool {
 	defer s.mu.Unlock()
 	if s.conns >= maxConns || s.perAddr[addr] >= maxConnsPerAddr {
 		s.refused++
+		s.ctr.connsRefused.Add(1)
 		if now := time.Now(); now.Sub(s.refusedLog) >= 10*time.Second {
 			s.refusedLog = now
 			s.opts.Log("Refused %d control connections over the limits (%d in all, %d from one address), the last from %s",
@@ -452,6 +460,7 @@ func (s *Server) admit(addr string) bool {
 	}
 	s.conns++
 	s.perAddr[addr]++
+	s.ctr.connsTotal.Add(1)
 	return true
 }
 
@@ -473,8 +482,9 @@ type conn struct {
 	id       int    // in the client table
 	who      string // for the log: address and escaped name
 	disk     string
-	final    bool // done or failed was said
-	repaired int  // chunks sent by repair
+	final    bool     // done or failed was said
+	repaired int      // chunks sent by repair
+	reported Counters // the client's last report of its counters
 	// listening: the client has joined the group.
 	listening bool
 }
@@ -488,6 +498,7 @@ func (s *Server) client(ctx context.Context, c net.Conn, addr string) {
 	k := &conn{s: s, c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
 	h, ok := k.greet(addr)
 	if !ok {
+		s.ctr.bad.Add(1)
 		return
 	}
 	defer func() {
@@ -561,7 +572,10 @@ func (k *conn) serve(ctx context.Context) {
 		k.c.SetReadDeadline(time.Now().Add(s.idle))
 		typ, n, err := readFrameHeader(k.r, k.frameLimit)
 		if err != nil {
+			var fr *frameRangeError
 			switch {
+			case errors.As(err, &fr):
+				s.ctr.bad.Add(1)
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				s.opts.Log("Client %s said nothing for %s: dropped", k.who, s.idle)
 			case k.listening:
@@ -577,11 +591,13 @@ func (k *conn) serve(ctx context.Context) {
 			}
 			var st status
 			if json.Unmarshal(b, &st) != nil {
+				s.ctr.bad.Add(1)
 				return
 			}
 			k.status(st)
 		case msgRepair:
 			if n%4 != 0 {
+				s.ctr.bad.Add(1)
 				return
 			}
 			if err := k.repair(ctx, n/4); err != nil {
@@ -591,6 +607,7 @@ func (k *conn) serve(ctx context.Context) {
 				return
 			}
 		default:
+			s.ctr.bad.Add(1)
 			return
 		}
 	}
@@ -640,6 +657,9 @@ func (k *conn) status(st status) {
 	s := k.s
 	st.Message = clip(st.Message, maxMessageLen)
 	pct := min(max(st.Percent, 0), 100)
+	if st.Counters != nil {
+		k.reported = s.addReported(k.reported, *st.Counters)
+	}
 	switch st.Event {
 	case "alive":
 		s.update(k.id, func(*ClientStatus) {})
@@ -723,6 +743,8 @@ func (k *conn) repair(ctx context.Context, n int) error {
 			return err
 		}
 		k.repaired++
+		s.ctr.repairChunks.Add(1)
+		s.ctr.repairBytes.Add(int64(len(stored)))
 	}
 	k.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := writeFrame(k.w, msgRepaired, nil); err != nil {

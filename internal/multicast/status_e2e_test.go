@@ -144,6 +144,13 @@ func TestE2EServerSeesClientStatus(t *testing.T) {
 	if !regexp.MustCompile(`\(n6b-good\): [1-9][0-9]?%`).MatchString(text) {
 		t.Errorf("the server's log has no progress line of n6b-good:\n%s", text)
 	}
+	// The counters behind /metrics: the stream went out, the good client
+	// reported at least a packet per stored chunk it received.
+	st := srv.Stats()
+	if st.BytesSent <= 0 || st.PacketsSent <= 0 || st.Pass < 1 || st.ConnsTotal != 2 || st.Conns != 0 || st.Listening != 0 ||
+		st.Reported.Packets+st.Reported.Repaired <= 0 || st.BadControl != 0 {
+		t.Errorf("server stats %+v: want bytes and packets sent, pass >= 1, 2 connections all closed, none listening, packets reported, no bad control", st)
+	}
 }
 
 // hostMAC is the MAC address of eth0 in h's namespace.
