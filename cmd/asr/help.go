@@ -53,7 +53,8 @@ const manRestore = `NAME
 
 SYNOPSIS
     asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify] [--grow]
-                [--puppetstrings] [--workers N] [--trusted-key PUB]... [--trusted-keys-dir DIR]
+                [--puppetstrings | --log-format json] [--workers N] [--trusted-key PUB]...
+                [--trusted-keys-dir DIR]
     asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
     asr restore --source SOURCE --target VOLUME [--noverify] [--puppetstrings] [--workers N]
 
@@ -208,6 +209,33 @@ PUPPETSTRINGS
       PSTOP  <phase>            the phase ended successfully
       PINFO  <text>             a line for people (the summary)
       PERROR <text>             the phase failed; the process exits nonzero
+
+LOG FORMAT
+    --log-format json prints one JSON object per line on standard output, for a log
+    collector (Loki, Elasticsearch), instead of the lines above; it does not ask
+    before erasing (give --noprompt). A failure still ends with its "asr: ..." line on
+    standard error. Every object has "time" (RFC 3339), "level" (INFO or ERROR), "msg"
+    (the line a person would read) and "event", one of:
+      started    source, target, erase, verify, version
+      step       a phase begins: phase (validating_target, erasing, restoring,
+                 verifying, ...), total for a long phase (bytes)
+      source     the source opened: source, kind, size, and for a prepared image its
+                 image (the name it was scanned from) and digest
+      progress   phase, percent, done, total, rate (bytes/s), eta_s; each whole
+                 percent once, and every 5 s while it does not move
+      step_done  phase, elapsed_s
+      info       a line for people (the summary, a note)
+      done       the last record of a success: target, size, data_bytes, chunks,
+                 zero_chunks, unused_bytes, elapsed_s, verified, verified_bytes, verify_s
+                 (a file copy: items, bytes, replaced, added, kept instead of the blocks)
+      failed     the last record of a failure: reason, exit_code, and the phase that
+                 failed if one had begun; a wrong command line gives one too
+    For example:
+      {"time":"2026-11-26T10:00:01.2Z","level":"INFO","msg":"Restoring 42%","event":"progress",
+       "phase":"restoring","percent":42,"done":440401920,"total":1048576000,"rate":91750400,"eta_s":6.6}
+      {"time":"2026-11-26T10:00:09.8Z","level":"ERROR","msg":"...","event":"failed",
+       "reason":"...","exit_code":1,"phase":"restoring"}
+    Strings from the source (an image's name) are cut to 256 bytes; JSON escapes them.
 
 EXAMPLES
     asr restore --source /srv/lab.asr --target /dev/sdb --erase
