@@ -323,6 +323,7 @@ const manServer = `NAME
 
 SYNOPSIS
     asr server --source IMAGE --config asrconfig.plist [--interface IF] [--parity PCT]
+               [--log-format json]
 
 DESCRIPTION
     Listens for clients on a TCP port and, once the first one asks, sends IMAGE to a
@@ -397,6 +398,32 @@ OUTPUT
     Ready to start accepting clients
     Starting stream 2026-11-26 10:00:00 +0000      (each pass)
     Client 198.18.0.11 (lab-pc-07) joined / NN% / done / failed: reason
+
+LOG FORMAT
+    --log-format json prints one JSON object per line on standard output instead, for a
+    log collector (Loki, Elasticsearch); there is no live table then. Every object has
+    "time" (RFC 3339), "level" (INFO, WARN, ERROR), "msg" (the line above) and "event":
+      started        image, size, digest, signed, group, port, control_port, rate, ttl,
+                     version
+      joined         a client is in the group; progress: its percentage crossed a tenth;
+      progress       done: it restored and verified its disk; failed (WARN): it stopped,
+      done           with the reason; lost (WARN): its connection closed before done or
+      failed         failed. Each with client_id (in order of arrival), client (its name),
+      lost           mac, addr, disk, state, percent, and reason, rate (bytes/s), eta_s,
+                     elapsed_s (since its hello) when known
+      pass           a pass of the image was sent: pass, bytes, elapsed_s
+      client_status  on SIGUSR1 and at stop, one per client the server holds (fields as
+                     joined)
+      clients        after them: total, and states, the count by state
+      stopped        the last record: uptime_s
+      log, warning   any other line (Ready to start accepting clients, a config warning)
+      failed         (no client fields) the server itself failed: reason, exit_code
+    What clients sent (name, MAC, disk, reason) is cut to 256 bytes and escaped by JSON.
+    For example:
+      {"time":"2026-11-26T10:02:11Z","level":"WARN","msg":"Client 198.18.0.11 (lab-pc-07)
+       failed: ...","event":"failed","client_id":7,"client":"lab-pc-07",
+       "mac":"52:54:00:12:34:0a","addr":"198.18.0.11","disk":"/dev/sda (256.0 GiB)",
+       "state":"failed","percent":40,"reason":"..."}
 `
 
 const manBrowse = `NAME

@@ -26,7 +26,7 @@ func TestManualsListEveryFlag(t *testing.T) {
 		"imagescan": {"source", "output", "chunksize", "overwrite", "puppetstrings", "allblocks", "sign", "password-file"},
 		"info":      {"source", "plist", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
 		"sign":      {"source", "key", "password-file", "remove", "minisig", "key-id", "add-minisig"},
-		"server":    {"source", "config", "interface", "parity"},
+		"server":    {"source", "config", "interface", "parity", "log-format"},
 		"browse":    {"timeout", "interface"},
 	}
 	for verb, flags := range want {

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"io"
 	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/asrlinux/asr/internal/image"
+	"github.com/asrlinux/asr/internal/multicast"
 	"github.com/asrlinux/asr/internal/redact"
 	"github.com/asrlinux/asr/internal/safetext"
 	"github.com/asrlinux/asr/internal/source"
@@ -82,4 +86,77 @@ func sourceAttrs(name string, info source.Info) []slog.Attr {
 		a = append(a, slog.String("digest", "sha256:"+info.Digest.String()))
 	}
 	return a
+}
+
+// logRecord logs a record with only its event name beside the message.
+func logRecord(l *slog.Logger, level slog.Level, event, msg string) {
+	l.LogAttrs(context.Background(), level, msg, slog.String("event", event))
+}
+
+// clientAttrs are a client's fields in asr server's records. Its name, MAC,
+// disk and message are what it sent (bounded by the protocol): JSON
+// escapes them, field keeps them short.
+func clientAttrs(c multicast.ClientStatus, size int64, now time.Time) []slog.Attr {
+	a := []slog.Attr{slog.Int("client_id", c.ID), slog.String("client", field(c.Name)), slog.String("mac", field(c.MAC)),
+		slog.String("addr", c.Addr), slog.String("disk", field(c.Disk)), slog.String("state", c.State), slog.Int("percent", c.Percent)}
+	if c.Message != "" {
+		a = append(a, slog.String("reason", field(c.Message)))
+	}
+	rate, eta := c.Rate(size, now)
+	if rate > 0 {
+		a = append(a, slog.Int64("rate", int64(rate)))
+	}
+	if eta > 0 {
+		a = append(a, slog.Float64("eta_s", eta.Round(time.Second).Seconds()))
+	}
+	if !c.Since.IsZero() {
+		a = append(a, slog.Float64("elapsed_s", roundMs(now.Sub(c.Since))))
+	}
+	return a
+}
+
+func roundMs(d time.Duration) float64 { return d.Round(time.Millisecond).Seconds() }
+
+// logServerEvent logs one of the server's events: a client's (joined,
+// progress, done, failed, lost) with the client's fields, or a pass.
+func logServerEvent(l *slog.Logger, ev multicast.ServerEvent, size int64) {
+	level := slog.LevelInfo
+	attrs := []slog.Attr{slog.String("event", field(ev.Kind))}
+	switch ev.Kind {
+	case multicast.EventPass:
+		attrs = append(attrs, slog.Int("pass", int(ev.Pass)), slog.Int64("bytes", ev.Bytes), slog.Float64("elapsed_s", roundMs(ev.Elapsed)))
+	default:
+		if ev.Kind == multicast.EventFailed || ev.Kind == multicast.EventLost {
+			level = slog.LevelWarn
+		}
+		attrs = append(attrs, clientAttrs(ev.Client, size, time.Now())...)
+	}
+	l.LogAttrs(context.Background(), level, ev.Msg, attrs...)
+}
+
+// logClients is the table of asr server (on SIGUSR1, and at stop) as
+// records: one client_status record per client the server holds, then a
+// clients record counting every client by state.
+func logClients(l *slog.Logger, title string, srv *multicast.Server, now time.Time) {
+	counts := map[string]int{}
+	total := 0
+	for st, n := range srv.Forgotten() {
+		counts[st] += n
+		total += n
+	}
+	for _, c := range srv.Clients() {
+		counts[c.State]++
+		total++
+		l.LogAttrs(context.Background(), slog.LevelInfo, "Client "+safetext.Short(cmp.Or(c.Name, c.Addr), 40)+" "+c.State,
+			append([]slog.Attr{slog.String("event", "client_status")}, clientAttrs(c, srv.Size(), now)...)...)
+	}
+	var byState []any
+	for _, st := range []string{multicast.StateConnected, multicast.StateJoined, multicast.StateRestoring,
+		multicast.StateVerifying, multicast.StateDone, multicast.StateFailed, multicast.StateLost} {
+		if counts[st] > 0 {
+			byState = append(byState, slog.Int(st, counts[st]))
+		}
+	}
+	l.LogAttrs(context.Background(), slog.LevelInfo, strings.TrimSuffix(title, ":"), slog.String("event", "clients"),
+		slog.Int("total", total), slog.Group("states", byState...))
 }

@@ -4,12 +4,17 @@ package main
 // asr server with clients in the namespace lab below.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/asrlinux/asr/internal/testenv"
 )
 
 // record is one line of --log-format json, its common fields parsed and
@@ -160,4 +165,127 @@ func TestE2ERestoreJSONLogFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestE2EServerJSONLog: asr server --log-format json with two clients in
+// the lab, one restoring a disk and one whose disk is too small: every line
+// is a JSON object; the good client's joined, progress and done records
+// and the other's failed record (with its reason) name their disks; SIGUSR1
+// gives the clients as records, and the log ends with stopped.
+func TestE2EServerJSONLog(t *testing.T) {
+	testenv.Require(t, "ip", "sgdisk")
+	const size = 16 << 20
+	srvHost, cli, dir, img, cfg := serverLab(t, "jlog", "239.255.62.16", 20000000, size, 81)
+	bin := testenv.Asr(t)
+	srv := startServer(t, srvHost.Command(context.Background(), bin, "server", "--source", img, "--config", cfg, "--log-format", "json"))
+	target := filepath.Join(dir, "target.raw")
+	testenv.FillRandom(t, target, size, 82)
+	small := filepath.Join(dir, "small.raw")
+	testenv.FillRandom(t, small, size/2, 83)
+	restore := func(disk string) ([]byte, error) {
+		return cli.Command(context.Background(), bin, "restore", "--source", "asr://198.18.0.1", "--target", disk,
+			"--erase", "--noprompt", "--timeout", "20").CombinedOutput()
+	}
+	if out, err := restore(small); err == nil {
+		t.Fatalf("restore onto a disk half the image's size succeeded:\n%s", out)
+	}
+	if out, err := restore(target); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if err := srv.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Output.Expect(`"event":"clients"`, 10*time.Second); err != nil {
+		t.Fatalf("no clients record after SIGUSR1: %v\n%s", err, srv.Output.Log())
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	recs := parseLog(t, srv.Output.Log())
+	if testing.Verbose() {
+		t.Logf("the server's log:\n%s", srv.Output.Log())
+	}
+
+	byDisk := map[string][]record{} // the clients' records, by the disk they named
+	var order []string
+	for _, r := range recs {
+		if d := r.str("disk"); d != "" {
+			byDisk[d] = append(byDisk[d], r)
+		}
+		switch r.Event {
+		case "started", "clients", "stopped", "pass":
+			order = append(order, r.Event)
+		}
+	}
+	if first, last := recs[0], recs[len(recs)-1]; first.Event != "started" || last.Event != "stopped" ||
+		first.str("digest") == "" || first.num("size") != size || first.str("group") != "239.255.62.16" {
+		t.Errorf("first record %v, last %v: want started (with the image's digest, size and group) and stopped", first.all, last.all)
+	}
+	if !slices.Contains(order, "pass") {
+		t.Errorf("no pass record: %v", order)
+	}
+
+	// The client whose disk was too small: failed, with the reason, before
+	// it ever joined.
+	var bad []string
+	for _, r := range byDisk[small] {
+		bad = append(bad, r.Event)
+	}
+	if fail := last(byDisk[small], "failed"); fail == nil || fail.Level != "WARN" || !strings.Contains(fail.str("reason"), "too small") ||
+		fail.str("state") != "failed" || fail.str("mac") == "" || fail.str("addr") != "198.18.0.11" {
+		t.Errorf("records of the client with the small disk: %v; want failed with the reason, its MAC and address", bad)
+	}
+	if slices.Contains(bad, "joined") || slices.Contains(bad, "done") {
+		t.Errorf("the client with the small disk: %v, want no joined or done", bad)
+	}
+
+	// The good client: joined, progress (each tenth, rising), done at 100%.
+	var good []string
+	pct := -1.0
+	for _, r := range byDisk[target] {
+		if r.Event == "client_status" {
+			continue
+		}
+		if l := len(good); l == 0 || good[l-1] != r.Event {
+			good = append(good, r.Event)
+		}
+		if r.Event == "progress" {
+			if p := r.num("percent"); p <= pct || int(p)%10 != 0 && p != 100 && int(p)/10 == int(pct)/10 {
+				t.Errorf("progress went from %v%% to %v%%", pct, p)
+			}
+			pct = r.num("percent")
+		}
+	}
+	if got := strings.Join(good, ","); got != "joined,progress,done" {
+		t.Errorf("the good client's events: %s, want joined,progress,done", got)
+	}
+	if done := last(byDisk[target], "done"); done == nil || done.num("percent") != 100 || done.str("state") != "done" || done.all["reason"] != nil {
+		t.Errorf("the good client's done record: %v", done)
+	}
+	// SIGUSR1's records: one per client, and the count by state.
+	states := 0
+	for _, r := range recs {
+		if r.Event == "client_status" {
+			states++
+		}
+		if r.Event == "clients" {
+			st, _ := r.all["states"].(map[string]any)
+			if r.num("total") != 2 || st["done"] != 1.0 || st["failed"] != 1.0 {
+				t.Errorf("clients record %v, want 2 clients: 1 done, 1 failed", r.all)
+			}
+		}
+	}
+	if states != 4 { // on SIGUSR1 and at stop
+		t.Errorf("%d client_status records, want 2 on SIGUSR1 and 2 at stop", states)
+	}
+}
+
+// last is the last record of event in recs, or nil.
+func last(recs []record, event string) *record {
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Event == event {
+			return &recs[i]
+		}
+	}
+	return nil
 }
