@@ -86,7 +86,8 @@ const (
 )
 
 // Watch has fn called with every event, under the Printer's lock (so in
-// order, and fn must be quick); the output goes on as before. The
+// order, and fn must be quick), just before the event's output, which
+// goes on as before. The
 // appliance's screen follows a restore this way.
 func (p *Printer) Watch(fn func(Event)) {
 	p.mu.Lock()
@@ -143,7 +144,7 @@ func (p *Printer) StepNamed(phase, what string) {
 	defer p.mu.Unlock()
 	p.closeLine()
 	p.phase, p.total, p.done, p.began = phase, 0, 0, time.Now()
-	defer p.notify(StepBegun, what)
+	p.notify(StepBegun, what)
 	switch {
 	case p.log != nil:
 		p.record(slog.LevelInfo, "step", what, slog.String("phase", phaseName(phase)))
@@ -160,7 +161,7 @@ func (p *Printer) StepNamed(phase, what string) {
 func (p *Printer) Done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	defer p.notify(StepDone, "")
+	p.notify(StepDone, "")
 	switch {
 	case p.log != nil:
 		p.stepDone()
@@ -177,7 +178,7 @@ func (p *Printer) Info(format string, a ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	msg := fmt.Sprintf(format, a...)
-	defer p.notify(Infoed, msg)
+	p.notify(Infoed, msg)
 	switch {
 	case p.log != nil:
 		p.record(slog.LevelInfo, "info", msg)
@@ -198,7 +199,7 @@ func (p *Printer) Fail(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.failed = phaseName(p.phase)
-	defer p.notify(Failed, err.Error())
+	p.notify(Failed, err.Error())
 	switch {
 	case p.log != nil:
 		// The caller's failure record says it, with the final error.
@@ -217,7 +218,7 @@ func (p *Printer) Start(phase string, total int64) {
 	p.closeLine()
 	p.phase, p.total, p.done, p.shown, p.began = phase, total, 0, 0, time.Now()
 	p.loggedPct, p.logged = 0, p.began
-	defer p.notify(StepBegun, phase)
+	p.notify(StepBegun, phase)
 	switch {
 	case p.log != nil:
 		p.record(slog.LevelInfo, "step", phase, slog.String("phase", phaseName(phase)), slog.Int64("total", total))
@@ -235,8 +236,8 @@ func (p *Printer) Add(n int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done += n
-	p.draw()
 	p.notify(Progressed, "")
+	p.draw()
 }
 
 // Finish completes the phase at 100%.
@@ -245,7 +246,7 @@ func (p *Printer) Finish() {
 	defer p.mu.Unlock()
 	p.done = p.total
 	p.draw()
-	defer p.notify(StepDone, "")
+	p.notify(StepDone, "")
 	switch {
 	case p.log != nil:
 		p.stepDone()
