@@ -21,9 +21,15 @@
 // replaced: the image comes from the stick's data partition, kept
 // read-only, and the target is chosen among the other disks.
 //
-// A failure stops with the reason on the console and never loops; with
-// asr.debug it opens a shell. Tests and dashboards match the line
-// "asr-appliance: RESULT ...".
+// A failure stops with the reason on the console and what to do, and
+// never loops; with asr.debug it opens a shell. Tests and dashboards match
+// the line "asr-appliance: RESULT ...".
+//
+// On the machine's own screen (a virtual terminal) the console is a status
+// page for the person walking past (Screen, Render): the stage in big
+// letters, the progress bar, the server, image and disk, the IP and MAC
+// address, and the console's lines below. On a serial console the lines go
+// out plain, as they are.
 package appliance
 
 import (

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
@@ -205,6 +208,40 @@ func TestScreenVT(t *testing.T) {
 	for _, want := range []string{bigText("FAILED")[2], "Reason: chunk 7: SHA-256 mismatch", "its start was blanked"} {
 		if !strings.Contains(page(), want) {
 			t.Errorf("the failure page lacks %q:\n%s", want, page())
+		}
+	}
+}
+
+// TestVirtualTerminal: a pseudo-terminal (what a serial console is to
+// this test: a terminal, but not the machine's screen) and a pipe get the
+// plain lines, not the page.
+func TestVirtualTerminal(t *testing.T) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer ptmx.Close()
+	if _, err := unix.IoctlGetTermios(int(ptmx.Fd()), unix.TCGETS); err != nil {
+		t.Fatalf("/dev/ptmx is not a terminal: %v", err)
+	}
+	if _, _, vt := virtualTerminal(int(ptmx.Fd())); vt {
+		t.Errorf("a pseudo-terminal was taken for the machine's screen")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if _, _, vt := virtualTerminal(int(w.Fd())); vt {
+		t.Errorf("a pipe was taken for the machine's screen")
+	}
+	// A machine with virtual terminals: one is taken for the screen (only
+	// asked, read-only, never written to).
+	if vt, err := os.OpenFile("/dev/tty1", os.O_RDONLY|unix.O_NOCTTY, 0); err == nil {
+		defer vt.Close()
+		if w, h, ok := virtualTerminal(int(vt.Fd())); !ok || w < 40 || h < 20 {
+			t.Errorf("/dev/tty1: virtualTerminal = %d x %d, %v; want the screen and its size", w, h, ok)
 		}
 	}
 }
