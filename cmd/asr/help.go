@@ -393,24 +393,21 @@ SIGNATURES
     trusts nothing: it serves what it is given. An image whose bytes after the last
     chunk are not a valid signature trailer is refused at start.
 
-OUTPUT
-    Image signed by key ID 3A5F0B2C9D1E4F60: clients that trust keys check this before erasing anything
-    Ready to start accepting clients
-    Starting stream 2026-11-26 10:00:00 +0000      (each pass)
-    Client 198.18.0.11 (lab-pc-07) joined / NN% / done / failed: reason
-
 LOG FORMAT
     --log-format json prints one JSON object per line on standard output instead, for a
     log collector (Loki, Elasticsearch); there is no live table then. Every object has
-    "time" (RFC 3339), "level" (INFO, WARN, ERROR), "msg" (the line above) and "event":
+    "time" (RFC 3339), "level" (INFO, WARN, ERROR), "msg" (the line OUTPUT shows) and
+    "event":
       started        image, size, digest, signed, group, port, control_port, rate, ttl,
                      version
-      joined         a client is in the group; progress: its percentage crossed a tenth;
-      progress       done: it restored and verified its disk; failed (WARN): it stopped,
-      done           with the reason; lost (WARN): its connection closed before done or
-      failed         failed. Each with client_id (in order of arrival), client (its name),
-      lost           mac, addr, disk, state, percent, and reason, rate (bytes/s), eta_s,
-                     elapsed_s (since its hello) when known
+      joined         a client is in the group, waiting for data
+      progress       a client's percentage crossed a tenth
+      done           a client restored and verified its disk
+      failed         (WARN) a client stopped; reason says why
+      lost           (WARN) a client's connection closed before done or failed
+                     These five have client_id (in order of arrival), client (its name),
+                     mac, addr, disk, state, percent, and when known reason, rate
+                     (bytes/s), eta_s, elapsed_s (since its hello)
       pass           a pass of the image was sent: pass, bytes, elapsed_s
       client_status  on SIGUSR1 and at stop, one per client the server holds (fields as
                      joined)
@@ -424,6 +421,12 @@ LOG FORMAT
        failed: ...","event":"failed","client_id":7,"client":"lab-pc-07",
        "mac":"52:54:00:12:34:0a","addr":"198.18.0.11","disk":"/dev/sda (256.0 GiB)",
        "state":"failed","percent":40,"reason":"..."}
+
+OUTPUT
+    Image signed by key ID 3A5F0B2C9D1E4F60: clients that trust keys check this before erasing anything
+    Ready to start accepting clients
+    Starting stream 2026-11-26 10:00:00 +0000      (each pass)
+    Client 198.18.0.11 (lab-pc-07) joined / NN% / done / failed: reason
 `
 
 const manBrowse = `NAME

@@ -27,11 +27,11 @@ func servedTable(signedBy string, srv *multicast.Server, now time.Time) []byte {
 
 func runServer(ctx context.Context, e env, args []string) (err error) {
 	fs := newFlags("server")
+	lf := addLogFormat(fs)
 	src := fs.String("source", "", "the prepared `IMAGE` to stream (required)")
 	cfgPath := fs.String("config", "", "the configuration `PLIST` (required; see CONFIGURATION)")
 	iface := fs.String("interface", "", "send the stream out of interface `IF` (default: as routing says)")
 	parity := fs.Int("parity", multicast.DefaultParity, "Reed-Solomon parity per chunk, `PCT` percent of its packets (0 turns it off)")
-	lf := addLogFormat(fs)
 	if err := parse(e, fs, manServer, args); err != nil {
 		return err
 	}
