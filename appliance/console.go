@@ -182,7 +182,10 @@ func (s *Screen) redraw(force bool) {
 	// Home, each row over the old one (clearing what it leaves), then
 	// clear below; the cursor hidden so it does not blink in the page.
 	if !s.cleared {
-		b.WriteString("\x1b[2J")
+		// Clear the boot messages, and never blank the screen (the
+		// Linux console's own sequence, setterm --blank 0): a long
+		// restore must still show its page to the person passing by.
+		b.WriteString("\x1b[2J\x1b[9;0]")
 		s.cleared = true
 	}
 	b.WriteString("\x1b[?25l\x1b[H")

@@ -175,8 +175,8 @@ func TestScreenVT(t *testing.T) {
 	s.Set(func(st *Status) {
 		st.Disk, st.IP, st.MAC = "/dev/vda (64.0 MiB)", "198.18.0.40/24", "52:54:00:12:34:28"
 	})
-	if !strings.HasPrefix(page(), "\x1b[2J") || strings.Count(page(), "\x1b[2J") != 1 {
-		t.Fatalf("first draw %q does not clear the screen once", page())
+	if !strings.HasPrefix(page(), "\x1b[2J\x1b[9;0]") || strings.Count(page(), "\x1b[2J") != 1 {
+		t.Fatalf("first draw %q does not clear the screen once and turn blanking off", page())
 	}
 	p := watched(progress.New(s, false), s)
 	p.StepNamed("Erasing", "Erasing target device /dev/vda")
