@@ -103,6 +103,7 @@ func Main(version string) {
 	switch cfg.After {
 	case Shell:
 		logf("asr.after=shell: starting a shell")
+		scr.Release()
 		if err := shell(); err != nil {
 			logf("%v", err)
 		}
@@ -145,6 +146,7 @@ func stop(out io.Writer, scr *Screen, logf func(string, ...any), cfg Config, err
 	logf("what to do: %s", todo)
 	if cfg.Debug || cfg.After == Shell {
 		logf("starting a shell (asr.debug)")
+		scr.Release()
 		if err := shell(); err != nil {
 			logf("%v", err)
 		}

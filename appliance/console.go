@@ -199,3 +199,22 @@ func (s *Screen) redraw(force bool) {
 	b.WriteString("\x1b[J")
 	s.out.Write(b.Bytes())
 }
+
+// Release hands the console over (to a shell): the page stays as it is,
+// the cursor shows again below it, and from then on the screen passes
+// lines through as on a serial console.
+func (s *Screen) Release() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending != nil {
+		s.pending.Stop()
+		s.pending = nil
+	}
+	if s.vt {
+		s.vt = false
+		io.WriteString(s.out, "\x1b[?25h\r\n")
+	}
+}

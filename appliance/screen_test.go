@@ -245,3 +245,18 @@ func TestVirtualTerminal(t *testing.T) {
 		}
 	}
 }
+
+// TestScreenRelease: once a shell takes the console, the page is no longer
+// drawn: lines pass through as they are.
+func TestScreenRelease(t *testing.T) {
+	var b bytes.Buffer
+	s := NewScreen(&b, true, 80, 25, "v1")
+	s.Stage(StageFailed)
+	s.Release()
+	b.Reset()
+	s.Write([]byte("# \n"))
+	s.Stage(StageDone)
+	if b.String() != "# \n" {
+		t.Errorf("after Release the console shows %q, want the line alone", b.String())
+	}
+}
