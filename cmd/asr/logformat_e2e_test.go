@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -288,4 +289,30 @@ func last(recs []record, event string) *record {
 		}
 	}
 	return nil
+}
+
+// TestE2ERestoreJSONLogSignal: SIGTERM in the middle of a restore ends the
+// log with a failed record whose exit_code is the status asr exits with,
+// the shell's 143, and whose phase is the one it interrupted.
+func TestE2ERestoreJSONLogSignal(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	disk := makeDisk(t, dir, diskSize, 35)
+	img := scan(t, disk)
+	st, _ := os.Stat(img)
+	served := t.TempDir()
+	if err := os.Link(img, filepath.Join(served, "disk.asr")); err != nil {
+		t.Fatal(err)
+	}
+	base := stallServer(t, served, map[string]int64{"disk.asr": st.Size() / 3}, make(chan string, 1))
+	code, stdout, _ := signalRun(t, []string{"restore", "--source", base + "/disk.asr", "--file", filepath.Join(dir, "new.img"), "--log-format", "json"},
+		syscall.SIGTERM, func(line string) bool { return strings.Contains(line, `"event":"step","phase":"restoring"`) }, nil, nil)
+	if code != 143 {
+		t.Fatalf("exit status %d, want 143; stdout:\n%s", code, stdout)
+	}
+	recs := parseLog(t, stdout)
+	if last := recs[len(recs)-1]; last.Event != "failed" || last.num("exit_code") != 143 || last.Phase != "restoring" ||
+		!strings.Contains(last.str("reason"), "SIGTERM") {
+		t.Errorf("last record %v, want failed in restoring, exit_code 143, the reason naming SIGTERM", last.all)
+	}
 }
