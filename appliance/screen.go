@@ -78,6 +78,17 @@ var big = map[rune][5]string{
 	'V': {"#   #", "#   #", "#   #", " # # ", "  #  "},
 	'W': {"#   #", "#   #", "# # #", "## ##", "#   #"},
 	'Y': {"#   #", " # # ", "  #  ", "  #  ", "  #  "},
+	'0': {" ### ", "#  ##", "# # #", "##  #", " ### "},
+	'1': {"  #  ", " ##  ", "  #  ", "  #  ", " ### "},
+	'2': {" ### ", "#   #", "  ## ", " #   ", "#####"},
+	'3': {"#### ", "    #", " ### ", "    #", "#### "},
+	'4': {"#  # ", "#  # ", "#####", "   # ", "   # "},
+	'5': {"#####", "#    ", "#### ", "    #", "#### "},
+	'6': {" ### ", "#    ", "#### ", "#   #", " ### "},
+	'7': {"#####", "    #", "   # ", "  #  ", "  #  "},
+	'8': {" ### ", "#   #", " ### ", "#   #", " ### "},
+	'9': {" ### ", "#   #", " ####", "    #", " ### "},
+	'%': {"##  #", "## # ", "  #  ", " # ##", "#  ##"},
 }
 
 // bigText renders word in the block font, six columns a letter.
@@ -119,7 +130,15 @@ func Render(st Status, now time.Time, width, height int) []string {
 	add(left + strings.Repeat(" ", max(1, width-utf8.RuneCountInString(left)-utf8.RuneCountInString(right))) + right)
 	add(rule)
 	add("")
-	for _, r := range bigText(st.Stage.word()) {
+	word := st.Stage.word()
+	if (st.Stage == StageRestoring || st.Stage == StageVerifying) && st.Total > 0 {
+		// The percentage too, in big figures, when the screen is wide
+		// enough for both.
+		if w := fmt.Sprintf("%s %d%%", word, min(max(st.Done, 0), st.Total)*100/st.Total); 2+6*len(w) <= width {
+			word = w
+		}
+	}
+	for _, r := range bigText(word) {
 		add("  " + r)
 	}
 	add("")

@@ -50,7 +50,7 @@ func screenText(t *testing.T, st Status, width, height int) string {
 
 func TestRenderRestoring(t *testing.T) {
 	text := screenText(t, restoring(), 80, 25)
-	for _, want := range append(bigText("RESTORING"),
+	for _, want := range append(bigText("RESTORING 42%"),
 		"asr imaging appliance v1.2", "IP 198.18.0.40/24", "MAC 52:54:00:12:34:28",
 		"Restoring the disk: do not switch off", " 42%", "ETA 58s", "42.0 MiB of 100.0 MiB",
 		"Server  asr://198.18.0.1", "Disk    /dev/vda (64.0 MiB)", `Image   lab\x1b[2J\x1b]0;pwned\a\nasr-appliance: RESULT success`,
