@@ -146,6 +146,7 @@ func TestE2ERestoreJSONLogFailures(t *testing.T) {
 		{"corrupt chunk", []string{"--source", img, "--target", dev, "--erase", "--noprompt"}, 1, "restoring", fmt.Sprintf("chunk %d", bad)},
 		{"no confirmation", []string{"--source", img, "--target", dev, "--erase"}, 1, "", "add --noprompt"},
 		{"no target", []string{"--source", img, "--erase"}, 2, "", "--target is required"},
+		{"two output formats", []string{"--source", img, "--target", dev, "--erase", "--noprompt", "--puppetstrings"}, 2, "", "not both"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := asr(t, append(append([]string{"restore"}, c.args...), "--log-format", "json")...)
