@@ -43,16 +43,20 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 	}
 	var out *progress.Printer
 	if log != nil {
-		if *puppet {
-			return usageError("restore: give --puppetstrings or --log-format json, not both")
-		}
 		// From here on every failure, of the command line too, ends the
 		// log with its record.
 		defer func() {
 			if err != nil {
-				logFailed(ctx, log, out.Failed(), err)
+				phase := ""
+				if out != nil {
+					phase = out.Failed()
+				}
+				logFailed(ctx, log, phase, err)
 			}
 		}()
+		if *puppet {
+			return usageError("restore: give --puppetstrings or --log-format json, not both")
+		}
 		out = progress.NewLog(log)
 	} else {
 		out = progress.New(e.stdout, *puppet)
