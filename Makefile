@@ -89,6 +89,7 @@ fuzz:
 	$(call fuzz-one,FuzzParse,./internal/config/,40000)
 	$(call fuzz-one,FuzzParseCmdline,./appliance/,30000)
 	$(call fuzz-one,FuzzSourceOption,./appliance/,20000)
+	$(call fuzz-one,FuzzRender,./appliance/,10000)
 	$(call fuzz-one,FuzzParseTXT,./internal/dnssd/,60000)
 	$(call fuzz-one,FuzzSidecar,./internal/source/,40000)
 	$(call fuzz-one,FuzzXZGuard,./internal/source/,40000)

@@ -21,9 +21,15 @@
 // replaced: the image comes from the stick's data partition, kept
 // read-only, and the target is chosen among the other disks.
 //
-// A failure stops with the reason on the console and never loops; with
-// asr.debug it opens a shell. Tests and dashboards match the line
-// "asr-appliance: RESULT ...".
+// A failure stops with the reason on the console and what to do, and
+// never loops; with asr.debug it opens a shell. Tests and dashboards match
+// the line "asr-appliance: RESULT ...".
+//
+// On the machine's own screen (a virtual terminal) the console is a status
+// page for the person walking past (Screen, Render): the stage in big
+// letters, the progress bar, the server, image and disk, the IP and MAC
+// address, and the console's lines below. On a serial console the lines go
+// out plain, as they are.
 package appliance
 
 import (
@@ -56,36 +62,48 @@ type Options struct {
 	SysRoot string // "/sys"
 	Version string
 	Name    string // how the multicast server names this machine
+	// Screen, if set, shows the machine's status to a person (it is
+	// also the Console then); nil: the console's lines only.
+	Screen *Screen
 }
 
 // Main is /init. It does not return.
 func Main(version string) {
 	// Everything on the console is redacted: a source or report URL's
-	// password or signature never shows, whichever package quoted it.
-	out := redact.Writer(os.Stdout)
+	// password or signature never shows, whichever package quoted it. On
+	// the machine's own screen (a virtual terminal) a status page shows
+	// what it is doing; on a serial console the lines go out as they are.
+	scr := ConsoleScreen(os.Stdout, redact.Writer(os.Stdout), version)
+	out := io.Writer(scr)
 	logf := func(format string, a ...any) { fmt.Fprintf(out, "asr: "+format+"\n", a...) }
 	// The DHCP client logs whole packets through the standard logger; the
 	// console gets one line per step from us instead.
 	log.SetOutput(io.Discard)
 	fmt.Fprintf(out, "\nasr imaging appliance %s\n", version)
 	if err := MountAll(); err != nil {
-		stop(out, logf, Config{}, err)
+		stop(out, scr, logf, Config{}, err)
 	}
 	b, _ := os.ReadFile("/proc/cmdline")
 	cfg, err := ParseCmdline(string(b))
 	if err != nil {
-		stop(out, logf, cfg, err)
+		stop(out, scr, logf, cfg, err)
 	}
 	host, _ := os.Hostname()
-	res, err := Run(context.Background(), cfg, Options{Console: out, RootDir: "/", SysRoot: "/sys", Version: version, Name: host})
+	res, err := Run(context.Background(), cfg, Options{Console: out, Screen: scr, RootDir: "/", SysRoot: "/sys", Version: version, Name: host})
 	if err != nil {
-		stop(out, logf, cfg, err)
+		stop(out, scr, logf, cfg, err)
 	}
+	scr.Set(func(st *Status) {
+		st.Stage = StageDone
+		st.Result = fmt.Sprintf("Restored %s to %s in %.0f s%s. Then: %s.", restore.HumanBytes(res.Size), res.Target,
+			(res.Elapsed + res.VerifyTime).Seconds(), verified(res), cfg.After)
+	})
 	fmt.Fprintf(out, "asr-appliance: RESULT success: restored %s to %s in %.1f s%s\n",
 		restore.HumanBytes(res.Size), res.Target, (res.Elapsed + res.VerifyTime).Seconds(), verified(res))
 	switch cfg.After {
 	case Shell:
 		logf("asr.after=shell: starting a shell")
+		scr.Release()
 		if err := shell(); err != nil {
 			logf("%v", err)
 		}
@@ -118,14 +136,17 @@ func verified(r *restore.Result) string {
 
 // stop reports a failure and waits for a person: it never reboots into a
 // loop of failed restores.
-func stop(out io.Writer, logf func(string, ...any), cfg Config, err error) {
+func stop(out io.Writer, scr *Screen, logf func(string, ...any), cfg Config, err error) {
 	hint := ""
 	if stall := (*source.StallError)(nil); errors.As(err, &stall) {
 		hint = " (raise asr.timeout= if the server is only slow)"
 	}
+	todo := scr.Fail(err)
 	fmt.Fprintf(out, "asr-appliance: RESULT failure: %v%s\n", err, hint)
+	logf("what to do: %s", todo)
 	if cfg.Debug || cfg.After == Shell {
 		logf("starting a shell (asr.debug)")
+		scr.Release()
 		if err := shell(); err != nil {
 			logf("%v", err)
 		}
@@ -138,6 +159,8 @@ func stop(out io.Writer, logf func(string, ...any), cfg Config, err error) {
 func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err error) {
 	o.Console = redact.Writer(o.Console)
 	logf := func(format string, a ...any) { fmt.Fprintf(o.Console, "asr: "+format+"\n", a...) }
+	scr := o.Screen
+	scr.Stage(StageStarting)
 	mods, err := loadAllDrivers(o.RootDir, o.SysRoot)
 	if err != nil {
 		logf("drivers: %v", err) // a missing optional driver is not fatal; a missing disk is, below
@@ -153,6 +176,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 		return restoreFromStick(ctx, cfg, o, keys, logf)
 	}
 	// Disks and links appear as their drivers probe them.
+	scr.Stage(StageDisk)
 	disks, err := waitDisks(o.SysRoot, 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -162,7 +186,9 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 		return nil, err
 	}
 	logf("target: %s", tgt)
+	scr.Set(func(st *Status) { st.Disk = tgt.String() })
 
+	scr.Stage(StageNetwork)
 	links, err := waitLinks(5 * time.Second)
 	if err != nil {
 		return nil, err
@@ -186,6 +212,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	if o.Name == "" || o.Name == "(none)" {
 		o.Name = mac
 	}
+	scr.Set(func(st *Status) { st.IP, st.MAC = leases[0].Addr, mac })
 	var rep *reporter
 	if cfg.Report != "" {
 		rep = newReporter(cfg.Report, Report{Client: o.Name, MAC: mac, Disk: tgt.String(), Source: sourceurl.Redact(cfg.Source)}, logf)
@@ -193,6 +220,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 		defer func() { rep.final(err, 0) }()
 	}
 
+	scr.Stage(StageServer)
 	src, how, err := findSource(cfg, leases)
 	if errors.Is(err, errNoSource) {
 		ifaces := make([]string, len(leases))
@@ -213,6 +241,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 		rep.base.Source = sourceurl.Redact(src) // when DHCP or DNS-SD found it
 	}
 	logf("source: %s (%s)", sourceurl.Redact(src), how)
+	scr.Set(func(st *Status) { st.Server = sourceurl.Redact(src) })
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	res, err = restore.Run(ctx, restore.Request{
 		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
@@ -222,12 +251,15 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 			if err == nil {
 				src, err = checkTrusted(src, keys, logf)
 			}
+			if err == nil {
+				scr.Set(func(st *Status) { st.Image = imageName(src.Info()) })
+			}
 			if err != nil || rep == nil {
 				return src, err
 			}
 			return &reportingSource{Source: src, r: rep}, nil
 		},
-		Out: progress.New(o.Console, false),
+		Out: watched(progress.New(o.Console, false), scr),
 	})
 	// The multicast package names no setting; here it is a kernel parameter.
 	if stall := (*multicast.StallError)(nil); errors.As(err, &stall) {
@@ -248,6 +280,8 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 		logf("asr.report=%s: not used: the stick restores without the network", cfg.Report)
 	}
 	logf("source: looking for the stick's %s filesystem on USB and removable disks", label)
+	scr := o.Screen
+	scr.Stage(StageDisk)
 	part, disks, err := waitStick(o.RootDir, o.SysRoot, label, cfg.Timeout, logf)
 	if err != nil {
 		return nil, err
@@ -263,6 +297,7 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 		return nil, err
 	}
 	logf("target: %s", tgt)
+	scr.Set(func(st *Status) { st.Disk, st.Server = tgt.String(), "USB stick "+part.Path })
 	if err := mountStick(o.RootDir, part); err != nil {
 		return nil, err
 	}
@@ -279,9 +314,12 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 			if err != nil {
 				return nil, err
 			}
-			return checkTrusted(src, keys, logf)
+			if src, err = checkTrusted(src, keys, logf); err == nil {
+				scr.Set(func(st *Status) { st.Image = imageName(src.Info()) })
+			}
+			return src, err
 		},
-		Out: progress.New(o.Console, false),
+		Out: watched(progress.New(o.Console, false), scr),
 	})
 }
 
@@ -345,4 +383,21 @@ func waitLinks(d time.Duration) ([]netlink.Link, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// watched has scr follow p's events.
+func watched(p *progress.Printer, scr *Screen) *progress.Printer {
+	if scr != nil {
+		p.Watch(scr.Watch)
+	}
+	return p
+}
+
+// imageName is what the screen calls the image: the name in its manifest
+// (the image's own word, escaped when shown), else its kind.
+func imageName(info source.Info) string {
+	if info.Manifest != nil && info.Manifest.Name != "" {
+		return info.Manifest.Name
+	}
+	return info.Kind
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -103,5 +104,28 @@ func FuzzSourceOption(f *testing.F) {
 			t.Fatalf("accepted %q", url)
 		}
 		safeLine(t, "accepted URL", url, maxOptionURL)
+	})
+}
+
+// FuzzRender: whatever a server names its image, whatever an error or a
+// console line holds, the status page fits the screen and every row is
+// text a console prints as it is.
+func FuzzRender(f *testing.F) {
+	f.Add("lab.asr", "chunk 7: SHA-256 mismatch", "asr: target: /dev/vda", uint8(4), int64(42), int64(100), uint8(80), uint8(25))
+	f.Add("lab\x1b[2J\x00\u202e\xff", "\n\r\t", "\x9b31m", uint8(7), int64(-5), int64(3), uint8(0), uint8(0))
+	f.Fuzz(func(t *testing.T, image, reason, line string, stage uint8, done, total int64, w, h uint8) {
+		st := Status{Version: "v", Stage: Stage(stage % 8), Image: image, Server: image, Disk: line, IP: line, MAC: image,
+			Step: line, Err: reason, Hint: reason, Result: reason, Done: done, Total: total, Began: time.Unix(1, 0),
+			Log: []string{line, image, reason}}
+		width, height := max(int(w), 40), max(int(h), 20)
+		rows := Render(st, time.Unix(100, 0), int(w), int(h))
+		if len(rows) > height {
+			t.Fatalf("%d rows on a screen of %d", len(rows), height)
+		}
+		for _, r := range rows {
+			if utf8.RuneCountInString(r) > width || safetext.Line(r) != r {
+				t.Fatalf("row %q is wider than %d or holds characters a console would act on", r, width)
+			}
+		}
 	})
 }

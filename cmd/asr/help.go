@@ -55,7 +55,8 @@ const manRestore = `NAME
 
 SYNOPSIS
     asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify] [--grow]
-                [--puppetstrings] [--workers N] [--trusted-key PUB]... [--trusted-keys-dir DIR]
+                [--puppetstrings | --log-format json] [--workers N] [--trusted-key PUB]...
+                [--trusted-keys-dir DIR]
     asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
     asr restore --source SOURCE --target VOLUME [--noverify] [--puppetstrings] [--workers N]
 
@@ -212,6 +213,33 @@ PUPPETSTRINGS
       PINFO  <text>             a line for people (the summary)
       PERROR <text>             the phase failed; the process exits nonzero
 
+LOG FORMAT
+    --log-format json prints one JSON object per line on standard output, for a log
+    collector (Loki, Elasticsearch), instead of the lines above; it does not ask
+    before erasing (give --noprompt). A failure still ends with its "asr: ..." line on
+    standard error. Every object has "time" (RFC 3339), "level" (INFO or ERROR), "msg"
+    (the line a person would read) and "event", one of:
+      started    source, target, erase, verify, version
+      step       a phase begins: phase (validating_target, erasing, restoring,
+                 verifying, ...), total for a long phase (bytes)
+      source     the source opened: source, kind, size, and for a prepared image its
+                 image (the name it was scanned from) and digest
+      progress   phase, percent, done, total, rate (bytes/s), eta_s; each whole
+                 percent once, and every 5 s while it does not move
+      step_done  phase, elapsed_s
+      info       a line for people (the summary, a note)
+      done       the last record of a success: target, size, data_bytes, chunks,
+                 zero_chunks, unused_bytes, elapsed_s, verified, verified_bytes, verify_s
+                 (a file copy: items, bytes, replaced, added, kept instead of the blocks)
+      failed     the last record of a failure: reason, exit_code, and the phase that
+                 failed if one had begun; a wrong command line gives one too
+    For example:
+      {"time":"2026-11-26T10:00:01.2Z","level":"INFO","msg":"Restoring 42%","event":"progress",
+       "phase":"restoring","percent":42,"done":440401920,"total":1048576000,"rate":91750400,"eta_s":6.6}
+      {"time":"2026-11-26T10:00:09.8Z","level":"ERROR","msg":"...","event":"failed",
+       "reason":"...","exit_code":1,"phase":"restoring"}
+    Strings from the source (an image's name) are cut to 256 bytes; JSON escapes them.
+
 EXAMPLES
     asr restore --source /srv/lab.asr --target /dev/sdb --erase
     asr restore --source /dev/sda --target /dev/sdb --erase --noprompt     (clone)
@@ -312,7 +340,8 @@ const manServer = `NAME
     asr server - stream a prepared image to many machines by multicast
 
 SYNOPSIS
-    asr server --source IMAGE --config asrconfig.plist [--interface IF] [--parity PCT] [--http ADDR]
+    asr server --source IMAGE --config asrconfig.plist [--interface IF] [--parity PCT]
+               [--http ADDR] [--log-format json]
 
 DESCRIPTION
     Listens for clients on a TCP port and, once the first one asks, sends IMAGE to a
@@ -401,6 +430,35 @@ SIGNATURES
     client that trusts keys checks them before it erases its disk. The server itself
     trusts nothing: it serves what it is given. An image whose bytes after the last
     chunk are not a valid signature trailer is refused at start.
+
+LOG FORMAT
+    --log-format json prints one JSON object per line on standard output instead, for a
+    log collector (Loki, Elasticsearch); there is no live table then. Every object has
+    "time" (RFC 3339), "level" (INFO, WARN, ERROR), "msg" (the line OUTPUT shows) and
+    "event":
+      started        image, size, digest, signed, group, port, control_port, rate, ttl,
+                     version
+      joined         a client is in the group, waiting for data
+      progress       a client's percentage crossed a tenth
+      done           a client restored and verified its disk
+      failed         (WARN) a client stopped; reason says why
+      lost           (WARN) a client's connection closed before done or failed
+                     These five have client_id (in order of arrival), client (its name),
+                     mac, addr, disk, state, percent, and when known reason, rate
+                     (bytes/s), eta_s, elapsed_s (since its hello)
+      pass           a pass of the image was sent: pass, bytes, elapsed_s
+      client_status  on SIGUSR1 and at stop, one per client the server holds (fields as
+                     joined)
+      clients        after them: total, and states, the count by state
+      stopped        the last record: uptime_s
+      log, warning   any other line (Ready to start accepting clients, a config warning)
+      failed         (no client fields) the server itself failed: reason, exit_code
+    What clients sent (name, MAC, disk, reason) is cut to 256 bytes and escaped by JSON.
+    For example:
+      {"time":"2026-11-26T10:02:11Z","level":"WARN","msg":"Client 198.18.0.11 (lab-pc-07)
+       failed: ...","event":"failed","client_id":7,"client":"lab-pc-07",
+       "mac":"52:54:00:12:34:0a","addr":"198.18.0.11","disk":"/dev/sda (256.0 GiB)",
+       "state":"failed","percent":40,"reason":"..."}
 
 OUTPUT
     Image signed by key ID 3A5F0B2C9D1E4F60: clients that trust keys check this before erasing anything

@@ -22,11 +22,11 @@ func help(t *testing.T, args ...string) (string, error) {
 func TestManualsListEveryFlag(t *testing.T) {
 	flagLine := regexp.MustCompile(`(?m)^    --([a-z][a-z-]*)`)
 	want := map[string][]string{
-		"restore":   {"source", "target", "file", "erase", "noprompt", "noverify", "puppetstrings", "workers", "grow", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
+		"restore":   {"source", "target", "file", "erase", "noprompt", "noverify", "puppetstrings", "log-format", "workers", "grow", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
 		"imagescan": {"source", "output", "chunksize", "overwrite", "puppetstrings", "allblocks", "sign", "password-file"},
 		"info":      {"source", "plist", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
 		"sign":      {"source", "key", "password-file", "remove", "minisig", "key-id", "add-minisig"},
-		"server":    {"source", "config", "interface", "parity", "http"},
+		"server":    {"source", "config", "interface", "parity", "http", "log-format"},
 		"browse":    {"timeout", "interface"},
 		"push":      {"source", "cacert", "timeout"},
 	}

@@ -69,14 +69,19 @@ func main() {
 	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: stdinIsTerminal}
 	err := run(ctx, e, os.Args[1:])
-	var sig *signalError
-	gotSignal := errors.As(context.Cause(ctx), &sig)
+	code := signalStatus(ctx, exitStatus(os.Stderr, err))
 	stop()
-	code := exitStatus(os.Stderr, err)
-	if code != 0 && gotSignal {
-		code = 128 + int(sig.sig) // the shell's status for a process a signal ended
-	}
 	os.Exit(code)
+}
+
+// signalStatus is code, or the shell's status for a process a signal
+// ended (128+N) when a signal cancelled ctx and the run failed.
+func signalStatus(ctx context.Context, code int) int {
+	var sig *signalError
+	if code != 0 && errors.As(context.Cause(ctx), &sig) {
+		return 128 + int(sig.sig)
+	}
+	return code
 }
 
 // exitStatus prints err (already redacted by run) as asr's last line and
@@ -87,6 +92,12 @@ func exitStatus(stderr io.Writer, err error) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "asr: %v%s\n", err, hint(err))
+	return statusOf(err)
+}
+
+// statusOf is the exit status for a failure: 2 when the command line is
+// wrong, else 1.
+func statusOf(err error) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code

@@ -53,28 +53,37 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		{"notfound", "http://" + host + "/missing.img" + query, "404"},
 		{"nohost", "http://admin:hunter2@/lab.asr" + query, "no host"},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			cmd := exec.Command(bin, "restore", "--source", c.url, "--file", filepath.Join(t.TempDir(), "new.img"),
-				"--timeout", "5", "--retries", "1")
-			var stdout, stderr strings.Builder
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			start := time.Now()
-			err := cmd.Run()
-			out := stdout.String() + stderr.String()
-			if err == nil {
-				t.Fatalf("asr restore --source %s succeeded; want a failure\n%s", c.name, out)
-			}
-			for _, s := range secrets {
-				if strings.Contains(out, s) {
-					t.Errorf("asr's output shows the secret %q:\n%s", s, out)
+		// The JSON log (--log-format json) quotes the URL in its started,
+		// source and failed records: redacted as well.
+		for _, format := range []string{"text", "json"} {
+			t.Run(c.name+"/"+format, func(t *testing.T) {
+				cmd := exec.Command(bin, "restore", "--source", c.url, "--file", filepath.Join(t.TempDir(), "new.img"),
+					"--timeout", "5", "--retries", "1", "--log-format", format)
+				var stdout, stderr strings.Builder
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				start := time.Now()
+				err := cmd.Run()
+				out := stdout.String() + stderr.String()
+				if err == nil {
+					t.Fatalf("asr restore --source %s succeeded; want a failure\n%s", c.name, out)
 				}
-			}
-			if !strings.Contains(stderr.String(), c.want) || !strings.Contains(stderr.String(), "xxxxx") {
-				t.Errorf("stderr = %q, want it to say %q and show the URL redacted (xxxxx)", stderr.String(), c.want)
-			}
-			if d := time.Since(start); d > 30*time.Second {
-				t.Errorf("asr took %v to fail", d)
-			}
-		})
+				for _, s := range secrets {
+					if strings.Contains(out, s) {
+						t.Errorf("asr's output shows the secret %q:\n%s", s, out)
+					}
+				}
+				if !strings.Contains(stderr.String(), c.want) || !strings.Contains(stderr.String(), "xxxxx") {
+					t.Errorf("stderr = %q, want it to say %q and show the URL redacted (xxxxx)", stderr.String(), c.want)
+				}
+				if format == "json" {
+					if recs := parseLog(t, stdout.String()); recs[len(recs)-1].Event != "failed" || !strings.Contains(recs[len(recs)-1].str("reason"), c.want) {
+						t.Errorf("the JSON log does not end with a failed record saying %q:\n%s", c.want, stdout.String())
+					}
+				}
+				if d := time.Since(start); d > 30*time.Second {
+					t.Errorf("asr took %v to fail", d)
+				}
+			})
+		}
 	}
 }

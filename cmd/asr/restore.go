@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -13,12 +14,13 @@ import (
 	"github.com/asrlinux/asr/internal/filerestore"
 	"github.com/asrlinux/asr/internal/fsgrow"
 	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/redact"
 	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
 )
 
-func runRestore(ctx context.Context, e env, args []string) error {
+func runRestore(ctx context.Context, e env, args []string) (err error) {
 	fs := newFlags("restore")
 	src := fs.String("source", "", "the `SOURCE` to restore (required; see SOURCE above)")
 	tgt := fs.String("target", "", "the `TARGET` to restore onto; without --erase, the volume to copy files into (see FILE COPY)")
@@ -31,8 +33,33 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	growFlag := fs.Bool("grow", false, "enlarge the last partition and its ext2/3/4 filesystem (or an image of one volume's filesystem) to fill a larger target")
 	sf := addSourceFlags(fs)
 	tf := addTrustFlags(fs)
+	lf := addLogFormat(fs)
 	if err := parse(e, fs, manRestore, args); err != nil {
 		return err
+	}
+	log, err := lf.logger("restore", e.stdout)
+	if err != nil {
+		return err
+	}
+	var out *progress.Printer
+	if log != nil {
+		// From here on every failure, of the command line too, ends the
+		// log with its record.
+		defer func() {
+			if err != nil {
+				phase := ""
+				if out != nil {
+					phase = out.Failed()
+				}
+				logFailed(ctx, log, phase, err)
+			}
+		}()
+		if *puppet {
+			return usageError("restore: give --puppetstrings or --log-format json, not both")
+		}
+		out = progress.NewLog(log)
+	} else {
+		out = progress.New(e.stdout, *puppet)
 	}
 	if err := sf.check(); err != nil {
 		return err
@@ -61,13 +88,21 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		}
 	}
 
-	out := progress.New(e.stdout, *puppet)
+	if log != nil {
+		log.LogAttrs(ctx, slog.LevelInfo, "Restore started", slog.String("event", "started"),
+			slog.String("source", redact.Text(*src)), slog.String("target", cmp.Or(*tgt, *file)),
+			slog.Bool("erase", *erase || *file != ""), slog.Bool("verify", !*noverify), slog.String("version", Version))
+	}
 	// Every source is opened through the signature check (see SIGNED IMAGES).
 	open := func(s, disk string, max int64) (source.Source, error) {
-		return openTrusted(ctx, s, disk, max, sf, keys, out.Info)
+		src, err := openTrusted(ctx, s, disk, max, sf, keys, out.Info)
+		if err == nil && log != nil {
+			log.LogAttrs(ctx, slog.LevelInfo, "Source "+redact.Text(s), sourceAttrs(s, src.Info())...)
+		}
+		return src, err
 	}
 	if !*erase && *file == "" {
-		return runFileCopy(ctx, filerestore.Request{
+		return runFileCopy(ctx, log, filerestore.Request{
 			Source: *src, Target: *tgt, NoVerify: *noverify, Workers: *workers,
 			OpenSource: func(s string) (source.Source, error) { return open(s, *tgt, 0) },
 			Out:        out,
@@ -80,7 +115,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 		OpenSource: func(s string, max int64) (source.Source, error) { return open(s, cmp.Or(*tgt, *file), max) },
 		Out:        out,
 	}
-	if e.isTerminal() && !*puppet {
+	if e.isTerminal() && !*puppet && log == nil {
 		in := bufio.NewReader(e.stdin)
 		req.Confirm = func(q string) (bool, error) {
 			fmt.Fprint(e.stdout, q)
@@ -122,6 +157,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 				restore.HumanBytes(res.Size), how, secs(res.VerifyTime), secs(total))
 		}
 	}
+	logDone(ctx, log, res)
 	return nil
 }
 
@@ -145,7 +181,7 @@ func restoreHint(err error) error {
 
 // runFileCopy is restore without --erase: items copied from the source
 // volume's tree onto the target volume's.
-func runFileCopy(ctx context.Context, req filerestore.Request) error {
+func runFileCopy(ctx context.Context, log *slog.Logger, req filerestore.Request) error {
 	// The copy keeps a record of every item of the source tree (about 130
 	// bytes): have the garbage collector work harder rather than let the
 	// heap grow to twice what it holds. Measured: 630,000 items, 134 MiB
@@ -164,7 +200,30 @@ func runFileCopy(ctx context.Context, req filerestore.Request) error {
 	if res.Verified {
 		out.Info("Verified %d items: content and metadata match the source, in %s", p.Items, secs(res.VerifyTime))
 	}
+	if log != nil {
+		log.LogAttrs(ctx, slog.LevelInfo, "Restore done", slog.String("event", "done"), slog.String("target", req.Target),
+			slog.Int("items", p.Items), slog.Int64("bytes", p.Bytes), slog.Int("replaced", p.Replaced),
+			slog.Int("added", p.Added), slog.Int("kept", p.Kept), slog.Float64("elapsed_s", res.Elapsed.Seconds()),
+			slog.Bool("verified", res.Verified), slog.Float64("verify_s", res.VerifyTime.Seconds()))
+	}
 	return nil
+}
+
+// logDone logs the record that ends a restore that succeeded, after its
+// summary lines: what was written, and whether it was read back.
+func logDone(ctx context.Context, log *slog.Logger, res *restore.Result) {
+	if log == nil {
+		return
+	}
+	msg := "Restore done"
+	if res.Verified {
+		msg = "Restore done and verified"
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, msg, slog.String("event", "done"), slog.String("target", res.Target),
+		slog.Int64("size", res.Size), slog.Int64("data_bytes", res.DataBytes), slog.Int("chunks", res.Chunks),
+		slog.Int("zero_chunks", res.ZeroChunks), slog.Int64("unused_bytes", res.UnusedBytes),
+		slog.Float64("elapsed_s", res.Elapsed.Seconds()), slog.Bool("verified", res.Verified),
+		slog.Int64("verified_bytes", res.VerifiedBytes), slog.Float64("verify_s", res.VerifyTime.Seconds()))
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }

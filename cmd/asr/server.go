@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -24,8 +25,9 @@ func servedTable(signedBy string, srv *multicast.Server, now time.Time) []byte {
 	return append([]byte("Image "+signedBy+"\n"), clientTable(srv.Clients(), srv.Forgotten(), srv.Size(), now)...)
 }
 
-func runServer(ctx context.Context, e env, args []string) error {
+func runServer(ctx context.Context, e env, args []string) (err error) {
 	fs := newFlags("server")
+	lf := addLogFormat(fs)
 	src := fs.String("source", "", "the prepared `IMAGE` to stream (required)")
 	cfgPath := fs.String("config", "", "the configuration `PLIST` (required; see CONFIGURATION)")
 	iface := fs.String("interface", "", "send the stream out of interface `IF` (default: as routing says)")
@@ -33,6 +35,17 @@ func runServer(ctx context.Context, e env, args []string) error {
 	httpFlag := fs.String("http", "", "serve the dashboard, /metrics and /api/ on `ADDR` (IP:port; default: the config's HTTP Address, else none)")
 	if err := parse(e, fs, manServer, args); err != nil {
 		return err
+	}
+	jlog, err := lf.logger("server", e.stdout)
+	if err != nil {
+		return err
+	}
+	if jlog != nil {
+		defer func() {
+			if err != nil {
+				logFailed(ctx, jlog, "", err)
+			}
+		}()
 	}
 	switch {
 	case *src == "":
@@ -53,25 +66,40 @@ func runServer(ctx context.Context, e env, args []string) error {
 	logf := func(format string, a ...any) { fmt.Fprintf(e.stdout, format+"\n", a...) }
 	// On a terminal, a live table of the clients sits below the log.
 	var live *board
-	if stdoutIsTerminal(e.stdout) {
+	var event func(multicast.ServerEvent)
+	switch {
+	case jlog != nil:
+		logf = func(format string, a ...any) { logRecord(jlog, slog.LevelInfo, "log", fmt.Sprintf(format, a...)) }
+	case stdoutIsTerminal(e.stdout):
 		live = &board{w: e.stdout}
 		logf = live.logf
 	}
 	for _, w := range cfg.Warnings {
+		if jlog != nil {
+			logRecord(jlog, slog.LevelWarn, "warning", fmt.Sprintf("config %s: %s", *cfgPath, w))
+			continue
+		}
 		logf("asr: warning: config %s: %s", *cfgPath, w)
 	}
 	p := *parity
 	if p == 0 {
 		p = -1 // the package's zero means its default
 	}
-	srv, err := multicast.NewServer(multicast.ServerOptions{
-		Image: *src, Config: cfg, Interface: *iface, Parity: p, Log: logf,
+	var srv *multicast.Server
+	if jlog != nil {
+		event = func(ev multicast.ServerEvent) { logServerEvent(jlog, ev, srv.Size()) }
+	}
+	srv, err = multicast.NewServer(multicast.ServerOptions{
+		Image: *src, Config: cfg, Interface: *iface, Parity: p, Log: logf, Event: event,
 	})
 	if err != nil {
 		return err
 	}
-	logf("Serving %s (digest sha256:%s) on group %s port %d, control port %d, %d bytes/s, TTL %d",
+	serving := fmt.Sprintf("Serving %s (digest sha256:%s) on group %s port %d, control port %d, %d bytes/s, TTL %d",
 		*src, srv.Digest(), cfg.Group, cfg.Port+1, cfg.Port, cfg.StreamRate(), cfg.TTL)
+	if jlog == nil {
+		logf("%s", serving)
+	}
 	signedBy := "unsigned"
 	var txt []string
 	if ids := trust.SignerIDs(srv.Signatures()); len(ids) > 0 {
@@ -81,6 +109,12 @@ func runServer(ctx context.Context, e env, args []string) error {
 			s[i] = trust.FormatID(id)
 		}
 		txt = append(txt, "signer="+strings.Join(s, ","))
+	}
+	if jlog != nil {
+		jlog.LogAttrs(ctx, slog.LevelInfo, serving, slog.String("event", "started"), slog.String("image", *src),
+			slog.Int64("size", srv.Size()), slog.String("digest", "sha256:"+srv.Digest().String()), slog.String("signed", signedBy),
+			slog.String("group", cfg.Group.String()), slog.Int("port", cfg.Port+1), slog.Int("control_port", cfg.Port),
+			slog.Int64("rate", cfg.StreamRate()), slog.Int("ttl", cfg.TTL), slog.String("version", Version))
 	}
 	logf("Image %s: clients that trust keys check this before erasing anything", signedBy)
 	if cfg.DNSSD {
@@ -113,6 +147,10 @@ func runServer(ctx context.Context, e env, args []string) error {
 	// SIGUSR1 prints the client table into the log, as dd prints its
 	// progress: the view of a server whose output goes to a file or a pipe.
 	table := func(title string) {
+		if jlog != nil {
+			logClients(jlog, title, srv, time.Now())
+			return
+		}
 		logf("%s", title)
 		for _, l := range strings.Split(strings.TrimRight(string(servedTable(signedBy, srv, time.Now())), "\n"), "\n") {
 			logf("  %s", l)
@@ -153,6 +191,11 @@ func runServer(ctx context.Context, e env, args []string) error {
 		return flagHint(err)
 	}
 	table("Clients at stop:")
+	if jlog != nil {
+		jlog.LogAttrs(ctx, slog.LevelInfo, fmt.Sprintf("Server stopped after %s", time.Since(start).Round(time.Second)),
+			slog.String("event", "stopped"), slog.Float64("uptime_s", time.Since(start).Seconds()))
+		return nil
+	}
 	logf("Server stopped after %s", time.Since(start).Round(time.Second))
 	return nil
 }

@@ -33,6 +33,11 @@ type ServerOptions struct {
 	Parity    int    // percent; 0 means DefaultParity, -1 none
 	// Log receives one line per event.
 	Log func(format string, a ...any)
+	// Event, if set, receives the events of clients (joined, every tenth
+	// of progress, done, failed, lost) and of passes as ServerEvents
+	// instead of their Log lines; other lines still go to Log. It is
+	// called from the server's goroutines and must return quickly.
+	Event func(ServerEvent)
 	// Ready, if set, is called once the control port listens.
 	Ready func(addr net.Addr)
 	// IdleTimeout drops a client that says nothing for this long after its
@@ -347,7 +352,8 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 		}
 		s.ctr.passesDone.Add(1)
 		secs := time.Since(passStart).Seconds()
-		s.opts.Log("Pass %d done: %d bytes in %.2f s, %.0f bytes/s", s.pass, sent, secs, float64(sent)/secs)
+		s.note(ServerEvent{Kind: EventPass, Pass: s.pass, Bytes: sent, Elapsed: time.Since(passStart)},
+			"Pass %d done: %d bytes in %.2f s, %.0f bytes/s", s.pass, sent, secs, float64(sent)/secs)
 		if heard {
 			idle = 0
 		} else {
@@ -505,6 +511,9 @@ func (s *Server) client(ctx context.Context, c net.Conn, addr string) {
 		k.leave()
 		if !k.final {
 			s.end(k.id, StateLost, "")
+			if s.opts.Event != nil {
+				s.noteClient(EventLost, k.id, "Client %s lost: its connection closed before done or failed", k.who)
+			}
 		}
 	}()
 	if h.Version != WireVersion {
@@ -666,7 +675,7 @@ func (k *conn) status(st status) {
 	case "joined":
 		k.join()
 		s.update(k.id, func(c *ClientStatus) { c.State, c.Joined = StateJoined, time.Now() })
-		s.opts.Log("Client %s joined%s", k.who, disk(k.disk))
+		s.noteClient(EventJoined, k.id, "Client %s joined%s", k.who, disk(k.disk))
 	case "progress":
 		var was int
 		s.update(k.id, func(c *ClientStatus) {
@@ -683,7 +692,7 @@ func (k *conn) status(st status) {
 		})
 		// The log gets a line per 10%; the table shows every move.
 		if pct/10 > was/10 {
-			s.opts.Log("Client %s: %d%%", k.who, pct)
+			s.noteClient(EventProgress, k.id, "Client %s: %d%%", k.who, pct)
 		}
 	case "done", "failed":
 		k.leave()
@@ -696,7 +705,7 @@ func (k *conn) status(st status) {
 			}
 		})
 		s.end(k.id, st.Event, st.Message)
-		s.opts.Log("Client %s %s%s", k.who, st.Event, suffix(safetext.Line(st.Message)))
+		s.noteClient(st.Event, k.id, "Client %s %s%s", k.who, st.Event, suffix(safetext.Line(st.Message)))
 	default:
 		s.update(k.id, func(*ClientStatus) {})
 		s.opts.Log("Client %s %s%s", k.who, safetext.Short(st.Event, 32), suffix(safetext.Line(st.Message)))

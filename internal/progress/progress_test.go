@@ -2,11 +2,14 @@ package progress
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const fullBar = "....10....20....30....40....50....60....70....80....90....100"
@@ -351,5 +354,93 @@ func TestConcurrentAddShort(t *testing.T) {
 	lines := parsePuppet(t, b.String())
 	if last := lines[len(lines)-1]; last.kind != "PPROG" || last.fields[1] != "99" {
 		t.Errorf("one unit short of the total: last line = %v, want PPROG restoring 99", last)
+	}
+}
+
+// TestLogRecords: with NewLog every event is one JSON object on a line of
+// its own, in order, and a phase of a million small steps logs each whole
+// percent once, not a record per step.
+func TestLogRecords(t *testing.T) {
+	var b bytes.Buffer
+	p := NewLog(slog.New(slog.NewJSONHandler(&b, nil)))
+	p.Step("Validating target")
+	p.Done()
+	p.StepNamed("Erasing", "Erasing target device /dev/sdz")
+	p.Done()
+	p.Start("Restoring", 1_000_000)
+	for range 1_000_000 {
+		p.Add(1)
+	}
+	p.Finish()
+	p.Info("Restored \x1b[31m %d bytes", 1_000_000)
+	p.Start("Verifying", 10)
+	p.Fail(errors.New("chunk 3: SHA-256 mismatch"))
+
+	var events []string
+	pcts := 0
+	for i, line := range strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n") {
+		var rec struct {
+			Time    time.Time
+			Level   string
+			Msg     string
+			Event   string
+			Phase   string
+			Percent *int
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("line %d %q is not JSON: %v", i+1, line, err)
+		}
+		if rec.Time.IsZero() || rec.Level != "INFO" || rec.Event == "" {
+			t.Errorf("line %d %q lacks time, level or event", i+1, line)
+		}
+		if rec.Event == "progress" {
+			pcts++
+			if rec.Phase != "restoring" || rec.Percent == nil || *rec.Percent != pcts {
+				t.Errorf("progress record %d = %q, want restoring at %d%%", pcts, line, pcts)
+			}
+			continue
+		}
+		events = append(events, rec.Event+":"+rec.Phase+":"+rec.Msg)
+	}
+	want := []string{"step:validating_target:Validating target", "step_done:validating_target:Validating target done",
+		"step:erasing:Erasing target device /dev/sdz", "step_done:erasing:Erasing done",
+		"step:restoring:Restoring", "step_done:restoring:Restoring done",
+		"info::Restored \x1b[31m 1000000 bytes", "step:verifying:Verifying"}
+	if got := strings.Join(events, "\n"); got != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	if pcts != 100 {
+		t.Errorf("%d progress records for a million steps, want one per percent (100)", pcts)
+	}
+	if p.Failed() != "verifying" {
+		t.Errorf("Failed() = %q, want verifying", p.Failed())
+	}
+}
+
+// TestWatch: a watcher sees the phases and the counts as the output does.
+func TestWatch(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, false)
+	var got []string
+	var last Event
+	p.Watch(func(e Event) {
+		if e.Kind != Progressed {
+			got = append(got, strconv.Itoa(int(e.Kind))+":"+e.Phase)
+		}
+		last = e
+	})
+	p.StepNamed("Erasing", "Erasing target device /dev/sdz")
+	p.Done()
+	p.Start("Restoring", 100)
+	p.Add(40)
+	if last.Kind != Progressed || last.Done != 40 || last.Total != 100 || last.Began.IsZero() {
+		t.Errorf("after Add(40) the watcher saw %+v", last)
+	}
+	p.Fail(errors.New("disk gone"))
+	if want := "0:erasing,2:erasing,0:restoring,4:restoring"; strings.Join(got, ",") != want {
+		t.Errorf("watched %s, want %s", strings.Join(got, ","), want)
+	}
+	if last.Text != "disk gone" || !strings.HasPrefix(b.String(), "Erasing target device /dev/sdz...done\nRestoring  ....10....20....30....40failed\n") {
+		t.Errorf("last event %+v, output %q", last, b.String())
 	}
 }
