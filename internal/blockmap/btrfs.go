@@ -72,7 +72,7 @@ type btrfsFS struct {
 	devid      uint64
 	nodeSize   uint64
 	csumType   uint16
-	fsid       []byte      // what tree blocks carry
+	fsid       []byte       // what tree blocks carry
 	chunks     []btrfsChunk // sorted by logical
 	nodes      int          // tree blocks read so far
 	treeBlocks *boundedExtents
