@@ -136,6 +136,9 @@ func mapXFS(r io.ReaderAt, size int64, head []byte) (*fsMap, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.logClean(r); err != nil {
+		return nil, err
+	}
 	used := newBoundedExtents(maxExtents)
 	buf := make([]byte, s.bs)
 	nodes := 0 // btree blocks read, over all groups: bounds the time
@@ -293,4 +296,103 @@ func overlapsAny(ext []Extent, m Extent) (Extent, bool) {
 		return ext[lo], true
 	}
 	return Extent{}, false
+}
+
+// The log's record header (xlog_rec_header) and what ends a clean log.
+const (
+	xfsLogMagic      = 0xFEEDBABE
+	xfsLogUnmount    = 0x20 // XLOG_UNMOUNT_TRANS, in the first op header's flags
+	xfsLogCycleSize  = 32768
+	xfsLogMaxRecBB   = 2 * (256<<10 + 8*xfsLogCycleSize) / 512 // the largest record and its headers, twice
+	xfsLogSearchRead = 64 << 10
+)
+
+// logClean checks that the internal log ends with an unmount record: the
+// filesystem was cleanly unmounted, so its btrees hold every committed
+// allocation. A dirty log (mounted, or crashed) may hold allocations the
+// btrees do not show yet. It finds the head as xlog_find_head does, by the
+// cycle numbers stamped in each 512-byte block, and reads back from there
+// to the last record header (xlog_check_unmount_rec). An external log is
+// not on this device: such a filesystem is trusted as it is.
+func (s *xfsSuper) logClean(r io.ReaderAt) error {
+	if s.logStart == 0 {
+		return nil
+	}
+	ag, bno := s.logStart>>s.agBlkLog, s.logStart&(1<<s.agBlkLog-1)
+	base := (int64(ag*s.agBlocks) + int64(bno)) * s.bs
+	n := int64(s.logBlocks) * s.bs / 512 // basic blocks
+	bb := make([]byte, 512)
+	cycle := func(i int64) (uint32, error) {
+		if err := readFull(r, bb, base+i*512); err != nil {
+			return 0, fmt.Errorf("XFS: reading log block %d: %w", i, err)
+		}
+		if binary.BigEndian.Uint32(bb) == xfsLogMagic {
+			return binary.BigEndian.Uint32(bb[4:]), nil
+		}
+		return binary.BigEndian.Uint32(bb), nil
+	}
+	first, err := cycle(0)
+	if err != nil {
+		return err
+	}
+	last, err := cycle(n - 1)
+	if err != nil {
+		return err
+	}
+	dirty := func(why string) error {
+		return fallback("XFS: the log is not clean (%s): mounted, or not cleanly unmounted; mount and unmount it, or run xfs_repair", why)
+	}
+	// Blocks before the head carry the current cycle, those after it the
+	// one before. The same cycle throughout: the head is at the end.
+	head := n
+	switch {
+	case first == last:
+	case last+1 == first:
+		lo, hi := int64(0), n-1 // cycle(lo) == first, cycle(hi) == last
+		for hi-lo > 1 {
+			mid := lo + (hi-lo)/2
+			c, err := cycle(mid)
+			if err != nil {
+				return err
+			}
+			if c == first {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+		head = hi
+	default:
+		return dirty(fmt.Sprintf("cycles %d and %d at its ends", first, last))
+	}
+	// The last record header before the head: read back a window.
+	win := min(head, xfsLogMaxRecBB)
+	if win == 0 {
+		return dirty("no record before the head")
+	}
+	buf := make([]byte, win*512)
+	if err := readFull(r, buf, base+(head-win)*512); err != nil {
+		return fmt.Errorf("XFS: reading the log before its head: %w", err)
+	}
+	for i := win - 1; i >= 0; i-- {
+		h := buf[i*512 : (i+1)*512]
+		if binary.BigEndian.Uint32(h) != xfsLogMagic {
+			continue
+		}
+		hblks := int64(1)
+		if size := int64(binary.BigEndian.Uint32(h[320:])); binary.BigEndian.Uint32(h[8:])&2 != 0 && size > xfsLogCycleSize {
+			hblks = (size + xfsLogCycleSize - 1) / xfsLogCycleSize
+		}
+		recLen := int64(binary.BigEndian.Uint32(h[12:]))
+		end := head - win + i + hblks + (recLen+511)/512
+		data := i + hblks
+		switch {
+		case end != head:
+			return dirty("the last record does not end at the head")
+		case binary.BigEndian.Uint32(h[40:]) != 1 || data >= win || buf[data*512+9]&xfsLogUnmount == 0:
+			return dirty("the last record is not an unmount record")
+		}
+		return nil
+	}
+	return dirty("no record header before the head")
 }
