@@ -83,6 +83,7 @@ fuzz:
 	$(call fuzz-one,FuzzPartition,./internal/partition/,80000)
 	$(call fuzz-one,FuzzBuild,./internal/blockmap/,30000)
 	$(call fuzz-one,FuzzBuildPatched,./internal/blockmap/,80000)
+	$(call fuzz-one,FuzzTreeFS,./internal/blockmap/,20000)
 	$(call fuzz-one,FuzzLine,./internal/safetext/,60000)
 	$(call fuzz-one,FuzzParse,./internal/config/,40000)
 	$(call fuzz-one,FuzzParseCmdline,./appliance/,30000)
