@@ -444,3 +444,49 @@ func TestE2ETreeFilesystemsDamaged(t *testing.T) {
 		})
 	}
 }
+
+// fsSize reads the size an XFS, btrfs or F2FS superblock gives its
+// filesystem.
+func fsSize(t *testing.T, name, p string) int64 {
+	t.Helper()
+	switch name {
+	case "XFS":
+		sb := readAt(t, p, 0, 512)
+		return int64(binary.BigEndian.Uint64(sb[8:])) * int64(binary.BigEndian.Uint32(sb[4:]))
+	case "btrfs":
+		return int64(binary.LittleEndian.Uint64(readAt(t, p, 0x10000+0xC9+8, 8)))
+	}
+	return int64(binary.LittleEndian.Uint64(readAt(t, p, 1024+0x24, 8))) * 4096
+}
+
+// TestE2ETreeFilesystemsGrow restores an image of an XFS, btrfs and F2FS
+// volume onto a larger one with --grow: the filesystem must fill it, pass
+// its checker and keep its files.
+func TestE2ETreeFilesystemsGrow(t *testing.T) {
+	for _, fs := range treeFilesystems {
+		t.Run(fs.name, func(t *testing.T) {
+			testenv.Require(t, append([]string{"losetup", "mount", "resize2fs", "xfs_growfs", "resize.f2fs"}, append(fs.tools, fs.check[0])...)...)
+			dir := t.TempDir()
+			vol := filepath.Join(dir, "vol.img")
+			sh(t, "truncate", "-s", fmt.Sprint(fs.size), vol)
+			kept := fs.make(t, vol, dir)
+			img := filepath.Join(dir, "vol.asr")
+			mustAsr(t, "imagescan", "--source", vol, "--output", img)
+			const more = 128 << 20
+			tfile := filepath.Join(dir, "target.img")
+			sh(t, "truncate", "-s", fmt.Sprint(fs.size+more), tfile)
+			dev := loop(t, tfile)
+			r := mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt", "--grow")
+			if !strings.Contains(r.stdout, "grown") {
+				t.Errorf("restore --grow did not say it grew the %s; got:\n%s", fs.name, r.stdout)
+			}
+			if got := fsSize(t, fs.name, tfile); got < fs.size+more-(16<<20) {
+				t.Errorf("%s is %d bytes after --grow, want it to fill the %d-byte target", fs.name, got, fs.size+more)
+			}
+			if out, err := exec.Command(fs.check[0], append(fs.check[1:], dev)...).CombinedOutput(); err != nil {
+				t.Fatalf("%s on the grown volume: %v\n%s", fs.check[0], err, out)
+			}
+			checkFileSectors(t, tfile, kept)
+		})
+	}
+}
