@@ -344,6 +344,7 @@ func TestTreeDamaged(t *testing.T) {
 			agf := s.at(xfsSect, 512)
 			be32(agf[0x34:], binary.BigEndian.Uint32(agf[0x34:])+1)
 		}, true, "its AGF"},
+		{"XFS external log", "xfs", func(s *sparseImg) { clear(s.at(0x30, 8)) }, true, "the log is on another device"},
 		{"XFS needs repair", "xfs", func(s *sparseImg) { s.at(0xD8, 4)[3] |= xfsIncompatNeedRepair }, true, "needing repair"},
 		{"XFS AGF of another group", "xfs", func(s *sparseImg) { be32(s.at(xfsSect+8, 4), 2) }, true, "says group 2"},
 		{"btrfs two devices", "btrfs", func(s *sparseImg) { le64(s.at(btrfsSuperOff+0x88, 8), 2) }, true, "one of 2 devices"},

@@ -313,10 +313,11 @@ const (
 // btrees do not show yet. It finds the head as xlog_find_head does, by the
 // cycle numbers stamped in each 512-byte block, and reads back from there
 // to the last record header (xlog_check_unmount_rec). An external log is
-// not on this device: such a filesystem is trusted as it is.
+// not on this device, so whether it is clean cannot be told: such a
+// filesystem falls back too.
 func (s *xfsSuper) logClean(r io.ReaderAt) error {
 	if s.logStart == 0 {
-		return nil
+		return fallback("XFS: the log is on another device: whether it is clean cannot be told from this one")
 	}
 	ag, bno := s.logStart>>s.agBlkLog, s.logStart&(1<<s.agBlkLog-1)
 	base := (int64(ag*s.agBlocks) + int64(bno)) * s.bs
