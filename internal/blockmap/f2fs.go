@@ -50,7 +50,7 @@ type f2fsSuper struct {
 	segCount, segMain             uint64
 	segCP, segSIT, segNAT, segSSA uint64
 	seg0, cpAddr, sitAddr         uint64
-	mainAddr                      uint64
+	natAddr, ssaAddr, mainAddr    uint64
 	cpPayload                     uint64
 }
 
@@ -64,7 +64,7 @@ func parseF2FSSuper(head []byte, size int64) (*f2fsSuper, error) {
 	s := &f2fsSuper{
 		blocks: binary.LittleEndian.Uint64(sb[0x24:]), segCount: u32(0x30),
 		segCP: u32(0x34), segSIT: u32(0x38), segNAT: u32(0x3C), segSSA: u32(0x40), segMain: u32(0x44),
-		seg0: u32(0x48), cpAddr: u32(0x4C), sitAddr: u32(0x50), mainAddr: u32(0x5C),
+		seg0: u32(0x48), cpAddr: u32(0x4C), sitAddr: u32(0x50), natAddr: u32(0x54), ssaAddr: u32(0x58), mainAddr: u32(0x5C),
 		cpPayload: u32(0x680),
 	}
 	feature := u32(0x884)
@@ -82,8 +82,11 @@ func parseF2FSSuper(head []byte, size int64) (*f2fsSuper, error) {
 		return nil, fallback("F2FS: filesystem of %d blocks of 4096 bytes is larger than its %d-byte area", s.blocks, size)
 	case s.segCP < 2 || s.segSIT < 2 || s.segSIT%2 != 0 || s.segMain == 0 || meta+s.segMain > s.segCount:
 		return nil, fallback("F2FS: %d segments: %d checkpoint, %d SIT, %d NAT, %d SSA, %d main", s.segCount, s.segCP, s.segSIT, s.segNAT, s.segSSA, s.segMain)
-	case s.cpAddr != s.seg0 || s.sitAddr != s.seg0+s.segCP*f2fsSegBlocks || s.mainAddr != s.seg0+meta*f2fsSegBlocks:
-		return nil, fallback("F2FS: areas at blocks %d, %d, %d do not follow from segment 0 at %d", s.cpAddr, s.sitAddr, s.mainAddr, s.seg0)
+	case s.segNAT < 2 || s.segNAT%2 != 0 || s.segSSA*f2fsSegBlocks < s.segMain:
+		return nil, fallback("F2FS: %d NAT segments, %d SSA segments for %d main segments", s.segNAT, s.segSSA, s.segMain)
+	case s.cpAddr != s.seg0 || s.sitAddr != s.seg0+s.segCP*f2fsSegBlocks || s.natAddr != s.sitAddr+s.segSIT*f2fsSegBlocks ||
+		s.ssaAddr != s.natAddr+s.segNAT*f2fsSegBlocks || s.mainAddr != s.seg0+meta*f2fsSegBlocks:
+		return nil, fallback("F2FS: areas at blocks %d, %d, %d, %d, %d do not follow from segment 0 at %d", s.cpAddr, s.sitAddr, s.natAddr, s.ssaAddr, s.mainAddr, s.seg0)
 	case s.seg0+s.segCount*f2fsSegBlocks > s.blocks || s.segCount > 1<<32/f2fsSegBlocks:
 		return nil, fallback("F2FS: %d segments from block %d do not fit %d blocks", s.segCount, s.seg0, s.blocks)
 	case s.cpPayload > f2fsSegBlocks/2:
@@ -182,11 +185,38 @@ func mapF2FS(r io.ReaderAt, size int64, head []byte) (*fsMap, error) {
 		return nil, err
 	}
 
+	natBlocks := s.segNAT / 2 * f2fsSegBlocks
+	natBitmap, err := s.natVersionBitmap(cp, natBlocks, uint64(len(verBitmap)))
+	if err != nil {
+		return nil, err
+	}
+
+	// The metadata areas are used where they are read: the superblocks
+	// and checkpoint segments whole; the SIT blocks that describe main
+	// segments, both copies; the current copy of each NAT block
+	// (current_nat_addr); the summary blocks of segments that hold valid
+	// blocks or are current logs. The rest was never written or is stale,
+	// and mkfs.f2fs leaves whatever the device held there.
 	used := newBoundedExtents(maxExtents)
-	used.add(Extent{0, int64(s.mainAddr)})
+	nSit := (s.segMain + f2fsSitPerBlk - 1) / f2fsSitPerBlk
+	used.add(Extent{0, int64(s.sitAddr + nSit)})
+	used.add(Extent{int64(s.sitAddr + sitBlocks), int64(nSit)})
+	for i := range natBlocks {
+		at := s.natAddr + i/f2fsSegBlocks*2*f2fsSegBlocks + i%f2fsSegBlocks
+		if natBitmap[i/8]&(0x80>>(i%8)) != 0 {
+			at += f2fsSegBlocks
+		}
+		used.add(Extent{int64(at), 1})
+	}
+	for i := range 3 {
+		for _, seg := range []uint64{cp.u32(0x24 + 4*i), cp.u32(0x54 + 4*i)} {
+			if seg < s.segMain {
+				used.add(Extent{int64(s.ssaAddr + seg), 1})
+			}
+		}
+	}
 	mainEnd := s.mainAddr + s.segMain*f2fsSegBlocks
 	used.add(Extent{int64(mainEnd), int64(s.blocks - mainEnd)})
-	nSit := (s.segMain + f2fsSitPerBlk - 1) / f2fsSitPerBlk
 	locs := make([]uint64, nSit)
 	for i := range locs {
 		locs[i] = s.sitAddr + uint64(i)
@@ -206,6 +236,9 @@ func mapF2FS(r io.ReaderAt, size int64, head []byte) (*fsMap, error) {
 			return fallback("F2FS: SIT entry of segment %d counts %d valid blocks, its bitmap %d", seg, v, n)
 		}
 		valid += n
+		if n > 0 {
+			used.add(Extent{int64(s.ssaAddr + seg), 1})
+		}
 		base := int64(s.mainAddr + seg*f2fsSegBlocks)
 		for k := range m {
 			switch m[k] {
@@ -298,4 +331,23 @@ func (s *f2fsSuper) sitJournal(r io.ReaderAt, cp *f2fsCP, flags uint64) (map[uin
 		out[seg] = e[4 : 4+f2fsSitEntry]
 	}
 	return out, nil
+}
+
+// natVersionBitmap returns the checkpoint's NAT version bitmap: bit i set
+// means NAT block i is read from the second copy. It follows the SIT's
+// (sitN bytes) in the checkpoint block, or starts it when the SIT's is in
+// the payload.
+func (s *f2fsSuper) natVersionBitmap(cp *f2fsCP, natBlocks, sitN uint64) ([]byte, error) {
+	n := cp.u32(0xA0)
+	if n != natBlocks/8 {
+		return nil, fallback("F2FS: NAT version bitmap of %d bytes for %d NAT blocks", n, natBlocks)
+	}
+	at := 0xC0 + sitN
+	if s.cpPayload > 0 {
+		at = 0xC0
+	}
+	if at+n > cp.u32(0xA4) {
+		return nil, fallback("F2FS: NAT version bitmap of %d bytes does not fit the checkpoint", n)
+	}
+	return cp.hdr[at : at+n], nil
 }
