@@ -1,6 +1,9 @@
 package blockmap
 
 import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,6 +88,76 @@ func TestTreeFilesystems(t *testing.T) {
 			t.Logf("%s: map used %d of %d; df free %d", tt.name, r.UsedBytes(), r.Len, pop.free)
 			if r.UsedBytes() > r.Len/2 {
 				t.Errorf("map used %d of %d bytes: most of the free space is marked used", r.UsedBytes(), r.Len)
+			}
+		})
+	}
+}
+
+// TestXFSProtofile maps XFS v5 and v4 filesystems that mkfs.xfs filled from
+// a protofile over a device full of old data (marked as deleted-file
+// sectors): every sector of a file is used, no sector of the old data is
+// but in the groups' free lists.
+// No kernel driver is needed, and v4 (which this kernel may refuse to
+// mount) is covered.
+func TestXFSProtofile(t *testing.T) {
+	testenv.Require(t, "mkfs.xfs")
+	for _, crc := range []string{"1", "0"} {
+		t.Run("crc="+crc, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "fs.img")
+			old := make([]byte, 320<<20)
+			for s := 0; s < len(old); s += 512 {
+				copy(old[s:], delMark)
+				old[s+8] = byte(s >> 9)
+			}
+			if err := os.WriteFile(p, old, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			files, _ := testFiles(uint64(len(crc)) + 5)
+			var proto strings.Builder
+			proto.WriteString("/dev/null\n0 0\nd--755 0 0\n")
+			want := 0
+			for i, b := range files {
+				if deleted(i) {
+					continue // its sectors carry the deleted mark
+				}
+				want += len(b) / 512
+				f := filepath.Join(dir, fmt.Sprintf("f%02d", i))
+				if err := os.WriteFile(f, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&proto, "f%02d ---644 0 0 %s\n", i, f)
+			}
+			proto.WriteString("$\n")
+			pf := filepath.Join(dir, "proto")
+			if err := os.WriteFile(pf, []byte(proto.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Run(t, "mkfs.xfs", "-q", "-f", "-K", "-m", "crc="+crc, "-p", pf, p)
+			m := buildFile(t, p)
+			if r := fsRegion(t, m); r.Method != MethodXFS {
+				t.Fatalf("Build = %s, want %s", describe(m), MethodXFS)
+			}
+			if kept := checkMarks(t, m, p, true); kept != want {
+				t.Errorf("found %d sectors of files in the image, want %d", kept, want)
+			}
+			// The free-list blocks of each group (the AGFL) are allocated
+			// but mkfs does not write them: they keep old data, and the
+			// map rightly keeps them. Nothing else may.
+			img, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldUsed := 0
+			for s := 0; s+512 <= len(img); s += 512 {
+				if bytes.HasPrefix(img[s:], delMark) && m.Used(int64(s), 512) {
+					oldUsed++
+				}
+			}
+			agCount := int(binary.BigEndian.Uint32(img[0x58:]))
+			bs := int(binary.BigEndian.Uint32(img[4:]))
+			if limit := agCount * 8 * bs / 512; oldUsed > limit {
+				t.Errorf("%d sectors of old data are used, want at most %d (8 free-list blocks per group)", oldUsed, limit)
 			}
 		})
 	}
