@@ -85,6 +85,7 @@ fuzz:
 	$(call fuzz-one,FuzzBuildPatched,./internal/blockmap/,80000)
 	$(call fuzz-one,FuzzLVMText,./internal/blockmap/,40000)
 	$(call fuzz-one,FuzzLVMLabel,./internal/blockmap/,40000)
+	$(call fuzz-one,FuzzTreeFS,./internal/blockmap/,20000)
 	$(call fuzz-one,FuzzLine,./internal/safetext/,60000)
 	$(call fuzz-one,FuzzParse,./internal/config/,40000)
 	$(call fuzz-one,FuzzParseCmdline,./appliance/,30000)

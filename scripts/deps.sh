@@ -7,7 +7,8 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip partclone.ext4:partclone openssl:openssl \
 	python3:python3 rsync:rsync nginx:nginx-light ip:iproute2 nft:nftables curl:curl udp-sender:udpcast avahi-daemon:avahi-daemon avahi-browse:avahi-utils unshare:util-linux \
 	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates \
-	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign docker-registry:docker-registry chromium:chromium; do
+	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign docker-registry:docker-registry chromium:chromium \
+	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mkfs.f2fs:f2fs-tools; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done

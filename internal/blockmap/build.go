@@ -282,6 +282,15 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 	if swapPageSize(head) != 0 {
 		found = append(found, method{"swap signature", mapSwap})
 	}
+	if isXFS(head) {
+		found = append(found, method{"XFS superblock", mapXFS})
+	}
+	if isBtrfs(head) {
+		found = append(found, method{"btrfs superblock", mapBtrfs})
+	}
+	if isF2FS(head) {
+		found = append(found, method{"F2FS superblock", mapF2FS})
+	}
 	other := foreignSignature(head)
 	switch {
 	case len(found) == 0 && other == lvmSignature:
@@ -327,8 +336,15 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 // fsName turns a method into the name of what it maps: "ext4 bitmap" ->
 // "ext4 filesystem".
 func fsName(method string) string {
-	if method == MethodSwap {
+	switch method {
+	case MethodSwap:
 		return "swap area"
+	case MethodXFS:
+		return "XFS filesystem"
+	case MethodBtrfs, MethodBtrfsChunks:
+		return "btrfs filesystem"
+	case MethodF2FS:
+		return "F2FS filesystem"
 	}
 	return strings.TrimSuffix(method, " bitmap") + " filesystem"
 }
@@ -342,14 +358,8 @@ func foreignSignature(h []byte) string {
 		return "NTFS"
 	case at(3, "EXFAT   "):
 		return "exFAT"
-	case at(0, "XFSB"):
-		return "XFS"
 	case at(0, "LUKS\xba\xbe"):
 		return "LUKS"
-	case at(0x10040, "_BHRfS_M"):
-		return "btrfs"
-	case at(1024, "\x10\x20\xf5\xf2"):
-		return "F2FS"
 	case at(0, "\xfc\x4e\x2b\xa9"), at(4096, "\xfc\x4e\x2b\xa9"):
 		return "Linux RAID (md)"
 	case at(0x8001, "CD001"):

@@ -169,12 +169,12 @@ func TestSignatures(t *testing.T) {
 		note string
 	}{
 		{"NTFS", with(tinyFAT(12), 3, "NTFS    "), "NTFS: not mapped"},
-		{"XFS", with(make([]byte, 8192), 0, "XFSB"), "XFS: not mapped"},
+		{"XFS", with(make([]byte, 8192), 0, "XFSB"), "XFS: superblock version 0"},
 		{"LUKS", with(make([]byte, 8192), 0, "LUKS\xba\xbe"), "LUKS (encrypted): kept whole"},
 		{"LVM", with(make([]byte, 8192), 512, "LABELONE"), "LVM2: label in sector 1 says it is in sector 0"},
 		{"hibernation", with(make([]byte, 8192), 4086, "S1SUSPEND"), "hibernation image: not mapped"},
 		{"ext2 and FAT", with(tinyFAT(12), 1080, "\x53\xEF"), "ambiguous: both ext2/3/4 superblock and FAT boot sector"},
-		{"ext2 and XFS", with(tinyExt2(), 0, "XFSB"), "ambiguous: both ext2/3/4 superblock and XFS signature"},
+		{"ext2 and XFS", with(tinyExt2(), 0, "XFSB"), "ambiguous: both ext2/3/4 superblock and XFS superblock"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := buildBytes(t, tt.disk)

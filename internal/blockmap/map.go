@@ -27,6 +27,10 @@ const (
 	MethodFAT16          = "FAT16"
 	MethodFAT32          = "FAT32"
 	MethodSwap           = "swap header"
+	MethodXFS            = "XFS free-space btree"
+	MethodBtrfs          = "btrfs extent tree"
+	MethodBtrfsChunks    = "btrfs chunk tree" // allocated chunks only: the extent tree could not be used
+	MethodF2FS           = "F2FS SIT"
 	MethodNonZero        = "non-zero"
 )
 

@@ -4,7 +4,8 @@
 // It drives e2fsprogs (e2fsck, resize2fs) on a loop device over the byte
 // range, so the same code serves a partition of a disk, a whole volume and
 // a disk image file, with no need for the kernel to have read the new
-// partition table. Only ext2/3/4 filesystems are grown.
+// partition table. ext2/3/4 and F2FS grow unmounted; XFS and btrfs grow
+// only mounted, and are mounted on the loop device for it (tree.go).
 package fsgrow
 
 import (
@@ -30,7 +31,7 @@ func Check() error {
 }
 
 // ErrNotExt says the range holds no ext2/3/4 filesystem.
-var ErrNotExt = errors.New("no ext2/3/4 filesystem there (only those are grown)")
+var ErrNotExt = errors.New("no ext2/3/4, XFS, btrfs or F2FS filesystem there (only those are grown)")
 
 var blocksRE = regexp.MustCompile(`is now (\d+) \((\d+k)\) blocks long`)
 
@@ -38,6 +39,12 @@ var blocksRE = regexp.MustCompile(`is now (\d+) \((\d+k)\) blocks long`)
 // (a block device or a file) to fill the range. It returns what it did, in
 // a phrase: "ext4 filesystem resized to 524032 blocks of 4k".
 func Grow(ctx context.Context, path string, off, size int64) (string, error) {
+	if g, err := treeGrower(path, off); err != nil || g != nil {
+		if err != nil {
+			return "", err
+		}
+		return g(ctx, path, off, size)
+	}
 	if err := isExt(path, off); err != nil {
 		return "", err
 	}
