@@ -279,6 +279,15 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 	if swapPageSize(head) != 0 {
 		found = append(found, method{"swap signature", mapSwap})
 	}
+	if isNTFS(head) {
+		found = append(found, method{"NTFS boot sector", mapNTFS})
+	}
+	if isExFAT(head) {
+		found = append(found, method{"exFAT boot sector", mapExFAT})
+	}
+	if k := hfsKind(head); k != "" {
+		found = append(found, method{k + " volume header", mapHFSPlus})
+	}
 	other := foreignSignature(head)
 	switch {
 	case len(found) == 0 && other != "":
@@ -320,11 +329,12 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 }
 
 // fsName turns a method into the name of what it maps: "ext4 bitmap" ->
-// "ext4 filesystem".
+// "ext4 filesystem", "HFS+ allocation file" -> "HFS+ filesystem".
 func fsName(method string) string {
 	if method == MethodSwap {
 		return "swap area"
 	}
+	method = strings.TrimSuffix(method, " allocation file")
 	return strings.TrimSuffix(method, " bitmap") + " filesystem"
 }
 
@@ -333,10 +343,6 @@ func fsName(method string) string {
 func foreignSignature(h []byte) string {
 	at := func(off int, s string) bool { return len(h) >= off+len(s) && string(h[off:off+len(s)]) == s }
 	switch {
-	case at(3, "NTFS    "):
-		return "NTFS"
-	case at(3, "EXFAT   "):
-		return "exFAT"
 	case at(0, "XFSB"):
 		return "XFS"
 	case at(0, "LUKS\xba\xbe"):

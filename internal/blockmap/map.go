@@ -27,6 +27,10 @@ const (
 	MethodFAT16          = "FAT16"
 	MethodFAT32          = "FAT32"
 	MethodSwap           = "swap header"
+	MethodNTFS           = "NTFS bitmap"
+	MethodExFAT          = "exFAT bitmap"
+	MethodHFSPlus        = "HFS+ allocation file"
+	MethodHFSX           = "HFSX allocation file"
 	MethodNonZero        = "non-zero"
 )
 
