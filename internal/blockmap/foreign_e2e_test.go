@@ -304,7 +304,7 @@ func TestForeignCorrupt(t *testing.T) {
 		{"zeroed bitmap", "HFS+", zeroHFSBitmap, "HFS+: the allocation file marks"},
 		{"bad magic", "HFS+", func(b []byte) { copy(b[hfsHeaderOff:], "H-") }, "no ext2/3/4 superblock"},
 		{"not unmounted", "HFS+", func(b []byte) { b[hfsHeaderOff+6] &^= 1 }, "HFS+: not cleanly unmounted"},
-		{"free count", "HFS+", freeHFSBlock, "HFS+: the allocation file marks 1 blocks free, the volume header 0"},
+		{"free count", "HFS+", freeHFSBlocks, "HFS+: the allocation file marks"},
 	} {
 		t.Run(tt.fs+" "+tt.name, func(t *testing.T) {
 			b := bytes.Clone(images[tt.fs])
@@ -326,16 +326,18 @@ func TestForeignCorrupt(t *testing.T) {
 	}
 }
 
-// freeHFSBlock clears the bit of the volume's second-to-last block in an
-// xorriso HFS+ volume's allocation file (xorriso leaves none free): the
-// bitmap then counts one block free where the header counts none.
-func freeHFSBlock(b []byte) {
+// freeHFSBlocks clears the bits of 40 blocks before the volume's last in
+// an xorriso HFS+ volume's allocation file, and counts none free in the
+// header: the bitmap then calls more blocks free than the header allows.
+func freeHFSBlocks(b []byte) {
 	h := b[hfsHeaderOff:]
 	bs := int64(binary.BigEndian.Uint32(h[0x28:]))
 	total := int64(binary.BigEndian.Uint32(h[0x2C:]))
 	abm := b[readHFSFork(h[hfsForkAlloc:]).extents[0].Off*bs:]
-	blk := total - 2
-	abm[blk/8] &^= 0x80 >> (blk % 8)
+	for blk := total - 41; blk < total-1; blk++ {
+		abm[blk/8] &^= 0x80 >> (blk % 8)
+	}
+	binary.BigEndian.PutUint32(h[0x30:], 0)
 }
 
 // TestNTFSDirty: no ntfs-3g tool sets the dirty flag (ntfsfix -d clears

@@ -21,6 +21,9 @@ const (
 	hfsForkCatalog = 0x110
 
 	hfsJournalMagic = 0x4A4E4C78 // "JNLx"
+	// hfsFreeSlack is how many more blocks the allocation file may call
+	// free than the volume header counts.
+	hfsFreeSlack = 16
 )
 
 // hfsKind names the volume header at head[1024:], or "".
@@ -105,7 +108,10 @@ func mapHFSPlus(r io.ReaderAt, size int64, head []byte) (*fsMap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s allocation file: %w", kind, err)
 	}
-	if got := total - int64(set); got > free {
+	// xorriso (libisofs) leaves a few blocks at the end free in the
+	// bitmap but counts none free in the header: a small excess is how
+	// real volumes come, a large one a bitmap that is not this volume's.
+	if got := total - int64(set); got > free+hfsFreeSlack {
 		return nil, fallback("%s: the allocation file marks %d blocks free, the volume header %d", kind, got, free)
 	}
 	// The blocks of the header and of the B-trees every volume has.
@@ -114,7 +120,6 @@ func mapHFSPlus(r io.ReaderAt, size int64, head []byte) (*fsMap, error) {
 		e    []Extent
 	}{
 		{"the volume header", []Extent{{0, (hfsHeaderOff + 512 + bs - 1) / bs}}},
-		{"the allocation file", allocBlocks},
 		{"the extents file", readHFSFork(h[hfsForkExtents:]).extents},
 		{"the catalog file", readHFSFork(h[hfsForkCatalog:]).extents},
 	}
@@ -130,6 +135,9 @@ func mapHFSPlus(r io.ReaderAt, size int64, head []byte) (*fsMap, error) {
 		method = MethodHFSX
 	}
 	end := total * bs
+	// The allocation file is kept whether or not it marks itself: xorriso
+	// (libisofs) puts it near the end and leaves its block free.
+	used = append(used, allocBlocks...)
 	used = append(scaleExtents(used, bs, 0), Extent{0, hfsHeaderOff + 512}, Extent{end - 1024, 1024})
 	return &fsMap{method: method, size: end, used: used}, nil
 }
