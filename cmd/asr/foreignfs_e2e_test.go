@@ -108,16 +108,89 @@ func fillFUSE(t *testing.T, dev, mountCmd string, oldBytes int64) {
 	mounted = false
 }
 
+// ntfsDisk makes a GPT disk of size with one NTFS partition filled by
+// fillFUSE, and returns it, the partition's place and a loop device on it.
+func ntfsDisk(t *testing.T, dir, size string, oldBytes int64) (disk string, poff, psize int64, dev string) {
+	t.Helper()
+	disk = filepath.Join(dir, "ntfs.img")
+	sh(t, "truncate", "-s", size, disk)
+	sh(t, "sgdisk", "-n1:2048:0", "-t1:0700", disk)
+	poff, psize = firstPartition(t, disk)
+	dev = partLoop(t, disk, poff, psize, false)
+	sh(t, "mkntfs", "-F", "-q", "-f", "-p", "2048", "-L", "ASRNTFS", dev)
+	fillFUSE(t, dev, "mount.ntfs-3g", oldBytes)
+	return disk, poff, psize, dev
+}
+
+// TestE2ENTFSGrow restores an NTFS disk onto one twice its size with
+// --grow: ntfsresize fills the enlarged partition, the volume checks clean
+// and its files are intact.
+func TestE2ENTFSGrow(t *testing.T) {
+	testenv.Require(t, "losetup", "sgdisk", "mkntfs", "mount.ntfs-3g", "ntfsfix", "ntfsresize", "umount")
+	dir := t.TempDir()
+	disk, _, _, src := ntfsDisk(t, dir, "64M", 16<<20)
+	img := disk + ".asr"
+	mustAsr(t, "imagescan", "--source", disk, "--output", img)
+	want := fuseTree(t, src, "mount.ntfs-3g")
+	size := 2 * fileSize(t, disk)
+	tfile := filepath.Join(dir, "big.img")
+	fillRandom(t, tfile, size, 7)
+	dev := loop(t, tfile)
+	r := mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt", "--grow")
+	if !strings.Contains(r.stdout, "with ntfsresize") {
+		t.Errorf("restore --grow did not say ntfsresize grew the volume; got:\n%s", r.stdout)
+	}
+	noff, nsize := firstPartition(t, tfile)
+	if nsize < size-noff-(2<<20) {
+		t.Fatalf("partition 1 is %d bytes with --grow, want it to reach the end of the %d-byte disk", nsize, size)
+	}
+	part := partLoop(t, tfile, noff, nsize, false)
+	if out, err := exec.Command("ntfsfix", "-n", part).CombinedOutput(); err != nil || strings.Contains(string(out), "FAILED") {
+		t.Fatalf("ntfsfix -n on the grown partition: %v\n%s", err, out)
+	}
+	boot := make([]byte, 512)
+	f, err := os.Open(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(boot, 0); err != nil {
+		t.Fatal(err)
+	}
+	if vol := int64(binary.LittleEndian.Uint64(boot[0x28:])+1) * 512; vol < nsize-(1<<20) {
+		t.Errorf("NTFS volume is %d bytes after --grow, want it to fill the %d-byte partition", vol, nsize)
+	}
+	if diff := firstDiff(want, fuseTree(t, part, "mount.ntfs-3g")); diff != "" {
+		t.Errorf("files on the grown volume differ from the source's: %s", diff)
+	}
+}
+
+// TestE2EExFATGrowRefused: no tool grows exFAT; --grow restores and
+// verifies the volume, then says so and exits 1.
+func TestE2EExFATGrowRefused(t *testing.T) {
+	testenv.Require(t, "losetup", "mkfs.exfat", "fsck.exfat")
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "exfat.img")
+	sh(t, "truncate", "-s", "32M", vol)
+	sh(t, "mkfs.exfat", vol)
+	img := vol + ".asr"
+	mustAsr(t, "imagescan", "--source", vol, "--output", img)
+	tfile := filepath.Join(dir, "big.img")
+	fillRandom(t, tfile, 64<<20, 3)
+	dev := loop(t, tfile)
+	r := asr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt", "--grow")
+	if r.code != 1 || !strings.Contains(r.stderr, "exFAT, FAT and HFS+ have no tool to grow them") {
+		t.Errorf("restore --grow of exFAT = exit %d, stderr %q; want 1 and a message that exFAT cannot be grown", r.code, r.stderr)
+	}
+	if out, err := exec.Command("fsck.exfat", "-n", dev).CombinedOutput(); err != nil {
+		t.Errorf("fsck.exfat -n after the refused grow: %v\n%s", err, out)
+	}
+}
+
 func TestE2ENTFSImageKeepsOnlyUsedData(t *testing.T) {
 	testenv.Require(t, "losetup", "sgdisk", "mkntfs", "mount.ntfs-3g", "ntfsfix", "umount")
 	dir := t.TempDir()
-	disk := filepath.Join(dir, "ntfs.img")
-	sh(t, "truncate", "-s", "128M", disk)
-	sh(t, "sgdisk", "-n1:2048:0", "-t1:0700", disk)
-	poff, psize := firstPartition(t, disk)
-	src := partLoop(t, disk, poff, psize, false)
-	sh(t, "mkntfs", "-F", "-q", "-f", "-p", "2048", "-L", "ASRNTFS", src)
-	fillFUSE(t, src, "mount.ntfs-3g", 60<<20)
+	disk, poff, psize, src := ntfsDisk(t, dir, "128M", 60<<20)
 
 	img := disk + ".asr"
 	r := mustAsr(t, "imagescan", "--source", disk, "--output", img)

@@ -74,9 +74,11 @@ DESCRIPTION
 
     --grow then fills the larger target: the partition that ends last (GPT or MBR) is
     enlarged to the end of the disk (to a MiB boundary), and its ext2/3/4 filesystem is
-    checked (e2fsck -f -p) and grown (resize2fs); for an image of one volume, its
-    filesystem is grown to fill the target. Other filesystems are not grown: the restore
-    still completes and is verified, and asr says so and exits 1.
+    checked (e2fsck -f -p) and grown (resize2fs), or its NTFS grown by ntfsresize (which
+    has Windows run chkdsk at its next boot); for an image of one volume, its filesystem
+    is grown to fill the target. Other filesystems are not grown (exFAT, FAT and HFS+
+    have no tool that grows them; XFS and btrfs grow only mounted): the restore still
+    completes and is verified, and asr says so and exits 1.
 
     With --file PATH, asr writes a new sparse raw disk image file instead of a device.
 

@@ -245,13 +245,8 @@ func TestForeignCorrupt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := bytes.NewReader(b)
-		rec, err := v.readRecord(r, 0, v.mftLCN*v.cs)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// Records 0 to 6 are contiguous on a fresh volume.
-		rec, err = v.readRecord(r, ntfsRecBitmap, v.mftLCN*v.cs+ntfsRecBitmap*v.recSize)
+		rec, err := v.readRecord(bytes.NewReader(b), ntfsRecBitmap, v.mftLCN*v.cs+ntfsRecBitmap*v.recSize)
 		if err != nil {
 			t.Fatal(err)
 		}
