@@ -234,11 +234,12 @@ func (v *ntfsVol) decodeRuns(b []byte, vcn int64) ([]ntfsRun, error) {
 
 // unnamedAttr returns the record's unnamed attribute of type typ, refusing
 // a record whose attributes continue in other records (an attribute list):
-// the system files read here never need one on a volume mkntfs or Windows
-// made, and following one is more metadata to trust.
+// following one is more metadata to trust, and only $MFT commonly has one
+// (a large, fragmented MFT), whose base record still holds the first
+// extent of its data, where the records read here lie.
 func unnamedAttr(attrs []ntfsAttr, typ uint32, num int64) (*ntfsAttr, error) {
 	for i, a := range attrs {
-		if a.typ == ntfsAttrList {
+		if a.typ == ntfsAttrList && num != ntfsRecMFT {
 			return nil, fallback("NTFS: MFT record %d has an attribute list (too fragmented to map)", num)
 		}
 		if a.typ == typ && !a.named {
