@@ -83,7 +83,7 @@ fuzz:
 	$(call fuzz-one,FuzzPartition,./internal/partition/,80000)
 	$(call fuzz-one,FuzzBuild,./internal/blockmap/,30000)
 	$(call fuzz-one,FuzzBuildPatched,./internal/blockmap/,80000)
-	$(call fuzz-one,FuzzNTFS,./internal/blockmap/,8000)
+	$(call fuzz-one,FuzzNTFS,./internal/blockmap/,5000)
 	$(call fuzz-one,FuzzExFAT,./internal/blockmap/,8000)
 	$(call fuzz-one,FuzzHFSPlus,./internal/blockmap/,8000)
 	$(call fuzz-one,FuzzLine,./internal/safetext/,60000)
