@@ -8,7 +8,8 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	python3:python3 rsync:rsync nginx:nginx-light ip:iproute2 nft:nftables curl:curl udp-sender:udpcast avahi-daemon:avahi-daemon avahi-browse:avahi-utils unshare:util-linux \
 	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates \
 	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign docker-registry:docker-registry chromium:chromium \
-	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mkfs.f2fs:f2fs-tools; do
+	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mkfs.f2fs:f2fs-tools \
+	mkntfs:ntfs-3g mkfs.exfat:exfatprogs mount.exfat-fuse:exfat-fuse xorriso:xorriso; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -36,6 +37,8 @@ command -v grub-mkimage >/dev/null 2>&1 || need+=(grub-common)
 command -v script >/dev/null 2>&1 || need+=(bsdutils) # a pty for asr server's live table
 # The dashboard's browser test (headless Chromium) and its screenshots: a font.
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+# HFS+: Debian 12 has no hfsprogs (mkfs.hfsplus, fsck.hfsplus); the tests make
+# HFS+ volumes with xorriso (above), whose libisofs writes one beside ISO 9660.
 # A kernel with its modules: the appliance's VMs boot it (make initramfs).
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 if [ ${#need[@]} -gt 0 ]; then

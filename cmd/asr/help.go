@@ -77,12 +77,13 @@ DESCRIPTION
 
     --grow then fills the larger target: the partition that ends last (GPT or MBR) is
     enlarged to the end of the disk (to a MiB boundary), and its ext2/3/4 filesystem is
-    checked (e2fsck -f -p) and grown (resize2fs); for an image of one volume, its
-    filesystem is grown to fill the target. F2FS is grown by resize.f2fs; XFS and btrfs
-    grow only mounted, so asr mounts them in a private directory and runs xfs_growfs or
-    btrfs filesystem resize max (a kernel without their driver cannot grow them). Other
-    filesystems are not grown: the restore still completes and is verified, and asr says
-    so and exits 1.
+    checked (e2fsck -f -p) and grown (resize2fs), or its NTFS grown by ntfsresize (which
+    has Windows run chkdsk at its next boot); for an image of one volume, its filesystem
+    is grown to fill the target. F2FS is grown by resize.f2fs; XFS and btrfs grow only
+    mounted, so asr mounts them in a private directory and runs xfs_growfs or btrfs
+    filesystem resize max (a kernel without their driver cannot grow them). Other
+    filesystems are not grown (exFAT, FAT and HFS+ have no tool that grows them): the
+    restore still completes and is verified, and asr says so and exits 1.
 
     With --file PATH, asr writes a new sparse raw disk image file instead of a device.
 
@@ -282,8 +283,8 @@ DESCRIPTION
     Before reading the data, imagescan maps which bytes matter, from the disk's own
     metadata: the partition table (MBR or GPT, both GPT copies kept), and in each
     partition its filesystem's allocation maps: ext2/3/4 block bitmaps (flex_bg, meta_bg
-    and uninitialised groups included), the FAT of FAT12/16/32, the header of a Linux
-    swap area. Free space is not stored, whatever old data it holds: chunks with no used
+    and uninitialised groups included), the FAT of FAT12/16/32, NTFS's $Bitmap, exFAT's
+    allocation bitmap, the HFS+/HFSX allocation file, the header of a Linux swap area. Free space is not stored, whatever old data it holds: chunks with no used
     byte are marked unused, and free bytes inside used chunks are stored as zeros. A
     restore then leaves free space as the erase left it, and verification checks the
     used data only. Areas asr cannot map (other filesystems, bytes outside any

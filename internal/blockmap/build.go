@@ -291,6 +291,15 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 	if isF2FS(head) {
 		found = append(found, method{"F2FS superblock", mapF2FS})
 	}
+	if isNTFS(head) {
+		found = append(found, method{"NTFS boot sector", mapNTFS})
+	}
+	if isExFAT(head) {
+		found = append(found, method{"exFAT boot sector", mapExFAT})
+	}
+	if k := hfsKind(head); k != "" {
+		found = append(found, method{k + " volume header", mapHFSPlus})
+	}
 	other := foreignSignature(head)
 	switch {
 	case len(found) == 0 && other == lvmSignature:
@@ -334,7 +343,7 @@ func mapArea(r io.ReaderAt, off, n int64) ([]Region, error) {
 }
 
 // fsName turns a method into the name of what it maps: "ext4 bitmap" ->
-// "ext4 filesystem".
+// "ext4 filesystem", "HFS+ allocation file" -> "HFS+ filesystem".
 func fsName(method string) string {
 	switch method {
 	case MethodSwap:
@@ -346,6 +355,7 @@ func fsName(method string) string {
 	case MethodF2FS:
 		return "F2FS filesystem"
 	}
+	method = strings.TrimSuffix(method, " allocation file")
 	return strings.TrimSuffix(method, " bitmap") + " filesystem"
 }
 
@@ -354,10 +364,6 @@ func fsName(method string) string {
 func foreignSignature(h []byte) string {
 	at := func(off int, s string) bool { return len(h) >= off+len(s) && string(h[off:off+len(s)]) == s }
 	switch {
-	case at(3, "NTFS    "):
-		return "NTFS"
-	case at(3, "EXFAT   "):
-		return "exFAT"
 	case at(0, "LUKS\xba\xbe"):
 		return "LUKS"
 	case at(0, "\xfc\x4e\x2b\xa9"), at(4096, "\xfc\x4e\x2b\xa9"):

@@ -168,7 +168,8 @@ func TestSignatures(t *testing.T) {
 		disk []byte
 		note string
 	}{
-		{"NTFS", with(tinyFAT(12), 3, "NTFS    "), "NTFS: not mapped"},
+		{"NTFS name on a FAT BPB", with(tinyFAT(12), 3, "NTFS    "), "NTFS: volume of 0 sectors"},
+		{"ext2 and HFS+", with(tinyExt2(), 1024, "H+\x00\x04"), "ambiguous: both ext2/3/4 superblock and HFS+ volume header"},
 		{"XFS", with(make([]byte, 8192), 0, "XFSB"), "XFS: superblock version 0"},
 		{"LUKS", with(make([]byte, 8192), 0, "LUKS\xba\xbe"), "LUKS (encrypted): kept whole"},
 		{"LVM", with(make([]byte, 8192), 512, "LABELONE"), "LVM2: label in sector 1 says it is in sector 0"},

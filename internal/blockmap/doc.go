@@ -5,7 +5,8 @@
 // the bytes it already holds). And a filesystem knows which of its blocks it
 // uses: Build reads a disk's partition table and, for each partition, the
 // allocation metadata of its filesystem (ext2/3/4 block bitmaps, FAT tables,
-// the swap header), and returns a Map of the bytes that matter. Build reads
+// NTFS's $Bitmap, exFAT's allocation bitmap, the HFS+ allocation file, the
+// swap header), and returns a Map of the bytes that matter. Build reads
 // the first bytes of the disk and of each partition (at most 128 KiB and 68
 // KiB), then only metadata: descriptors, bitmaps, FATs; never the files.
 //

@@ -31,6 +31,10 @@ const (
 	MethodBtrfs          = "btrfs extent tree"
 	MethodBtrfsChunks    = "btrfs chunk tree" // allocated chunks only: the extent tree could not be used
 	MethodF2FS           = "F2FS SIT"
+	MethodNTFS           = "NTFS bitmap"
+	MethodExFAT          = "exFAT bitmap"
+	MethodHFSPlus        = "HFS+ allocation file"
+	MethodHFSX           = "HFSX allocation file"
 	MethodNonZero        = "non-zero"
 )
 
