@@ -1,17 +1,31 @@
 #!/bin/bash
-# bench/multicast.sh: how asr's multicast scales with clients and loss, next
-# to udpcast at the same rate.
+# bench/multicast.sh: asr's multicast next to udpcast, like for like, in time
+# and in CPU, with 1 client and with many.
 #
 # Run by `make bench`; needs root. A lab of network namespaces on one bridge
-# (server 198.18.0.1, clients .11-.14), made for this run and removed after
-# it; loss is made with nftables in the clients' namespaces. Scenarios, each
-# with a fresh server, clients started together, the wall time until the last
-# client is done (clients run --noverify: this measures the network path):
-#   asr 1 client; asr 4 clients; asr 1 client at 2% loss; asr 4 clients at 2%
-#   loss; udpcast 1 client; udpcast 4 clients (udp-sender --file of the raw
-#   disk, as admins use it, with --max-bitrate at the same rate)
-# Targets are files on tmpfs, so this machine's disk does not set the pace.
-# Every asr and udpcast target is compared with the source disk.
+# (server 198.18.0.1, clients 198.18.0.11 and up, multicast groups in
+# 239.255.0.0/16), made for this run and removed after it, on any exit and on
+# Ctrl-C; nothing is sent on the host's interfaces. Names start with
+# $ASR_LAB_PREFIX (default amb) and this shell's PID.
+#
+# Cases, each with 1 client and with BENCH_CLIENTS clients, all at the same
+# rate cap (BENCH_RATE bytes/s):
+#   asr       asr server sending its prepared image (.asr), asr clients
+#             restoring it (--noverify: this measures the network path)
+#   udp-asr   udp-sender sending the same .asr file: the same bytes on the
+#             wire as asr, so time and CPU compare like with like
+#   udp-raw   udp-sender sending the raw disk, as admins use it: the
+#             user's-choice figure (more bytes, no decompression)
+#   asr-loss  asr again, with BENCH_LOSS% of the clients' UDP dropped by
+#             nftables (BENCH_LOSS=0 leaves it out)
+# Runs are interleaved (for each run, every case in turn) and the table gives
+# medians of BENCH_RUNS runs. Both tools' clocks start alike: when the first
+# process of the transfer is launched (asr's server, whose start-up counts;
+# udpcast's receivers, then its sender at once) and stop when the last client
+# is done. Every process runs under GNU time, which gives its CPU (user+sys)
+# and peak RSS; "% core" is its CPU over its own wall time. Targets are files
+# on tmpfs, so this machine's disk does not set the pace, and every target is
+# compared with what was sent. Per-run figures are kept in $BENCH_DIR/mc/runs.tsv.
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 bench_init bench-multicast
@@ -19,20 +33,44 @@ dir=${BENCH_DIR:-/var/tmp/asr-bench}
 size_arg=${BENCH_SIZE:-1G}
 fill=${BENCH_FILL:-40}
 rate=${BENCH_RATE:-25000000}
-tdir=${BENCH_TARGET_DIR:-/dev/shm/asr-bench-mc}
-p=amb$$
-need "network namespaces" udp-sender udp-receiver nft ip cmp
+runs=${BENCH_RUNS:-5}
+many=${BENCH_CLIENTS:-8}
+lossp=${BENCH_LOSS:-2}
+tmo=${BENCH_TIMEOUT:-900}
+prefix=${ASR_LAB_PREFIX:-amb}
+tdir=${BENCH_TARGET_DIR:-/dev/shm/$prefix-bench-mc-$$}
+p=$prefix$$
+positive BENCH_RATE "$rate"
+positive BENCH_RUNS "$runs"
+positive BENCH_CLIENTS "$many"
+positive BENCH_TIMEOUT "$tmo"
+[ "$many" -ge 2 ] && [ "$many" -le 100 ] || usage_die "BENCH_CLIENTS must be 2 to 100"
+case $lossp in '' | *[!0-9]*) usage_die "BENCH_LOSS must be a whole percentage (0 leaves the loss cases out)" ;; esac
+[ "$lossp" -lt 100 ] || usage_die "BENCH_LOSS must be below 100"
+[ ${#p} -le 11 ] || usage_die "ASR_LAB_PREFIX is too long for interface names (at most 4 characters)"
+need "network namespaces" udp-sender udp-receiver nft ip cmp timeout pgrep
+[ -n "$gnu_time" ] || die "GNU time (/usr/bin/time) not found (run scripts/deps.sh)"
 
 pids=()
 hosts=()
+# stop PID: end a process launched by `launch` (GNU time, whose child is
+# timeout, whose child is the tool): signal the timeout, which passes the
+# signal on and kills the tool 5 s later if it is still there.
+stop() { # SIGNAL PID
+	local c
+	for c in $(pgrep -P "$2" 2>/dev/null || true); do kill "-$1" "$c" 2>/dev/null || true; done
+}
 cleanup() {
-	local rc=0
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	local pid
+	for pid in "${pids[@]}"; do
+		kill -0 "$pid" 2>/dev/null || continue
+		stop TERM "$pid"
+	done
+	# Bounded: timeout -k 5 kills what ignores TERM.
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 	for h in "${hosts[@]}"; do ip netns del "$h" 2>/dev/null || true; done
 	ip netns del "${p}br" 2>/dev/null || true
 	rm -rf "$tdir"
-	return "$rc"
 }
 at_exit cleanup
 
@@ -44,11 +82,18 @@ if [ -z "$raw" ]; then
 fi
 img=$dir/mc/disk.asr
 mkdir -p "$dir/mc" "$tdir"
+lock "$dir/mc"
 "$asr" imagescan --source "$raw" --output "$img" --overwrite >/dev/null
 bytes=$(stat -c %s "$raw")
+ibytes=$(stat -c %s "$img")
+# Many clients' targets at once: the raw disk the largest.
+free=$(df -B1 --output=avail "$tdir" | tail -1)
+[ "$free" -gt $((many * bytes + 67108864)) ] ||
+	die "$tdir has $(mib "$free") free, needs $(mib $((many * bytes))) for $many targets: set BENCH_TARGET_DIR, BENCH_SIZE or BENCH_CLIENTS"
 
-# The lab.
+# The lab: a bridge in its own namespace, a veth to each host's namespace.
 ip netns add "${p}br"
+hosts+=("${p}br")
 ip -n "${p}br" link add br0 type bridge
 ip -n "${p}br" link set br0 type bridge mcast_snooping 0
 ip -n "${p}br" link set br0 up
@@ -64,10 +109,10 @@ addhost() { # name n
 	ip -n "$ns" route add 224.0.0.0/4 dev eth0
 }
 addhost s 1
-for i in 1 2 3 4; do addhost "c$i" $((10 + i)); done
+for i in $(seq "$many"); do addhost "c$i" $((10 + i)); done
 loss() { # pct: set the clients' loss
-	lossnow=$1
-	for i in 1 2 3 4; do
+	local i
+	for i in $(seq "$many"); do
 		ip netns exec "${p}c$i" nft delete table inet asrloss 2>/dev/null || true
 		[ "$1" -gt 0 ] || continue
 		ip netns exec "${p}c$i" nft add table inet asrloss
@@ -85,86 +130,168 @@ cat >"$dir/mc/asrconfig.plist" <<PLIST
 </dict></plist>
 PLIST
 
-# Peak resident memory of the server and the clients, from GNU time.
-[ -n "$gnu_time" ] || die "GNU time (/usr/bin/time) not found (run scripts/deps.sh)"
-timer="/usr/bin/time -f %M"
-lossnow=0
-loss_now() { echo "$lossnow"; }
+# launch NS OUT LOG CMD...: CMD in host NS's namespace, bounded by timeout,
+# under GNU time (wall, user, sys seconds and peak KiB, last line of OUT);
+# sets lpid.
+launch() {
+	local ns=$1 out=$2 log=$3
+	shift 3
+	ip netns exec "$p$ns" "$gnu_time" -f '%e %U %S %M' -o "$out" timeout -k 5 "$tmo" "$@" >"$log" 2>&1 &
+	lpid=$!
+	pids+=("$lpid")
+}
 # From byte 1024: asr adjusts the GPT there when the target is larger.
-check() { cmp -i 1024 -n $((bytes - 1024)) "$raw" "$1" || die "$1 differs from the source disk"; }
+check_raw() { cmp -i 1024 -n $((bytes - 1024)) "$raw" "$1" || die "$1 differs from the source disk"; }
+check_img() { cmp "$img" "$1" || die "$1 differs from the image sent"; }
 
-# asr_run N: a fresh server, N clients at once; prints the seconds.
-asr_run() {
-	local n=$1 t0 t1 i cp=()
-	rm -f "$tdir"/*
-	ip netns exec "${p}s" $timer -o "$dir/mc/server-$n-$(loss_now).rss" "$asr" server --source "$img" --config "$dir/mc/asrconfig.plist" >"$dir/mc/server.log" 2>&1 &
-	local spid=$!
-	pids+=("$spid")
-	for _ in $(seq 100); do grep -q "Ready to start" "$dir/mc/server.log" && break; sleep 0.1; done
-	t0=$(now)
-	for i in $(seq "$n"); do
-		ip netns exec "${p}c$i" $timer -o "$dir/mc/c$i.rss" "$asr" restore --source asr://198.18.0.1 --file "$tdir/c$i.raw" --noprompt --noverify --timeout 60 >"$dir/mc/c$i.log" 2>&1 &
-		cp+=($!)
-	done
-	for pid in "${cp[@]}"; do wait "$pid" || die "an asr client failed: $(tail -q -n 3 "$dir"/mc/c*.log) server: $(tail -n 3 "$dir/mc/server.log")"; done
-	t1=$(now)
-	# $spid is GNU time, which ignores SIGINT; the server is its child.
-	pkill -INT -P "$spid"; wait "$spid" || true
-	for i in $(seq "$n"); do check "$tdir/c$i.raw"; done
-	local worst=0 k
-	for i in $(seq "$n"); do k=$(tail -1 "$dir/mc/c$i.rss"); [ "$k" -gt "$worst" ] && worst=$k; done
-	echo "$worst" >"$dir/mc/clients-$n-$lossnow.rss"
-	elapsed "$t0" "$t1"
+res=$dir/mc/runs.tsv
+printf 'case\tclients\trun\twall_s\tclient_cpu_s\tclient_core_pct\tclient_kib\tserver_cpu_s\tserver_core_pct\tserver_kib\n' >"$res"
+# record CASE N RUN T0 T1: one line of runs.tsv from the time files of the
+# server (m/s.time) and the clients (m/cI.time): client CPU is the mean per
+# client, client RSS the worst.
+record() {
+	local m=$dir/mc f
+	for f in s $(seq -f 'c%g' "$2"); do printf '%s %s\n' "$f" "$(tail -n 1 "$m/$f.time")"; done |
+		awk -v c="$1" -v n="$2" -v r="$3" -v w="$(elapsed "$4" "$5")" '
+			{
+				cpu = $3 + $4; pct = $2 > 0 ? 100 * cpu / $2 : 0
+				if ($1 == "s") { scpu = cpu; spct = pct; srss = $5 }
+				else { k++; ccpu += cpu; cpct += pct; if ($5 > crss) crss = $5 }
+			}
+			END { printf "%s\t%d\t%d\t%s\t%.3f\t%.1f\t%d\t%.3f\t%.1f\t%d\n", c, n, r, w, ccpu / k, cpct / k, crss, scpu, spct, srss }
+		' >>"$res"
 }
 
-udp_run() {
-	local n=$1 t0 t1 i cp=()
-	rm -f "$tdir"/*
-	local bits=$((rate * 8))
+# asr_case N RUN LOSS: a fresh server, N clients launched once it listens.
+asr_case() {
+	local n=$1 run=$2 t0 t1 i spid cp=() ok=""
+	local m=$dir/mc name=asr
+	[ "$3" -eq 0 ] || name=asr-loss
+	rm -f "$tdir"/* "$m"/*.time
 	t0=$(now)
-	for i in $(seq "$n"); do
-		ip netns exec "${p}c$i" udp-receiver --file "$tdir/u$i.raw" --interface eth0 --nokbd --portbase 9100 \
-			--mcast-rdv-address 239.255.20.2 >"$dir/mc/u$i.log" 2>&1 &
-		cp+=($!)
+	launch s "$m/s.time" "$m/server.log" "$asr" server --source "$img" --config "$m/asrconfig.plist"
+	spid=$lpid
+	for _ in $(seq 600); do
+		grep -q "Ready to start" "$m/server.log" && ok=1 && break
+		kill -0 "$spid" 2>/dev/null || break
+		sleep 0.05
 	done
-	ip netns exec "${p}s" udp-sender --file "$raw" --interface eth0 --nokbd --portbase 9100 --min-receivers "$n" \
-		--max-bitrate "$bits" --mcast-rdv-address 239.255.20.2 --mcast-data-address 239.255.20.3 >"$dir/mc/usender.log" 2>&1 &
-	local spid=$!
-	pids+=("$spid")
-	for pid in "${cp[@]}"; do wait "$pid" || die "a udp-receiver failed: $(tail -q -n 3 "$dir"/mc/u*.log)"; done
+	[ -n "$ok" ] || die "the asr server did not start: $(tail -n 3 "$m/server.log")"
+	for i in $(seq "$n"); do
+		launch "c$i" "$m/c$i.time" "$m/c$i.log" "$asr" restore --source asr://198.18.0.1 --file "$tdir/c$i.raw" \
+			--noprompt --noverify --timeout 60
+		cp+=("$lpid")
+	done
+	for i in $(seq "$n"); do
+		wait "${cp[i - 1]}" || die "asr client $i failed: $(tail -n 3 "$m/c$i.log") server: $(tail -n 3 "$m/server.log")"
+	done
+	t1=$(now)
+	stop INT "$spid"
 	wait "$spid" || true
-	t1=$(now)
-	for i in $(seq "$n"); do check "$tdir/u$i.raw"; done
-	elapsed "$t0" "$t1"
+	for i in $(seq "$n"); do check_raw "$tdir/c$i.raw"; done
+	record "$name" "$n" "$run" "$t0" "$t1"
 }
 
-declare -A t
-loss 0
-t[asr1]=$(asr_run 1)
-t[asr4]=$(asr_run 4)
-loss 2
-t[asr1l]=$(asr_run 1)
-t[asr4l]=$(asr_run 4)
-loss 0
-t[udp1]=$(udp_run 1)
-t[udp4]=$(udp_run 4)
+# udp_case N RUN FILE KIND: N udp-receivers, then at once udp-sender of FILE
+# (the .asr image or the raw disk) capped at the same rate; the clock stops
+# when the last receiver is done.
+udp_case() {
+	local n=$1 run=$2 file=$3 kind=$4 t0 t1 i spid cp=()
+	local m=$dir/mc
+	rm -f "$tdir"/* "$m"/*.time
+	t0=$(now)
+	for i in $(seq "$n"); do
+		launch "c$i" "$m/c$i.time" "$m/u$i.log" udp-receiver --file "$tdir/u$i" --interface eth0 --nokbd \
+			--portbase 9100 --mcast-rdv-address 239.255.20.2
+		cp+=("$lpid")
+	done
+	launch s "$m/s.time" "$m/usender.log" udp-sender --file "$file" --interface eth0 --nokbd --portbase 9100 \
+		--min-receivers "$n" --max-bitrate $((rate * 8)) --mcast-rdv-address 239.255.20.2 \
+		--mcast-data-address 239.255.20.3
+	spid=$lpid
+	for i in $(seq "$n"); do
+		wait "${cp[i - 1]}" || die "udp-receiver $i failed: $(tail -n 3 "$m/u$i.log")"
+	done
+	t1=$(now)
+	wait "$spid" || die "udp-sender failed: $(tail -n 3 "$m/usender.log")"
+	for i in $(seq "$n"); do
+		if [ "$kind" = udp-raw ]; then check_raw "$tdir/u$i"; else check_img "$tdir/u$i"; fi
+	done
+	record "$kind" "$n" "$run" "$t0" "$t1"
+}
 
-printf '\nMulticast at %d bytes/s, %s disk (%d bytes; prepared image %d bytes), clients --noverify to tmpfs\n' \
-	"$rate" "$size_arg" "$bytes" "$(stat -c %s "$img")"
-printf '%-34s %8s\n' scenario seconds
-printf '%-34s %8s\n' "asr, 1 client" "${t[asr1]}" "asr, 4 clients" "${t[asr4]}" \
-	"asr, 1 client, 2% loss" "${t[asr1l]}" "asr, 4 clients, 2% loss" "${t[asr4l]}" \
-	"udpcast (raw disk), 1 client" "${t[udp1]}" "udpcast (raw disk), 4 clients" "${t[udp4]}"
-a=$(ratio "${t[asr4]}" "${t[asr1]}")
-b=$(ratio "${t[asr4l]}" "${t[asr4]}")
-b1=$(ratio "${t[asr1l]}" "${t[asr1]}")
-c=$(ratio "${t[asr1]}" "${t[udp1]}")
-d=$(ratio "${t[asr4]}" "${t[udp4]}")
-printf '\n4 clients / 1 client:              %s (target <= 1.10) %s\n' "$a" "$(verdict "$a" "<=" 1.10)"
-printf '2%% loss / lossless, 1 client:      %s (target <= 1.25) %s\n' "$b1" "$(verdict "$b1" "<=" 1.25)"
-printf '2%% loss / lossless, 4 clients:     %s (target <= 1.25) %s\n' "$b" "$(verdict "$b" "<=" 1.25)"
-printf 'asr / udpcast, 1 client:           %s (target <= 1.00) %s\n' "$c" "$(verdict "$c" "<=" 1.00)"
-printf 'asr / udpcast, 4 clients:          %s (target <= 1.00) %s\n' "$d" "$(verdict "$d" "<=" 1.00)"
-kib() { awk -v k="$(tail -1 "$1")" 'BEGIN{printf "%.1f MiB", k/1024}'; }
-printf '\npeak RSS: server with 1 client %s, with 4 clients %s; a client (worst of 4, 2%% loss) %s\n' \
-	"$(kib "$dir/mc/server-1-0.rss")" "$(kib "$dir/mc/server-4-0.rss")" "$(kib "$dir/mc/clients-4-2.rss")"
+loss 0
+for run in $(seq "$runs"); do
+	for n in 1 "$many"; do
+		echo "$bench: run $run/$runs, $n client(s)" >&2
+		asr_case "$n" "$run" 0
+		udp_case "$n" "$run" "$img" udp-asr
+		udp_case "$n" "$run" "$raw" udp-raw
+		if [ "$lossp" -gt 0 ]; then
+			loss "$lossp"
+			asr_case "$n" "$run" "$lossp"
+			loss 0
+		fi
+	done
+done
+
+# med CASE N COLUMN: the median over the runs of one column of runs.tsv.
+med() {
+	local col
+	col=$(head -1 "$res" | tr '\t' '\n' | grep -nx "$3" | cut -d: -f1)
+	# shellcheck disable=SC2046
+	median $(awk -F'\t' -v c="$1" -v n="$2" -v k="$col" '$1 == c && $2 == n { print $k }' "$res")
+}
+f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
+f2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+
+printf '\nMulticast at %d bytes/s: %s disk (%d bytes), its .asr image %d bytes; medians of %d interleaved run(s);\n' \
+	"$rate" "$size_arg" "$bytes" "$ibytes" "$runs"
+printf 'clocks from launching the first process to the last client done; clients --noverify to tmpfs; CPU = user+sys\n\n'
+hdr() {
+	printf '%-30s %8s %8s %6s | %9s %6s %9s | %9s %6s %9s\n' "$@"
+}
+hdr "" "time" "time" "" "client" "" "client" "server" "" "server"
+hdr "case" "1 cl." "$many cl." "$many/1" "CPU 1 cl." "% core" "CPU $many cl." "CPU 1 cl." "% core" "CPU $many cl."
+declare -A v
+row() { # CASE LABEL
+	local c=$1 k
+	for k in wall_s client_cpu_s client_core_pct server_cpu_s server_core_pct; do
+		v[$c,1,$k]=$(med "$c" 1 "$k")
+		v[$c,$many,$k]=$(med "$c" "$many" "$k")
+	done
+	hdr "$2" "$(f2 "${v[$c,1,wall_s]}")" "$(f2 "${v[$c,$many,wall_s]}")" \
+		"$(ratio "${v[$c,$many,wall_s]}" "${v[$c,1,wall_s]}")" \
+		"$(f2 "${v[$c,1,client_cpu_s]}")" "$(f1 "${v[$c,1,client_core_pct]}")" "$(f2 "${v[$c,$many,client_cpu_s]}")" \
+		"$(f2 "${v[$c,1,server_cpu_s]}")" "$(f1 "${v[$c,1,server_core_pct]}")" "$(f2 "${v[$c,$many,server_cpu_s]}")"
+}
+rratio() { # LABEL CASE-A CASE-B: A / B for every column
+	local a=$2 b=$3
+	hdr "$1" "$(ratio "${v[$a,1,wall_s]}" "${v[$b,1,wall_s]}")" "$(ratio "${v[$a,$many,wall_s]}" "${v[$b,$many,wall_s]}")" "" \
+		"$(ratio "${v[$a,1,client_cpu_s]}" "${v[$b,1,client_cpu_s]}")" "" "$(ratio "${v[$a,$many,client_cpu_s]}" "${v[$b,$many,client_cpu_s]}")" \
+		"$(ratio "${v[$a,1,server_cpu_s]}" "${v[$b,1,server_cpu_s]}")" "" "$(ratio "${v[$a,$many,server_cpu_s]}" "${v[$b,$many,server_cpu_s]}")"
+}
+row asr "asr (.asr image)"
+row udp-asr "udpcast, same .asr bytes"
+row udp-raw "udpcast, raw disk"
+[ "$lossp" -eq 0 ] || row asr-loss "asr, $lossp% loss"
+echo
+rratio "asr / udpcast, same bytes" asr udp-asr
+rratio "asr / udpcast, raw disk" asr udp-raw
+[ "$lossp" -eq 0 ] || rratio "asr $lossp% loss / lossless" asr-loss asr
+
+scale=$(ratio "${v[asr,$many,wall_s]}" "${v[asr,1,wall_s]}")
+ccpu=$(ratio "${v[asr,1,client_cpu_s]}" "${v[udp-asr,1,client_cpu_s]}")
+printf '\nasr, %d clients / 1 client:                  %s (target <= 1.10) %s\n' "$many" "$scale" "$(verdict "$scale" "<=" 1.10)"
+printf 'asr client CPU / udp-receiver, same bytes:  %s (target <= 1.50) %s\n' "$ccpu" "$(verdict "$ccpu" "<=" 1.50)"
+if [ "$lossp" -gt 0 ]; then
+	for n in 1 "$many"; do
+		l=$(ratio "$(med asr-loss "$n" wall_s)" "${v[asr,$n,wall_s]}")
+		printf 'asr %d%% loss / lossless, %d client(s):       %s (target <= 1.25) %s\n' "$lossp" "$n" "$l" "$(verdict "$l" "<=" 1.25)"
+	done
+fi
+kib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+printf '\npeak RSS (medians): asr server with 1 client %s, with %d clients %s; an asr client (worst of %d) %s; udp-receiver %s\n' \
+	"$(kib "$(med asr 1 server_kib)")" "$many" "$(kib "$(med asr "$many" server_kib)")" "$many" \
+	"$(kib "$(med asr "$many" client_kib)")" "$(kib "$(med udp-asr 1 client_kib)")"
+printf 'per-run figures: %s\n' "$res"
