@@ -34,6 +34,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	if err := parse(e, fs, manRestore, args); err != nil {
 		return err
 	}
+	sf.spoolDir = spoolDir(e)
 	if err := sf.check(); err != nil {
 		return err
 	}

@@ -51,5 +51,6 @@ func redactURL(s string) string { return redact.URL(s) }
 func openHTTP(ctx context.Context, s string, o Options) (source.Source, error) {
 	return source.OpenHTTP(ctx, s, source.HTTPOptions{
 		CACert: o.CACert, Checksum: o.Checksum, Stall: o.Timeout, Retries: o.Retries, Log: o.Log, MaxSize: o.MaxSize,
+		SpoolDir: o.SpoolDir,
 	})
 }

@@ -43,5 +43,5 @@ func openLocal(_ context.Context, s string, o Options) (source.Source, error) {
 	if o.Checksum != "" {
 		return nil, ErrChecksumLocal
 	}
-	return source.Open(s, source.Options{AllBlocks: o.AllBlocks, MaxSize: o.MaxSize})
+	return source.Open(s, source.Options{AllBlocks: o.AllBlocks, MaxSize: o.MaxSize, SpoolDir: o.SpoolDir, Log: o.Log})
 }
