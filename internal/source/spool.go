@@ -74,7 +74,7 @@ func spool(ctx context.Context, dir string, r io.Reader, name string, limit int6
 		if err := ctx.Err(); err != nil {
 			return nil, 0, context.Cause(ctx)
 		}
-		k, rerr := io.ReadFull(r, buf)
+		k, rerr := fill(r, buf)
 		if limit > 0 && n+int64(k) > limit {
 			return nil, 0, &TooBigError{Source: name, Limit: limit}
 		}
@@ -96,10 +96,10 @@ func spool(ctx context.Context, dir string, r io.Reader, name string, limit int6
 		if progress != nil && k > 0 {
 			progress(n)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
-		if rerr != nil {
+		if rerr != nil { // a damaged or truncated stream says so here
 			return nil, 0, rerr
 		}
 	}
@@ -107,6 +107,22 @@ func spool(ctx context.Context, dir string, r io.Reader, name string, limit int6
 		return nil, 0, fmt.Errorf("sizing the temporary copy of the disk in %s: %w", dir, err)
 	}
 	return f, n, nil
+}
+
+// fill reads into b until it is full or r ends: it returns io.EOF only for
+// the end of the stream (b may hold data then), and every other error as it
+// is. Unlike io.ReadFull, a decoder's own io.ErrUnexpectedEOF (a truncated
+// stream) is not mistaken for the end of a short last block.
+func fill(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := r.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // writeNonZero writes the non-zero spoolBlocks of b at off, in runs, and
