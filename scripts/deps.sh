@@ -7,7 +7,9 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip partclone.ext4:partclone openssl:openssl \
 	python3:python3 rsync:rsync nginx:nginx-light ip:iproute2 nft:nftables curl:curl udp-sender:udpcast avahi-daemon:avahi-daemon avahi-browse:avahi-utils unshare:util-linux \
 	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates \
-	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign; do
+	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign \
+	mkntfs:ntfs-3g mkfs.exfat:exfatprogs mount.exfat-fuse:exfat-fuse mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
+	mkfs.f2fs:f2fs-tools pvcreate:lvm2; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -26,6 +28,9 @@ command -v grub-mkimage >/dev/null 2>&1 || need+=(grub-common)
 [ -f /usr/lib/grub/i386-pc/boot.img ] || need+=(grub-pc-bin)
 [ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+# The filesystems bench/fsmap.sh compares (above). HFS+ would need
+# mkfs.hfsplus from hfsprogs, which Debian 12 does not ship: the benchmark
+# says so and skips it.
 command -v script >/dev/null 2>&1 || need+=(bsdutils) # a pty for asr server's live table
 # A kernel with its modules: the appliance's VMs boot it (make initramfs).
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
