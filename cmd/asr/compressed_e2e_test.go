@@ -28,12 +28,17 @@ import (
 // makes each.
 var compressions = []struct{ tool, ext string }{{"gzip", ".gz"}, {"xz", ".xz"}, {"zstd", ".zst"}}
 
-// compress writes disk+ext with tool at its fastest level.
+// compress writes disk+ext with tool at its fastest level (xz on two
+// threads: it is the slowest by far).
 func compress(t *testing.T, disk, tool, ext string) string {
 	t.Helper()
 	testenv.RequireTools(t, tool)
 	out := disk + ext
-	sh(t, "sh", "-c", fmt.Sprintf("%s -c -1 < %s > %s", tool, disk, out))
+	level := "-1"
+	if tool == "xz" {
+		level = "-0 -T2"
+	}
+	sh(t, "sh", "-c", fmt.Sprintf("%s -c %s < %s > %s", tool, level, disk, out))
 	return out
 }
 
