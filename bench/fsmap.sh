@@ -71,12 +71,15 @@ cleanup() {
 	return 0
 }
 at_exit cleanup
-attach() { # FILE [losetup options]: prints the loop device, remembered for cleanup
-	local f=$1 l
-	shift
+# attach VAR FILE [losetup options]: VAR names the new loop device, which is
+# remembered for cleanup (not printed: in a $(...) subshell the list would
+# be lost, and the device with it).
+attach() {
+	local var=$1 f=$2 l
+	shift 2
 	l=$(losetup --show -f "$@" "$f")
 	loops+=("$l")
-	echo "$l"
+	printf -v "$var" %s "$l"
 }
 detach() { # LOOP
 	losetup -d "$1"
@@ -84,11 +87,23 @@ detach() { # LOOP
 	for l in "${loops[@]}"; do [ "$l" = "$1" ] || keep+=("$l"); done
 	loops=("${keep[@]}")
 }
-mkmnt() { # prints a new mount point, remembered for cleanup
+mkmnt() { # VAR: a new mount point, remembered for cleanup
 	local m
 	m=$(mktemp -d /tmp/asr-bench-fsmap.XXXXXX)
 	mnts+=("$m")
-	echo "$m"
+	printf -v "$1" %s "$m"
+}
+# fuse_umount MNT: unmounts a FUSE filesystem and waits (up to 60 s) for its
+# daemon to finish writing and let go of the device.
+fuse_umount() {
+	local i
+	umount "$1"
+	for ((i = 0; i < 600; i++)); do
+		pgrep -f -- " $1\$" >/dev/null || return 0
+		sleep 0.1
+	done
+	echo "bench-fsmap: the FUSE daemon of $1 did not exit" >&2
+	return 1
 }
 
 # --- what each filesystem needs --------------------------------------------------
@@ -182,28 +197,19 @@ tree_hash() {
 }
 
 # protofile DIR: mkfs.xfs -p's description of DIR (regular files and
-# folders), which it copies in without mounting anything.
+# folders), which it copies in without mounting anything. find lists each
+# folder before its contents; a folder's list ends with "$".
 protofile() {
-	local d=$1
-	echo "/dev/null"
-	echo "0 0"
-	echo "d--755 0 0"
-	proto_dir "$d" " "
-	echo "\$"
-}
-proto_dir() { # DIR INDENT
-	local e n
-	for e in "$1"/*; do
-		[ -e "$e" ] || continue
-		n=$(basename "$e")
-		if [ -d "$e" ]; then
-			echo "$2$n d--755 0 0"
-			proto_dir "$e" "$2 "
-			echo "$2\$"
-		else
-			echo "$2$n ---644 0 0 $e"
-		fi
-	done
+	printf '/dev/null\n0 0\nd--755 0 0\n'
+	(cd "$1" && find . -mindepth 1 \( -type d -printf 'd %P\n' -o -type f -printf 'f %P\n' \)) | awk -v root="$1" '
+		function ind(k,  s) { s = ""; while (k-- > 0) s = s " "; return s }
+		{
+			p = substr($0, 3); n = split(p, part, "/")
+			while (open >= n) { print ind(open) "$"; open-- }
+			if (substr($0, 1, 1) == "d") { print ind(n) part[n] " d--755 0 0"; open = n }
+			else print ind(n) part[n] " ---644 0 0 " root "/" p
+		}
+		END { while (open > 0) { print ind(open) "$"; open-- }; print "$" }'
 }
 
 # --- the disks -----------------------------------------------------------------------
@@ -220,12 +226,12 @@ make_disk() {
 		mcopy -s -Q -i "$img" "$tree"/* ::/
 		;;
 	ntfs | exfat)
-		l=$(attach "$img")
-		if [ "$fs" = ntfs ]; then mkntfs -Q -q "$l"; else mkfs.exfat -q "$l" >/dev/null 2>&1 || mkfs.exfat "$l" >/dev/null; fi
-		m=$(mkmnt)
+		attach l "$img"
+		if [ "$fs" = ntfs ]; then mkntfs -Q -q "$l"; else mkfs.exfat "$l" >/dev/null; fi
+		mkmnt m
 		if [ "$fs" = ntfs ]; then ntfs-3g "$l" "$m"; else mount.exfat-fuse "$l" "$m"; fi
 		cp -r "$tree"/. "$m"/
-		umount "$m"
+		fuse_umount "$m"
 		detach "$l"
 		;;
 	xfs)
@@ -240,7 +246,7 @@ make_disk() {
 		;;
 	hfsplus) mkfs.hfsplus "$img" >/dev/null ;; # no tool writes files into it unmounted
 	lvm)
-		l=$(attach "$img")
+		attach l "$img"
 		vg=asrbench$$
 		vgs+=("$vg")
 		pvcreate -q -y -ff "$l" >/dev/null
@@ -281,7 +287,7 @@ fsck_dev() {
 # cannot read them (no kernel module, no FUSE driver).
 files_of() {
 	local fs=$1 dev=$2 m h=-
-	m=$(mkmnt)
+	mkmnt m
 	case $fs in
 	fat32)
 		mcopy -s -Q -n -i "$dev" ::/ "$m"/ && h=$(tree_hash "$m")
@@ -298,7 +304,7 @@ files_of() {
 	esac
 	if [ "$h" = ok ]; then
 		h=$(tree_hash "$m")
-		umount "$m"
+		case $fs in ntfs | exfat) fuse_umount "$m" ;; *) umount "$m" ;; esac
 	fi
 	echo "$h"
 }
@@ -337,10 +343,10 @@ for fs in $fslist; do
 		touch "$img.done"
 	fi
 	fss+=("$fs")
-	src[$fs]=$(attach "$img" -r)
+	attach "src[$fs]" "$img" -r
 	if [ "$fs" = lvm ]; then
-		read -r poff[$fs] plen[$fs] <"$img.lv"
-		psrc[$fs]=$(attach "$img" -r -o "${poff[$fs]}" --sizelimit "${plen[$fs]}")
+		read -r "poff[$fs]" "plen[$fs]" <"$img.lv"
+		attach "psrc[$fs]" "$img" -r -o "${poff[$fs]}" --sizelimit "${plen[$fs]}"
 	else
 		poff[$fs]=0 plen[$fs]=$size psrc[$fs]=${src[$fs]}
 	fi
@@ -349,11 +355,11 @@ done
 
 rm -f "$target"
 truncate -s "$size" "$target"
-tloop=$(attach "$target")
+attach tloop "$target"
 declare -A ptgt=()
 for fs in "${fss[@]}"; do
 	ptgt[$fs]=$tloop
-	[ "$fs" = lvm ] && ptgt[$fs]=$(attach "$target" -o "${poff[$fs]}" --sizelimit "${plen[$fs]}")
+	if [ "$fs" = lvm ]; then attach "ptgt[$fs]" "$target" -o "${poff[$fs]}" --sizelimit "${plen[$fs]}"; fi
 done
 
 # --- runs --------------------------------------------------------------------------------
