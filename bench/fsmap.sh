@@ -62,6 +62,7 @@ cleanup() {
 	if [ -n "$making" ]; then
 		echo "bench-fsmap: making a disk failed; the end of $making:" >&2
 		tail -n 20 "$making" >&2
+		making=""
 	fi
 	for m in "${mnts[@]}"; do umount "$m" 2>/dev/null || true; rmdir "$m" 2>/dev/null || true; done
 	for l in "${vgs[@]}"; do vgchange -an "$l" >/dev/null 2>&1 || true; done
@@ -75,11 +76,11 @@ at_exit cleanup
 # remembered for cleanup (not printed: in a $(...) subshell the list would
 # be lost, and the device with it).
 attach() {
-	local var=$1 f=$2 l
+	local _var=$1 _f=$2 _dev
 	shift 2
-	l=$(losetup --show -f "$@" "$f")
-	loops+=("$l")
-	printf -v "$var" %s "$l"
+	_dev=$(losetup --show -f "$@" "$_f")
+	loops+=("$_dev")
+	printf -v "$_var" %s "$_dev"
 }
 detach() { # LOOP
 	losetup -d "$1"
@@ -88,10 +89,10 @@ detach() { # LOOP
 	loops=("${keep[@]}")
 }
 mkmnt() { # VAR: a new mount point, remembered for cleanup
-	local m
-	m=$(mktemp -d /tmp/asr-bench-fsmap.XXXXXX)
-	mnts+=("$m")
-	printf -v "$1" %s "$m"
+	local _m
+	_m=$(mktemp -d /tmp/asr-bench-fsmap.XXXXXX)
+	mnts+=("$_m")
+	printf -v "$1" %s "$_m"
 }
 # fuse_umount MNT: unmounts a FUSE filesystem and waits (up to 60 s) for its
 # daemon to finish writing and let go of the device.
