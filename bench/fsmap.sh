@@ -56,7 +56,8 @@ lock "$dir"
 mkdir -p "$dir/logs" "$dir/work"
 work=$dir/work
 target=$dir/target.img
-loops=() mnts=() vgs=() making=""
+loops=() mnts=() making=""
+export LVM_SUPPRESS_FD_WARNINGS=1
 cleanup() {
 	local l m
 	if [ -n "$making" ]; then
@@ -65,7 +66,6 @@ cleanup() {
 		making=""
 	fi
 	for m in "${mnts[@]}"; do umount "$m" 2>/dev/null || true; rmdir "$m" 2>/dev/null || true; done
-	for l in "${vgs[@]}"; do vgchange -an "$l" >/dev/null 2>&1 || true; done
 	# Only the loop devices this script attached, by name.
 	for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
 	rm -f "$target" "$work"/*.asr "$work"/*.pc.zst
@@ -126,7 +126,7 @@ tools_of() {
 	exfat) echo mkfs.exfat fsck.exfat mount.exfat-fuse partclone.exfat ;;
 	hfsplus) echo mkfs.hfsplus fsck.hfsplus partclone.hfsp ;;
 	f2fs) echo mkfs.f2fs sload.f2fs fsck.f2fs partclone.f2fs ;;
-	lvm) echo pvcreate vgcreate lvcreate vgchange pvs lvs mkfs.ext4 e2fsck partclone.ext4 ;;
+	lvm) echo pvcreate vgcreate lvcreate pvs vgs lvs mkfs.ext4 e2fsck partclone.ext4 ;;
 	*) return 1 ;;
 	esac
 }
@@ -247,22 +247,25 @@ make_disk() {
 		;;
 	hfsplus) mkfs.hfsplus "$img" >/dev/null ;; # no tool writes files into it unmounted
 	lvm)
+		# LVM's metadata only (--driverloaded n): the volume is never
+		# activated, so the machine needs no device-mapper (this one has
+		# none) and no volume group of ours appears on it. A linear LV of
+		# one segment is one range of the disk: ext4 goes there through a
+		# loop device.
 		attach l "$img"
 		vg=asrbench$$
-		vgs+=("$vg")
 		pvcreate -q -y -ff "$l" >/dev/null
 		vgcreate -q "$vg" "$l" >/dev/null
-		lvcreate -q -y -Wn -Zn -an -l 100%FREE -n data "$vg" >/dev/null 2>&1 || lvcreate -q -y -Wn -Zn -l 100%FREE -n data "$vg" >/dev/null
-		vgchange -q -ay "$vg" >/dev/null
-		mkfs.ext4 -q -F -E nodiscard -d "$tree" "/dev/$vg/data"
-		# A linear LV of one segment: its bytes are one range of the disk.
-		local pe_start ext first lvsize
+		lvcreate --driverloaded n -q -y -Wn -Zn -an -l 100%FREE -n data "$vg" >/dev/null
+		local pe_start ext first lvsize lv
 		pe_start=$(pvs --noheadings --nosuffix --units b -o pe_start "$l" | tr -d ' ')
 		ext=$(vgs --noheadings --nosuffix --units b -o vg_extent_size "$vg" | tr -d ' ')
 		first=$(lvs --noheadings -o seg_pe_ranges "$vg/data" | sed 's/.*:\([0-9]*\)-.*/\1/' | tr -d ' ')
 		lvsize=$(lvs --noheadings --nosuffix --units b -o lv_size "$vg/data" | tr -d ' ')
-		vgchange -q -an "$vg" >/dev/null
 		detach "$l"
+		attach lv "$img" -o "$((pe_start + first * ext))" --sizelimit "$lvsize"
+		mkfs.ext4 -q -F -E nodiscard -d "$tree" "$lv"
+		detach "$lv"
 		echo "$((pe_start + first * ext)) $lvsize" >"$img.lv"
 		;;
 	esac
@@ -367,7 +370,7 @@ done
 
 contenders=(scan-partclone scan-asr restore-partclone restore-asr-noverify restore-asr-verify)
 declare -A times=() sizes=() checked=() verified=()
-failed=0
+failed=0 notes=()
 fail() { echo "bench-fsmap: $*" >&2; failed=1; }
 
 # step FS CACHE NAME RUN: one timed step.
@@ -403,7 +406,16 @@ step() {
 		# Once per filesystem and contender: the result must be the filesystem.
 		if [ -z "${checked[$fs/$name]:-}" ]; then
 			checked[$fs/$name]=1
-			fsck_dev "$fs" "${ptgt[$fs]}" >"$log.fsck" 2>&1 || fail "$fs $name: the filesystem's checker finds problems on the restored disk; see $log.fsck"
+			if ! fsck_dev "$fs" "${ptgt[$fs]}" >"$log.fsck" 2>&1; then
+				# asr's restore must check clean; partclone's is the
+				# yardstick, and its flaws are reported, not ours to fail on
+				# (partclone.ntfs leaves the backup boot sector unwritten).
+				if [ "$name" = restore-partclone ]; then
+					notes+=("$fs: after partclone's restore the checker finds problems: $(tail -n 2 "$log.fsck" | tr '\n' ' ')")
+				else
+					fail "$fs $name: the filesystem's checker finds problems on the restored disk; see $log.fsck"
+				fi
+			fi
 			local got
 			got=$(files_of "$fs" "${ptgt[$fs]}" 2>/dev/null)
 			if [ "$got" = - ] || [ "$fs" = hfsplus ]; then
@@ -460,6 +472,7 @@ for cache in $caches; do
 done
 echo "(seconds, medians; scan: making the image; rest.: restore to the final sync; asr: restore --noverify; asr+ver.: with verification)"
 for fs in "${!skipped[@]}"; do echo "bench-fsmap: $fs not measured: ${skipped[$fs]}"; done
+for n in "${notes[@]}"; do echo "bench-fsmap: note: $n"; done
 echo
 echo "targets (issue 13), per filesystem:"
 for fs in "${fss[@]}"; do
