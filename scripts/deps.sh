@@ -9,7 +9,7 @@ for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e
 	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates \
 	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign docker-registry:docker-registry chromium:chromium \
 	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mkfs.f2fs:f2fs-tools \
-	mkntfs:ntfs-3g mkfs.exfat:exfatprogs mount.exfat-fuse:exfat-fuse xorriso:xorriso; do
+	mkntfs:ntfs-3g mkfs.exfat:exfatprogs mount.exfat-fuse:exfat-fuse xorriso:xorriso pvcreate:lvm2; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -34,6 +34,9 @@ command -v grub-mkimage >/dev/null 2>&1 || need+=(grub-common)
 [ -f /usr/lib/grub/i386-pc/boot.img ] || need+=(grub-pc-bin)
 [ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+# The filesystems bench/fsmap.sh compares (above). HFS+ would need
+# mkfs.hfsplus from hfsprogs, which Debian 12 does not ship: the benchmark
+# says so and skips it.
 command -v script >/dev/null 2>&1 || need+=(bsdutils) # a pty for asr server's live table
 # The dashboard's browser test (headless Chromium) and its screenshots: a font.
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)

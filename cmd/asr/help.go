@@ -300,6 +300,13 @@ DESCRIPTION
     kept whole, with a note. Encrypted volumes (LUKS1, LUKS2, BitLocker) are recognised
     and kept whole: the note says "encrypted".
 
+    A compressed DISK (gzip, xz, zstd) reads only in order, so it is first decompressed
+    once into a temporary file beside IMAGE (sparse: its zeros take no room), then mapped
+    and scanned from there like a plain disk, giving the same image. The file has no
+    name and vanishes when imagescan ends, however it ends (an error, Ctrl-C, a kill).
+    Where it cannot be made (less than 512 MiB would be left free, or the folder is a
+    tmpfs, held in memory), imagescan says so and keeps every non-zero chunk instead.
+
     The same disk scanned with the same options gives the same image, byte for byte.
     The creation time recorded is SOURCE_DATE_EPOCH if set, else the source file's
     modification time, else (a device) the current time.

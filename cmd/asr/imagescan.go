@@ -63,6 +63,15 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	}
 	defer st.Close()
 	out.Done()
+	if st.At == nil && !*allBlocks {
+		dir := filepath.Dir(*output)
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
+		if err := spoolCompressed(ctx, out, st, *src, dir); err != nil {
+			return err
+		}
+	}
 
 	if explicit := flagSet(fs, "chunksize"); !explicit && st.Size > 0 {
 		// An image holds at most image.MaxChunks chunks: a disk larger
@@ -87,8 +96,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	switch {
 	case *allBlocks:
 		out.Info("Mapping skipped (--allblocks): every non-zero chunk is kept, free space included")
-	case st.At == nil:
-		out.Info("%s is compressed, so its filesystems cannot be mapped before reading it: every non-zero chunk is kept (decompress it first for a smaller image)", *src)
+	case st.At == nil: // no room to decompress it (spoolCompressed said so)
 	default:
 		out.Step("Mapping used blocks")
 		if used, err = blockmap.Build(st.At, st.Size); err != nil {

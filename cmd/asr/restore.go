@@ -61,6 +61,7 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 	} else {
 		out = progress.New(e.stdout, *puppet)
 	}
+	sf.spoolDir = spoolDir(e)
 	if err := sf.check(); err != nil {
 		return err
 	}

@@ -18,6 +18,9 @@ type sourceFlags struct {
 	retries  *int
 	iface    *string
 	all      *bool
+	// spoolDir is where restore decompresses a compressed raw image to map
+	// it (spoolDir); empty for the commands that do not write a disk.
+	spoolDir string
 }
 
 func addSourceFlags(fs *flag.FlagSet) sourceFlags {
@@ -51,6 +54,7 @@ func openSource(ctx context.Context, s, disk string, maxSize int64, f sourceFlag
 	src, err := sourceurl.Open(ctx, s, sourceurl.Options{
 		CACert: *f.cacert, Checksum: *f.checksum, Timeout: time.Duration(*f.timeout) * time.Second,
 		Retries: *f.retries, Interface: *f.iface, Disk: disk, Log: log, AllBlocks: *f.all, MaxSize: maxSize,
+		SpoolDir: f.spoolDir,
 	})
 	if errors.Is(err, sourceurl.ErrChecksumLocal) {
 		return nil, usageError("%v", err)
@@ -66,4 +70,15 @@ func hint(err error) string {
 		return " (--timeout: raise it if the server is only slow)"
 	}
 	return ""
+}
+
+// spoolDir is where a compressed raw disk is decompressed once so that its
+// filesystems can be mapped: $TMPDIR, else /var/tmp, which is on disk where
+// /tmp is often in memory (a tmpfs is refused: the copy would cost as much
+// RAM as the disk).
+func spoolDir(e env) string {
+	if d := e.getenv("TMPDIR"); d != "" {
+		return d
+	}
+	return "/var/tmp"
 }

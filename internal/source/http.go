@@ -37,6 +37,10 @@ type HTTPOptions struct {
 	// limit. A raw image whose size the server does not say, or a
 	// compressed one, is measured by reading it, and that stops past MaxSize.
 	MaxSize int64
+	// SpoolDir, if set, is where a compressed raw image is decompressed
+	// during the reading that measures it, so that its filesystems are
+	// mapped and only their used blocks written (see spool).
+	SpoolDir string
 	// Log, if set, hears about retries and checksum decisions, one line each.
 	Log func(format string, a ...any)
 	// Client, if set, sends every request instead of a client of the
@@ -117,7 +121,7 @@ func OpenHTTP(ctx context.Context, rawurl string, opts HTTPOptions) (Source, err
 	if cs == 0 {
 		cs = image.DefaultChunkSize
 	}
-	return openStreamRaw(ctx, hc, first, ft, want, from, cs, opts.MaxSize)
+	return openStreamRaw(ctx, hc, first, ft, want, from, cs, opts.MaxSize, opts.SpoolDir)
 }
 
 // probe asks for the file's first 64 KiB: the answer says whether ranges

@@ -2,6 +2,7 @@ package source
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,14 @@ type Options struct {
 	// limit. A compressed image is measured by decompressing it, and the
 	// measuring stops past MaxSize, so a bomb costs no more than that.
 	MaxSize int64
+	// SpoolDir, if set, is where a compressed raw image is decompressed
+	// once, into an unnamed sparse file, so its filesystems are mapped and
+	// only their used blocks read and written (see spool). Without it, or
+	// when the spool cannot be made there (tmpfs, no room), the image is
+	// read whole, as a stream.
+	SpoolDir string
+	// Log, if set, hears what the opening decided, one line each.
+	Log func(format string, a ...any)
 }
 
 // Open opens a local source: a prepared image, a raw or compressed raw image
@@ -76,32 +85,83 @@ func Open(path string, opts Options) (Source, error) {
 	}
 	if ft.decomp != nil {
 		open := func() (io.ReadCloser, error) { return ft.decomp(sectionOf(f, size)) }
+		info := Info{Kind: ft.kind(), Path: path, ChunkSize: cs}
+		if !opts.AllBlocks && opts.SpoolDir != "" {
+			s, err := openSpooled(info, ft, open, opts)
+			var se *SpoolError
+			switch {
+			case err == nil:
+				f.Close() // the spool holds the disk now
+				return s, nil
+			case !errors.As(err, &se):
+				f.Close()
+				return nil, err
+			}
+			logf(opts.Log, "%v: the disk is read whole, free space included", se)
+		}
 		// The disk's size is only known once the stream has been read; every
 		// check happens before writing, so measure it now.
 		usize, err := measure(open, path, opts.MaxSize)
 		if err != nil {
 			f.Close()
-			var big *TooBigError
-			var win *WindowError
-			switch {
-			case errors.As(err, &big):
-				return nil, err
-			case errors.As(err, &win):
-				return nil, fmt.Errorf("source %s: %w", path, win)
-			}
-			return nil, fmt.Errorf("source %s: %s stream is damaged: %w", path, ft.compression, err)
+			return nil, decompError(path, ft, err)
 		}
 		if usize == 0 {
 			f.Close()
 			return nil, fmt.Errorf("source %s decompresses to nothing", path)
 		}
-		return &raw{info: Info{Kind: ft.kind(), Path: path, Size: usize, ChunkSize: cs}, open: open, closer: f}, nil
+		info.Size = usize
+		return &raw{info: info, open: open, closer: f}, nil
 	}
 	if vd := detectVirtualDisk(f, size); vd.Name != "" {
 		f.Close()
 		return nil, fmt.Errorf("source %s is a %s image, not a raw disk: make a prepared image of it first: asr imagescan --source %s --output IMAGE", path, vd.Name, path)
 	}
 	return plain("raw image")
+}
+
+// openSpooled decompresses a local compressed image into a spool in
+// opts.SpoolDir (measuring it on the way) and opens the disk there.
+// A *SpoolError says that no spool could be made there.
+func openSpooled(info Info, ft format, open func() (io.ReadCloser, error), opts Options) (Source, error) {
+	rc, err := open()
+	if err != nil {
+		return nil, decompError(info.Path, ft, err)
+	}
+	defer rc.Close()
+	logf(opts.Log, "Decompressing %s once into a temporary file in %s, to map its filesystems", info.Path, opts.SpoolDir)
+	f, n, err := spool(context.Background(), opts.SpoolDir, rc, info.Path, opts.MaxSize, nil)
+	var se *SpoolError
+	if errors.As(err, &se) {
+		return nil, se
+	}
+	if err != nil {
+		return nil, decompError(info.Path, ft, err)
+	}
+	if n == 0 {
+		f.Close()
+		return nil, fmt.Errorf("source %s decompresses to nothing", info.Path)
+	}
+	return spooled(info, info.Path, f, n)
+}
+
+// decompError says what a failure to decompress a local image means.
+func decompError(path string, ft format, err error) error {
+	var big *TooBigError
+	var win *WindowError
+	switch {
+	case errors.As(err, &big):
+		return err
+	case errors.As(err, &win):
+		return fmt.Errorf("source %s: %w", path, win)
+	}
+	return fmt.Errorf("source %s: %s stream is damaged: %w", path, ft.compression, err)
+}
+
+func logf(log func(string, ...any), format string, a ...any) {
+	if log != nil {
+		log(format, a...)
+	}
 }
 
 func sectionOf(f *os.File, size int64) io.ReadCloser {
@@ -123,6 +183,8 @@ type Stream struct {
 	// At reads the same disk at any offset, for mapping its filesystems
 	// before the scan; nil for compressed input, which reads only in order.
 	At *io.SectionReader
+
+	name string // the path, for messages
 }
 
 // OpenStream opens a raw or compressed raw image file, or a block device,
@@ -133,7 +195,7 @@ func OpenStream(path string) (*Stream, error) {
 		return nil, err
 	}
 	f := lf.f
-	s := &Stream{Kind: "raw image", Size: lf.size, ModTime: lf.mod}
+	s := &Stream{Kind: "raw image", Size: lf.size, ModTime: lf.mod, name: path}
 	if lf.device {
 		s.Kind = "block device"
 	}

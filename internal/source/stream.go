@@ -339,15 +339,35 @@ type streamRaw struct {
 	want     []byte // expected SHA-256 of the file as served; nil if none
 	wantFrom string
 	note     string
+	// local is the disk in a spool, mapped by its filesystems: a
+	// compressed image is read once to measure it anyway, and from then on
+	// the chunks come from there (see spool).
+	local Source
 }
 
 // openStreamRaw opens a raw image of format ft; want is the SHA-256 the file
 // must have (from wantFrom), nil if nothing was published. A raw image
 // whose size only reading tells is read once now, up to maxSize (0: no
 // limit), since nothing may be written before the size is checked.
-func openStreamRaw(ctx context.Context, t transport, first io.ReadCloser, ft format, want []byte, wantFrom string, cs int, maxSize int64) (Source, error) {
+//
+// With spoolDir set, a compressed image is decompressed into a spool there
+// during that reading, and mapped (a *SpoolError from the spool is logged,
+// and the image is then measured and streamed as without it).
+func openStreamRaw(ctx context.Context, t transport, first io.ReadCloser, ft format, want []byte, wantFrom string, cs int, maxSize int64, spoolDir string) (Source, error) {
 	r := &streamRaw{t: t, first: first, decomp: ft.decomp, want: want, wantFrom: wantFrom}
 	r.info = Info{Kind: ft.kind() + " over " + t.kind(), ChunkSize: cs, Size: t.size()}
+	if ft.decomp != nil && spoolDir != "" {
+		err := r.spool(ctx, spoolDir, maxSize)
+		var se *SpoolError
+		switch {
+		case err == nil:
+			return r, nil
+		case !errors.As(err, &se):
+			r.Close()
+			return nil, err
+		}
+		t.logf("%v: the disk is read whole, free space included", se)
+	}
 	if ft.decomp != nil || t.size() < 0 {
 		n, err := r.measure(ctx, maxSize)
 		if err != nil {
@@ -429,6 +449,45 @@ func (r *streamRaw) measure(ctx context.Context, limit int64) (int64, error) {
 	return n, nil
 }
 
+// spool downloads the image once into a spool in dir, checking it against
+// its published checksum on the way, and opens the disk there as r.local.
+func (r *streamRaw) spool(ctx context.Context, dir string, limit int64) error {
+	r.t.logf("Downloading %s once into a temporary file in %s, to measure it and map its filesystems", r.t.name(), dir)
+	rc, sv, err := r.stream(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	f, n, err := spool(ctx, dir, rc, r.t.name(), limit, nil)
+	if err == nil {
+		if err = sv.drain(); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		var big *TooBigError
+		var se *SpoolError
+		if errors.As(err, &big) || errors.As(err, &se) {
+			return err
+		}
+		return r.wrap(err)
+	}
+	if err := r.checkServed(sv); err != nil {
+		f.Close()
+		return err
+	}
+	if n == 0 {
+		f.Close()
+		return fmt.Errorf("source %s holds no data", r.t.name())
+	}
+	local, err := spooled(r.info, r.t.name(), f, n)
+	if err != nil {
+		return err
+	}
+	r.local, r.info = local, local.Info()
+	return nil
+}
+
 func (r *streamRaw) checkServed(sv *served) error {
 	if r.want == nil {
 		r.note = "no published checksum (IMG.sha256) or given one to check the download against"
@@ -444,6 +503,9 @@ func (r *streamRaw) checkServed(sv *served) error {
 func (r *streamRaw) Info() Info { return r.info }
 
 func (r *streamRaw) Close() error {
+	if r.local != nil {
+		r.local.Close()
+	}
 	if r.first != nil {
 		err := r.first.Close()
 		r.first = nil
@@ -453,6 +515,9 @@ func (r *streamRaw) Close() error {
 }
 
 func (r *streamRaw) Run(ctx context.Context, workers int, fn func(Chunk) error) error {
+	if r.local != nil { // checked against its checksum when it was spooled
+		return r.local.Run(ctx, workers, fn)
+	}
 	rc, sv, err := r.stream(ctx)
 	if err != nil {
 		return err

@@ -13,8 +13,11 @@ const localHelp = `a prepared image    made by 'asr imagescan' (fastest: zeros a
                     decoded in parallel and checked against their SHA-256 before
                     they are written)
 a raw disk image    a plain file, or one compressed with gzip, xz or zstd (recognised
-                    by content, not name; a compressed image is read once first to
-                    learn its size, because nothing is written before every check).
+                    by content, not name; a compressed image is decompressed once
+                    first, because nothing is written before every check, into an
+                    unnamed temporary file in $TMPDIR or /var/tmp, so it is mapped
+                    like a plain file; on a tmpfs or with too little room it is
+                    only measured, and then copied whole).
                     A file named *.asr is always taken for a prepared image, so a
                     damaged one is refused rather than restored as raw bytes
 a block device      a clone: a whole disk or one partition onto another. A raw image
@@ -43,5 +46,5 @@ func openLocal(_ context.Context, s string, o Options) (source.Source, error) {
 	if o.Checksum != "" {
 		return nil, ErrChecksumLocal
 	}
-	return source.Open(s, source.Options{AllBlocks: o.AllBlocks, MaxSize: o.MaxSize})
+	return source.Open(s, source.Options{AllBlocks: o.AllBlocks, MaxSize: o.MaxSize, SpoolDir: o.SpoolDir, Log: o.Log})
 }

@@ -31,6 +31,10 @@ type Options struct {
 	MAC       string        // asr://: this machine's network card, for the server's table
 	Disk      string        // asr://: the target, for the server's table
 	MaxSize   int64         // the target's size: sources measured by reading stop past it; 0: no limit
+	// SpoolDir: compressed raw images (local, http(s)) are decompressed
+	// once into an unnamed temporary file there and mapped by their
+	// filesystems; empty: they are read whole (source.Options.SpoolDir).
+	SpoolDir string
 	// Log hears retries and checksum decisions, one line each.
 	Log func(format string, a ...any)
 }
