@@ -254,8 +254,8 @@ const manImagescan = `NAME
     asr imagescan - make a prepared image from a disk
 
 SYNOPSIS
-    asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--allblocks] [--overwrite]
-                  [--puppetstrings] [--sign KEY [--password-file FILE]]
+    asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--level fast|default|best]
+                  [--allblocks] [--overwrite] [--puppetstrings] [--sign KEY [--password-file FILE]]
 
 DESCRIPTION
     Reads DISK from start to end and writes IMAGE, a prepared image: the disk cut into
@@ -296,6 +296,14 @@ DESCRIPTION
     kept whole, with a note. Encrypted volumes (LUKS1, LUKS2, BitLocker) are recognised
     and kept whole: the note says "encrypted".
 
+    --level sets how hard chunks are compressed; it changes the image's size and the
+    scan's time, never how it restores (the image does not record it, and 'asr restore'
+    reads every level the same way). The default is the level whose chunks decode
+    fastest, so restores, which run many times, cost the least. On a 512 MiB ext4 disk
+    43% full of text, programs and random data, measured against the default: fast
+    scans in 40% of the time, makes a 5% larger image and decodes 17% slower; best makes
+    a 4% smaller image, takes 5 times as long to scan and decodes 19% slower.
+
     The same disk scanned with the same options gives the same image, byte for byte.
     The creation time recorded is SOURCE_DATE_EPOCH if set, else the source file's
     modification time, else (a device) the current time.
@@ -308,6 +316,7 @@ OPTIONS
 EXAMPLES
     asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr
     asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr --sign ~/.minisign/minisign.key
+    asr imagescan --source /dev/sda --output /srv/images/lab-2026.asr --level best
 `
 
 const manInfo = `NAME
