@@ -215,7 +215,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	logf("source: %s (%s)", sourceurl.Redact(src), how)
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	res, err = restore.Run(ctx, restore.Request{
-		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, Delta: cfg.Delta, NoPrompt: true,
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
 				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf, MaxSize: maxSize})
@@ -273,7 +273,7 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 	logf("source: %s from the stick", filepath.Base(img))
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
-		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, Delta: cfg.Delta, NoPrompt: true,
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Log: logf, MaxSize: maxSize})
 			if err != nil {

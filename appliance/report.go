@@ -138,6 +138,14 @@ type reportingSource struct {
 	pct   atomic.Int64
 }
 
+// Skip passes a delta restore's chunks to leave out to the source, when it
+// can leave them out; the engine does not write them either way.
+func (s *reportingSource) Skip(have func(int) bool) {
+	if sk, ok := s.Source.(source.Skipper); ok {
+		sk.Skip(have)
+	}
+}
+
 func (s *reportingSource) Run(ctx context.Context, workers int, fn func(source.Chunk) error) error {
 	info := s.Source.Info()
 	total := int64(1)

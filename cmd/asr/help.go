@@ -52,8 +52,8 @@ const manRestore = `NAME
     asr restore - restore an image onto a target: block by block (--erase) or file by file
 
 SYNOPSIS
-    asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify] [--grow]
-                [--puppetstrings] [--workers N] [--trusted-key PUB]... [--trusted-keys-dir DIR]
+    asr restore --source SOURCE --target TARGET --erase [--delta] [--noprompt] [--noverify]
+                [--grow] [--puppetstrings] [--workers N] [--trusted-key PUB]... [--trusted-keys-dir DIR]
     asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
     asr restore --source SOURCE --target VOLUME [--noverify] [--puppetstrings] [--workers N]
 
@@ -107,6 +107,26 @@ STEPS
     Nothing is written to the target until every check has passed. A restore that fails
     after writing began exits 1 and leaves the first chunk blank, so the half-written disk
     does not pass as a good one.
+
+DELTA RESTORE
+    --delta re-images a target that holds an older (or any) version of the image: after
+    the checks and the question, a Comparing step reads the target where the image stores
+    data, past the page cache and in parallel, and hashes each chunk (SHA-256, as the
+    image's manifest has them). Nothing is written during it: an interruption leaves the
+    target as it was. Only the chunks whose digest differs are then fetched (over
+    http(s), range requests for just those chunks, adjacent ones in one request; over
+    asr://, the client counts the others as done and finishes as soon as it holds the
+    rest, from the stream or by repair) and written. The rest are left as they are.
+    Chunks of zeros are punched or zeroed out where the device does that cheaply, and
+    otherwise written only if they are not zero already; free space of the image's
+    filesystems is discarded where the device can. The safety story is unchanged: the
+    first chunk is blanked before anything else is written and written last, even when
+    it matched, so an interrupted delta restore leaves a disk that does not look valid
+    (run it again); verification reads back every used chunk, reused or written. The
+    summary says how many chunks were reused, fetched (and their bytes) and written.
+    --delta needs a prepared image (a raw image or a device has no digests to compare)
+    and an existing --target; onto an empty or unrelated disk it is a full restore with
+    the cost of one extra read of the target.
 
 VERIFICATION
     After a flush, asr reads the whole restored range back from the target, bypassing

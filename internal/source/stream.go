@@ -36,7 +36,12 @@ type streamPrepared struct {
 	// first is the stream the image was opened with; without ranges it is
 	// the only way in, positioned just after the manifest.
 	first io.ReadCloser
+	have  func(int) bool // chunks the target holds already (delta): not fetched
 }
+
+// Skip leaves out of Run the stored chunks the target holds already: with
+// ranges, they are never requested.
+func (p *streamPrepared) Skip(have func(int) bool) { p.have = have }
 
 // openStreamPrepared reads and checks the manifest from first (or, with
 // ranges, from a stream of its own).
@@ -147,18 +152,28 @@ const spanBytes = 8 << 20
 func (p *streamPrepared) Run(ctx context.Context, workers int, fn func(Chunk) error) error {
 	m := p.info.Manifest
 	if !p.t.ranges() {
-		if err := runPreparedStream(ctx, workers, m, p.first, p.dec, fn); err != nil {
+		if err := runPreparedStream(ctx, workers, m, p.first, p.dec, p.have, fn); err != nil {
 			return err
 		}
 		return p.drainTail()
 	}
 	// Cut the chunk list into spans of about spanBytes stored bytes; each
 	// worker fetches a span with one range request and decodes as it reads.
+	// A chunk the target holds already (delta) ends a span and is in none:
+	// the requests cover only the chunks to fetch, adjacent ones coalesced.
+	// The list has at most one small entry per chunk, like the manifest.
 	type span struct{ a, b int }
 	var spans []span
 	for a := 0; a < len(m.Chunks); {
+		if m.Chunks[a].Codec.Stored() && !wanted(p.have, a) {
+			a++
+			continue
+		}
 		b, n := a, int64(0)
 		for b < len(m.Chunks) && (n == 0 || n+int64(m.Chunks[b].Length) <= spanBytes) {
+			if m.Chunks[b].Codec.Stored() && !wanted(p.have, b) {
+				break
+			}
 			n += int64(m.Chunks[b].Length)
 			b++
 		}
@@ -254,7 +269,9 @@ func (p *streamPrepared) ReadChunk(i int) ([]byte, error) {
 
 // runPreparedStream reads the stored chunks of an image in order from one
 // stream, positioned just after the manifest, and decodes them on workers.
-func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io.Reader, dec *image.Decoder, fn func(Chunk) error) error {
+// Stored chunks for which have reports true (nil: none) are read past (a
+// stream cannot skip them) but neither decoded nor delivered.
+func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io.Reader, dec *image.Decoder, have func(int) bool, fn func(Chunk) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	type job struct {
@@ -276,6 +293,13 @@ func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io
 		}
 		for i, c := range m.Chunks {
 			var buf []byte
+			if c.Codec.Stored() && !wanted(have, i) {
+				if _, err := io.CopyN(io.Discard, r, int64(c.Length)); err != nil {
+					cancel(fmt.Errorf("reading chunk %d: %w", i, err))
+					return
+				}
+				continue
+			}
 			if c.Codec.Stored() {
 				select {
 				case buf = <-pool:
