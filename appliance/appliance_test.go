@@ -45,7 +45,7 @@ func TestParseCmdlineRefuses(t *testing.T) {
 		{"asr.timeout=0", "asr.timeout=0: give a number of seconds"},
 		{"asr.timeout=abc", "asr.timeout=abc"},
 		{"asr.noverify=maybe", "asr.noverify=maybe: give 1 or 0"},
-		{"asr.delta=yes", "asr.delta=yes: give 1 or 0"},
+		{"asr.delta=maybe", "asr.delta=maybe: give 1 or 0"},
 		{"asr.targt=/dev/sda", "unknown kernel parameter asr.targt"},
 		{"asr.target=", "asr.target= is empty"},
 		{"asr.report=198.18.0.1/status", "asr.report=198.18.0.1/status: give the http:// or https:// URL"},
