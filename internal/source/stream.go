@@ -47,7 +47,7 @@ func (p *streamPrepared) Skip(have func(int) bool) { p.have = have }
 // ranges, from a stream of its own).
 func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (Source, error) {
 	if first == nil {
-		first = t.open(ctx, 0, t.size())
+		first = openManifest(ctx, t)
 	}
 	m, d, hdr, err := image.ReadHeaderManifest(first)
 	if err != nil {
@@ -86,6 +86,32 @@ func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (
 	}
 	return p, nil
 }
+
+// openManifest reads the header and the manifest with ranges that end
+// where they do: a request to the end of the file, dropped once the
+// manifest is read, would have the server send megabytes more into socket
+// buffers, which a delta restore that fetches a few chunks cannot afford.
+// A header that does not parse is returned alone, for ReadHeaderManifest
+// to name what is wrong with it.
+func openManifest(ctx context.Context, t transport) io.ReadCloser {
+	hr := t.open(ctx, 0, image.HeaderSize)
+	hb, err := io.ReadAll(io.LimitReader(hr, image.HeaderSize))
+	hr.Close()
+	if err != nil {
+		return readCloser{errReader{err}, closerFunc(func() error { return nil })}
+	}
+	h, err := image.ParseHeader(hb)
+	if err != nil {
+		return io.NopCloser(bytes.NewReader(hb))
+	}
+	body := t.open(ctx, image.HeaderSize, image.HeaderSize+int64(h.ManifestLen))
+	return readCloser{io.MultiReader(bytes.NewReader(hb), body), body}
+}
+
+// errReader is a reader that fails with its error.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
 // readTrailer fetches the signature trailer after the last chunk with one
 // range request. Without ranges it cannot be read before the chunks have
