@@ -9,7 +9,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/netlab"
 	"github.com/asrlinux/asr/internal/testenv"
@@ -28,39 +26,11 @@ import (
 const deltaDiskSize = 128 << 20
 
 // deltaDisks writes v1, a sample disk, and v2: v1 with its first chunk
-// (past the GPT) and 2% of its other non-zero chunks changed, and one more
-// non-zero chunk turned to zeros.
+// and 2% of its other non-zero chunks changed, and one more turned to zeros.
 func deltaDisks(t *testing.T, dir string, seed uint64) (v1, v2 string) {
 	t.Helper()
 	v1 = makeDisk(t, dir, deltaDiskSize, seed)
-	b, err := os.ReadFile(v1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const cs = image.DefaultChunkSize
-	var used []int
-	for i := 1; i < len(b)/cs; i++ {
-		if !blockmap.IsZero(b[i*cs : (i+1)*cs]) {
-			used = append(used, i)
-		}
-	}
-	rng := rand.New(rand.NewPCG(seed, 2))
-	rng.Shuffle(len(used), func(a, b int) { used[a], used[b] = used[b], used[a] })
-	n := max(2, (len(used)+1)*2/100) // 2% of the used chunks, the first included
-	b[600000] ^= 0xff                // chunk 0, past the GPT's entries: still a valid table
-	for _, i := range used[:n-1] {
-		off := i*cs + rng.IntN(cs-4096)
-		for k := range 4096 {
-			b[off+k] = byte(rng.Uint32())
-		}
-	}
-	z := used[n-1]
-	clear(b[z*cs : (z+1)*cs])
-	v2 = filepath.Join(dir, "v2.img")
-	if err := os.WriteFile(v2, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return v1, v2
+	return v1, testenv.Changed(t, v1, image.DefaultChunkSize, 2, seed)
 }
 
 // differing lists the chunks v2's image stores that the target, holding

@@ -860,6 +860,16 @@ func (r *receiver) seen(h header) {
 	r.c.packets.Add(1)
 	if !r.started {
 		r.started, r.firstPass, r.firstChunk = true, h.Pass, h.Chunk
+		if r.c.have != nil {
+			// A delta client lacks few chunks: those the stream passed
+			// before it joined are asked for by repair now (if the
+			// server's limit allows) rather than a pass later.
+			for i := range min(int(h.Chunk), len(r.state)) {
+				if r.m.Chunks[i].Codec.Stored() && r.state[i].Load() == missing {
+					r.lost = append(r.lost, i)
+				}
+			}
+		}
 	}
 	if h.Pass > r.firstPass && h.Chunk >= r.firstChunk && h.Pass != r.repairedPass {
 		r.repairedPass = h.Pass
