@@ -122,7 +122,10 @@ DELTA RESTORE
     filesystems is discarded where the device can. The safety story is unchanged: the
     first chunk is blanked before anything else is written and written last, even when
     it matched, so an interrupted delta restore leaves a disk that does not look valid
-    (run it again); verification reads back every used chunk, reused or written. The
+    (run it again); verification reads back every used chunk past the page cache, reused
+    or written: a written chunk is checked against its SHA-256, a reused one (matched
+    against its SHA-256 while comparing, not written since) against the CRC-32C it had
+    then, which catches a stray write or a lost block at a fraction of the cost. The
     summary says how many chunks were reused, fetched (and their bytes) and written.
     --delta needs a prepared image (a raw image or a device has no digests to compare)
     and an existing --target; onto an empty or unrelated disk it is a full restore with

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,8 @@ import (
 // check runs before the first write, the first chunk is blanked first and
 // written last (from memory when it matched, so an interrupted delta still
 // leaves a disk that does not look valid), and verification reads back
-// every used chunk, reused or written.
+// every used chunk, reused or written: a written one is checked against its
+// SHA-256, a reused one against the CRC-32C it had when its SHA-256 matched.
 //
 // Free space ends as a full restore leaves it: chunks the image stores as
 // zeros read as zeros (punched or zeroed out where that is cheap; where it
@@ -94,6 +96,9 @@ func (r *run) compare(ctx context.Context) error {
 	}
 	defer rd.Close()
 	r.have = newChunkSet(len(m.Chunks))
+	// 4 bytes a chunk, for verification (see verify): dropped once the
+	// writer holds them.
+	r.crcs = make([]uint32, len(m.Chunks))
 	r.out.Start("Comparing", total)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -125,6 +130,7 @@ func (r *run) compare(ctx context.Context) error {
 				}
 				c := m.Chunks[i]
 				if c.Codec.Stored() && sha256.Sum256(data) == c.Sum {
+					r.crcs[i] = crc32.Checksum(data, castagnoli)
 					r.have.add(i)
 					reused.Add(1)
 					if i == 0 {

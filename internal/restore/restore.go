@@ -141,6 +141,7 @@ type run struct {
 	// A delta restore's: the chunks the target holds already, the target's
 	// first chunk when it matched, how many stored chunks matched.
 	have        chunkSet
+	crcs        []uint32
 	head        []byte
 	reused      int
 	compareTime time.Duration
@@ -410,7 +411,8 @@ func (r *run) write(ctx context.Context) error {
 	r.w = newWriter(r.tgt, r.info, r.req.Grow)
 	toWrite := r.info.Size
 	if r.req.Delta {
-		toWrite -= r.w.reuse(r.have, r.head)
+		toWrite -= r.w.reuse(r.have, r.crcs, r.head)
+		r.crcs = nil
 	}
 	r.out.Start("Restoring", toWrite)
 	done := make(chan error, 1)

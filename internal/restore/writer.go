@@ -53,7 +53,12 @@ type patch struct {
 type sum struct {
 	zero   bool
 	unused bool // free space: anything may be there
-	sha    [32]byte
+	// kept is a chunk a delta restore found matching and did not write:
+	// it must still read as it did then, which crc (CRC-32C) shows at a
+	// fraction of SHA-256's cost.
+	kept bool
+	crc  uint32
+	sha  [32]byte
 }
 
 func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
@@ -71,13 +76,17 @@ func (w *writer) chunkLen(i int) int {
 // is the target's first chunk, which matched and is written back last. The
 // chunks the image does not store were dealt with by eraseDelta. It
 // returns the bytes that will not come from the source.
-func (w *writer) reuse(have chunkSet, head []byte) int64 {
+//
+// crcs are the CRC-32C of the matching chunks as compare read them: what
+// verification expects of the chunks left as they were. The first chunk
+// is written, so it is verified by its SHA-256 like every written chunk.
+func (w *writer) reuse(have chunkSet, crcs []uint32, head []byte) int64 {
 	w.have = have
 	m := w.info.Manifest
 	var n int64
 	for i, c := range m.Chunks {
 		if c.Codec.Stored() && have.has(i) {
-			w.sums[i] = sum{sha: c.Sum}
+			w.sums[i] = sum{sha: c.Sum, kept: i != 0 || head == nil, crc: crcs[i]}
 			n += int64(w.chunkLen(i))
 		}
 	}
