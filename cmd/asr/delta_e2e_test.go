@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -310,5 +311,58 @@ func TestE2EDeltaRefusals(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "new.img")); err == nil {
 		t.Errorf("a refused --delta created the new file")
+	}
+}
+
+// Free space ends as a full restore leaves it: v2 of an ext4 volume deletes
+// a file of v1 and writes another; the target that held v1, re-imaged with
+// --delta, equals byte for byte a disk of old random data fully restored
+// from v2 (the deleted file's blocks are free space now, and are discarded).
+func TestE2EDeltaFreeSpaceAsFullRestore(t *testing.T) {
+	requireVolumes(t)
+	dir := t.TempDir()
+	const size = 64 << 20
+	random := func(p string, n int, seed uint64) {
+		rng := rand.New(rand.NewPCG(seed, 5))
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v1 := ext4Volume(t, dir, "v1.img", size, func(root string) {
+		random(filepath.Join(root, "a"), 8<<20, 1)
+		random(filepath.Join(root, "b"), 8<<20, 2)
+	})
+	v2 := filepath.Join(dir, "v2.img")
+	sh(t, "cp", "--sparse=always", v1, v2)
+	withMounted(t, loop(t, v2), func(root string) {
+		if err := os.Remove(filepath.Join(root, "a")); err != nil {
+			t.Fatal(err)
+		}
+		random(filepath.Join(root, "c"), 2<<20, 3)
+	})
+	img1, img2 := scan(t, v1), scan(t, v2)
+	if manifest(t, img2).Stats().UnusedChunks == 0 {
+		t.Fatalf("the image of v2 maps no free space: the test would not test it")
+	}
+
+	held := filepath.Join(dir, "held.img")
+	fillRandom(t, held, size, 51)
+	heldDev := loop(t, held)
+	mustAsr(t, "restore", "--source", img1, "--target", heldDev, "--erase", "--noprompt")
+	r := mustAsr(t, "restore", "--source", img2, "--target", heldDev, "--erase", "--noprompt", "--delta")
+	if s := parseDelta(t, r.stdout); s.reused == 0 {
+		t.Errorf("the delta restore reused nothing of v1: %+v", s)
+	}
+
+	full := filepath.Join(dir, "full.img")
+	fillRandom(t, full, size, 52)
+	fullDev := loop(t, full)
+	mustAsr(t, "restore", "--source", img2, "--target", fullDev, "--erase", "--noprompt")
+	if got, want := hashRange(t, heldDev, 0, size), hashRange(t, fullDev, 0, size); got != want {
+		t.Errorf("after --delta the disk has sha256 %s; a full restore of the same image gives %s", got, want)
 	}
 }

@@ -99,7 +99,7 @@ func runRestore(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return restoreHint(err)
 	}
-	total := res.Elapsed + res.VerifyTime
+	total := res.CompareTime + res.Elapsed + res.VerifyTime // a full restore compares nothing
 	free := ""
 	if res.UnusedBytes > 0 {
 		free = fmt.Sprintf(", %s of filesystem free space not copied", restore.HumanBytes(res.UnusedBytes))
