@@ -94,8 +94,12 @@ STEPS
     Erase contents of TARGET? [ny]
                           asked on a terminal unless --noprompt; with no terminal and
                           no --noprompt, asr refuses
+    Comparing             with --delta: the target's chunks are read and hashed, nothing
+                          written (see DELTA RESTORE)
     Erasing target device discards the restored range where the device supports it and
-                          zeroes the start of the target, so it no longer looks like a disk
+                          zeroes the start of the target, so it no longer looks like a disk;
+                          with --delta, only the first chunk is blanked and the chunks the
+                          image does not store are discarded or zeroed
     Restoring             writes every chunk; chunks that are all zeros are zeroed, not
                           written; chunks that are free space in the image's filesystems
                           (see 'asr help imagescan') are left as the erase left them; the
