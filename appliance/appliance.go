@@ -81,8 +81,12 @@ func Main(version string) {
 	if err != nil {
 		stop(out, logf, cfg, err)
 	}
+	if res.Delta {
+		logf("Delta: %d chunks reused from the target, %d fetched (%s from the source), %d written",
+			res.Reused, res.Fetched, restore.HumanBytes(res.FetchedBytes), res.Written)
+	}
 	fmt.Fprintf(out, "asr-appliance: RESULT success: restored %s to %s in %.1f s%s\n",
-		restore.HumanBytes(res.Size), res.Target, (res.Elapsed + res.VerifyTime).Seconds(), verified(res))
+		restore.HumanBytes(res.Size), res.Target, (res.CompareTime + res.Elapsed + res.VerifyTime).Seconds(), verified(res))
 	switch cfg.After {
 	case Shell:
 		logf("asr.after=shell: starting a shell")
