@@ -100,6 +100,7 @@ func (r *run) compare(ctx context.Context) error {
 	// writer holds them.
 	r.crcs = make([]uint32, len(m.Chunks))
 	r.out.Start("Comparing", total)
+	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	next := make(chan int)
@@ -145,11 +146,11 @@ func (r *run) compare(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	if ctx.Err() != nil {
-		if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
-			return r.fail(err)
+	if err := context.Cause(ctx); err != nil {
+		if parent.Err() != nil {
+			return parent.Err() // a signal: the caller says so
 		}
-		return ctx.Err()
+		return r.fail(err)
 	}
 	r.out.Finish()
 	r.reused = int(reused.Load())
