@@ -111,6 +111,7 @@ lint:
 bench: deps build
 	./bench/local.sh
 	./bench/http.sh
+	./bench/delta.sh
 	./bench/multicast.sh
 	./bench/fsmap.sh
 	./bench/filecopy.sh

@@ -93,13 +93,17 @@ func Main(version string) {
 	if err != nil {
 		stop(out, scr, logf, cfg, err)
 	}
+	if res.Delta {
+		logf("Delta: %d chunks reused from the target, %d fetched (%s from the source), %d written",
+			res.Reused, res.Fetched, restore.HumanBytes(res.FetchedBytes), res.Written)
+	}
 	scr.Set(func(st *Status) {
 		st.Stage = StageDone
 		st.Result = fmt.Sprintf("Restored %s to %s in %.0f s%s. Then: %s.", restore.HumanBytes(res.Size), res.Target,
-			(res.Elapsed + res.VerifyTime).Seconds(), verified(res), cfg.After)
+			(res.CompareTime + res.Elapsed + res.VerifyTime).Seconds(), verified(res), cfg.After)
 	})
 	fmt.Fprintf(out, "asr-appliance: RESULT success: restored %s to %s in %.1f s%s\n",
-		restore.HumanBytes(res.Size), res.Target, (res.Elapsed + res.VerifyTime).Seconds(), verified(res))
+		restore.HumanBytes(res.Size), res.Target, (res.CompareTime + res.Elapsed + res.VerifyTime).Seconds(), verified(res))
 	switch cfg.After {
 	case Shell:
 		logf("asr.after=shell: starting a shell")
@@ -244,7 +248,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	scr.Set(func(st *Status) { st.Server = sourceurl.Redact(src) })
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	res, err = restore.Run(ctx, restore.Request{
-		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, Delta: cfg.Delta, NoPrompt: true,
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
 				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf, MaxSize: maxSize})
@@ -308,7 +312,7 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 	logf("source: %s from the stick", filepath.Base(img))
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	return restore.Run(ctx, restore.Request{
-		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, NoPrompt: true,
+		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, Delta: cfg.Delta, NoPrompt: true,
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Log: logf, MaxSize: maxSize})
 			if err != nil {

@@ -26,6 +26,7 @@ type Config struct {
 	Source   string        // asr.source=: http(s):// or asr:// URL, or label:LABEL[/IMAGE] (the toolkit stick)
 	Target   string        // asr.target=: /dev/..., /dev/disk/by-id/..., or a disk serial
 	NoVerify bool          // asr.noverify
+	Delta    bool          // asr.delta: reuse the disk's chunks that match the image (asr restore --delta)
 	After    After         // asr.after=: reboot (default), poweroff, shell
 	Timeout  time.Duration // asr.timeout=: seconds for DHCP, reaching the source, and stream silence (default 60)
 	Debug    bool          // asr.debug: a failure opens a shell
@@ -73,6 +74,12 @@ func ParseCmdline(cmdline string) (Config, error) {
 				return c, err
 			}
 			c.NoVerify = b
+		case "asr.delta":
+			b, err := flag(key, val, hasVal)
+			if err != nil {
+				return c, err
+			}
+			c.Delta = b
 		case "asr.debug":
 			b, err := flag(key, val, hasVal)
 			if err != nil {
@@ -100,7 +107,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 			}
 			c.Report = val
 		default:
-			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.after, asr.timeout, asr.debug, asr.image, asr.report)", key)
+			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.delta, asr.after, asr.timeout, asr.debug, asr.image, asr.report)", key)
 		}
 	}
 	return c, nil

@@ -136,13 +136,33 @@ type reportingSource struct {
 	r     *reporter
 	count atomic.Int64
 	pct   atomic.Int64
+	// skipped is how many chunks a delta restore has the source leave
+	// out: they never come, so the percentage is of the others.
+	skipped int64
+}
+
+// Skip passes a delta restore's chunks to leave out to the source, when it
+// can leave them out; the engine does not write them either way.
+func (s *reportingSource) Skip(have func(int) bool) {
+	sk, ok := s.Source.(source.Skipper)
+	if !ok {
+		return
+	}
+	sk.Skip(have)
+	if m := s.Source.Info().Manifest; m != nil {
+		for i, c := range m.Chunks {
+			if c.Codec.Stored() && have(i) {
+				s.skipped++
+			}
+		}
+	}
 }
 
 func (s *reportingSource) Run(ctx context.Context, workers int, fn func(source.Chunk) error) error {
 	info := s.Source.Info()
 	total := int64(1)
 	if info.ChunkSize > 0 {
-		total = max(1, (info.Size+int64(info.ChunkSize)-1)/int64(info.ChunkSize))
+		total = max(1, (info.Size+int64(info.ChunkSize)-1)/int64(info.ChunkSize)-s.skipped)
 	}
 	s.r.send("joined", 0)
 	var mu sync.Mutex

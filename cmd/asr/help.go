@@ -54,9 +54,9 @@ const manRestore = `NAME
     asr restore - restore an image onto a target: block by block (--erase) or file by file
 
 SYNOPSIS
-    asr restore --source SOURCE --target TARGET --erase [--noprompt] [--noverify] [--grow]
-                [--puppetstrings | --log-format json] [--workers N] [--trusted-key PUB]...
-                [--trusted-keys-dir DIR]
+    asr restore --source SOURCE --target TARGET --erase [--delta] [--noprompt] [--noverify]
+                [--grow] [--puppetstrings | --log-format json] [--workers N]
+                [--trusted-key PUB]... [--trusted-keys-dir DIR]
     asr restore --source SOURCE --file PATH [--erase] [--noverify] [--puppetstrings]
     asr restore --source SOURCE --target VOLUME [--noverify] [--puppetstrings] [--workers N]
 
@@ -101,8 +101,12 @@ STEPS
     Erase contents of TARGET? [ny]
                           asked on a terminal unless --noprompt; with no terminal and
                           no --noprompt, asr refuses
+    Comparing             with --delta: the target's chunks are read and hashed, nothing
+                          written (see DELTA RESTORE)
     Erasing target device discards the restored range where the device supports it and
-                          zeroes the start of the target, so it no longer looks like a disk
+                          zeroes the start of the target, so it no longer looks like a disk;
+                          with --delta, only the first chunk is blanked and the chunks the
+                          image does not store are discarded or zeroed
     Restoring             writes every chunk; chunks that are all zeros are zeroed, not
                           written; chunks that are free space in the image's filesystems
                           (see 'asr help imagescan') are left as the erase left them; the
@@ -114,6 +118,29 @@ STEPS
     Nothing is written to the target until every check has passed. A restore that fails
     after writing began exits 1 and leaves the first chunk blank, so the half-written disk
     does not pass as a good one.
+
+DELTA RESTORE
+    --delta re-images a target that holds an older (or any) version of the image: after
+    the checks and the question, a Comparing step reads the target where the image stores
+    data, past the page cache and in parallel, and hashes each chunk (SHA-256, as the
+    image's manifest has them). Nothing is written during it: an interruption leaves the
+    target as it was. Only the chunks whose digest differs are then fetched (over
+    http(s), range requests for just those chunks, adjacent ones in one request; over
+    asr://, the client counts the others as done and finishes as soon as it holds the
+    rest, from the stream or by repair) and written. The rest are left as they are.
+    Chunks of zeros are punched or zeroed out where the device does that cheaply, and
+    otherwise written only if they are not zero already; free space of the image's
+    filesystems is discarded where the device can. The safety story is unchanged: the
+    first chunk is blanked before anything else is written and written last, even when
+    it matched, so an interrupted delta restore leaves a disk that does not look valid
+    (run it again); verification reads back every used chunk past the page cache, reused
+    or written: a written chunk is checked against its SHA-256, a reused one (matched
+    against its SHA-256 while comparing, not written since) against the CRC-32C it had
+    then, which catches a stray write or a lost block at a fraction of the cost. The
+    summary says how many chunks were reused, fetched (and their bytes) and written.
+    --delta needs a prepared image (a raw image or a device has no digests to compare)
+    and an existing --target; onto an empty or unrelated disk it is a full restore with
+    the cost of one extra read of the target.
 
 VERIFICATION
     After a flush, asr reads the whole restored range back from the target, bypassing

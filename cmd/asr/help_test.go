@@ -22,7 +22,7 @@ func help(t *testing.T, args ...string) (string, error) {
 func TestManualsListEveryFlag(t *testing.T) {
 	flagLine := regexp.MustCompile(`(?m)^    --([a-z][a-z-]*)`)
 	want := map[string][]string{
-		"restore":   {"source", "target", "file", "erase", "noprompt", "noverify", "puppetstrings", "log-format", "workers", "grow", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
+		"restore":   {"source", "target", "file", "erase", "delta", "noprompt", "noverify", "puppetstrings", "log-format", "workers", "grow", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
 		"imagescan": {"source", "output", "chunksize", "level", "overwrite", "puppetstrings", "allblocks", "sign", "password-file"},
 		"info":      {"source", "plist", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
 		"sign":      {"source", "key", "password-file", "remove", "minisig", "key-id", "add-minisig"},

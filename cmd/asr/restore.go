@@ -30,6 +30,7 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 	noverify := fs.Bool("noverify", false, "do not read the target back")
 	puppet := fs.Bool("puppetstrings", false, "print progress for programs instead of people (see PUPPETSTRINGS)")
 	workers := fs.Int("workers", 0, "`N` parallel decode/write/verify workers (0: max(4, CPUs)), at most what keeps their buffers within 96 MiB (32 at 1 MiB chunks); file copy: items copied at once (0: max(16, 4 x CPUs))")
+	delta := fs.Bool("delta", false, "with --erase onto an existing --target: hash the target's chunks first and fetch and write only those that differ from the image (a prepared image; see DELTA RESTORE)")
 	growFlag := fs.Bool("grow", false, "enlarge the last partition and its ext2/3/4 filesystem (or an image of one volume's filesystem) to fill a larger target")
 	sf := addSourceFlags(fs)
 	tf := addTrustFlags(fs)
@@ -82,6 +83,8 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 		return usageError("restore: --grow needs --target: it fills a target larger than the image")
 	case *growFlag && !*erase:
 		return usageError("restore: --grow needs --erase")
+	case *delta && (!*erase || *tgt == ""):
+		return usageError("restore: --delta needs --erase and --target: it reuses what an existing target holds")
 	}
 	if *growFlag {
 		if err := fsgrow.Check(); err != nil {
@@ -112,7 +115,7 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 	req := restore.Request{
 		Source: *src, Target: *tgt, File: *file,
 		Erase: *erase, NoVerify: *noverify, NoPrompt: *noprompt, Workers: *workers,
-		Grow: *growFlag, GrowFS: fsgrow.Grow,
+		Delta: *delta, Grow: *growFlag, GrowFS: fsgrow.Grow,
 		OpenSource: func(s string, max int64) (source.Source, error) { return open(s, cmp.Or(*tgt, *file), max) },
 		Out:        out,
 	}
@@ -132,7 +135,7 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 	if err != nil {
 		return restoreHint(err)
 	}
-	total := res.Elapsed + res.VerifyTime
+	total := res.CompareTime + res.Elapsed + res.VerifyTime // a full restore compares nothing
 	free := ""
 	if res.UnusedBytes > 0 {
 		free = fmt.Sprintf(", %s of filesystem free space not copied", restore.HumanBytes(res.UnusedBytes))
@@ -140,6 +143,10 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 	out.Info("Restored %s (%s of data, %d of %d chunks zero%s) to %s in %s, %s",
 		restore.HumanBytes(res.Size), restore.HumanBytes(res.DataBytes), res.ZeroChunks, res.Chunks, free,
 		res.Target, secs(res.Elapsed), rate(res.Size, res.Elapsed))
+	if res.Delta {
+		out.Info("Delta: %d chunks reused from the target, %d fetched (%s from the source), %d written (the first chunk is always written, last); compared in %s",
+			res.Reused, res.Fetched, restore.HumanBytes(res.FetchedBytes), res.Written, secs(res.CompareTime))
+	}
 	if res.Verified && res.Unchecked != "" {
 		// Nothing published checked the download: say what the
 		// verification does show, and what it does not.
@@ -170,6 +177,8 @@ func restoreHint(err error) error {
 		return fmt.Errorf("%w; add --noprompt to erase without asking", err)
 	case errors.As(err, &g):
 		return fmt.Errorf("--grow: %w", err)
+	case errors.Is(err, restore.ErrDeltaNeedsImage):
+		return fmt.Errorf("%w; restore it without --delta", err)
 	case errors.Is(err, target.ErrExists):
 		return fmt.Errorf("%w: add --erase to overwrite it, or choose another name", err)
 	case errors.Is(err, target.ErrNotRegular):

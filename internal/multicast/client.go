@@ -58,6 +58,7 @@ type Client struct {
 	stream StreamID
 	info   source.Info
 	dec    *image.Decoder
+	have   func(int) bool // chunks the target holds already (delta): done from the start
 
 	lastSend  atomic.Int64  // when a frame was last sent, in Unix ns
 	stopAlive chan struct{} // closed by Close
@@ -68,8 +69,8 @@ type Client struct {
 	percent atomic.Int64 // last percentage reported
 
 	// counters, for the closing note and the tests
-	packets, foreign, bogus, forged, rebuilt, repairedN atomic.Int64
-	requested                                           atomic.Int64 // chunks asked for by repair
+	packets, foreign, bogus, forged, rebuilt, repairedN, reused atomic.Int64
+	requested                                                   atomic.Int64 // chunks asked for by repair
 }
 
 // Open connects to the server named by rawurl (asr://host[:port]), checks the
@@ -283,17 +284,27 @@ func (c *Client) Close() error {
 
 // Note sums up what the stream delivered.
 func (c *Client) Note() string {
+	reused := ""
+	if n := c.reused.Load(); n > 0 {
+		reused = fmt.Sprintf("; %d chunks the target held already were not waited for", n)
+	}
 	return fmt.Sprintf("%d packets received; %d chunks rebuilt from parity, %d fetched by repair; ignored %d packets of another stream, %d malformed, %d chunks that failed their check",
-		c.packets.Load(), c.rebuilt.Load(), c.repairedN.Load(), c.foreign.Load(), c.bogus.Load(), c.forged.Load())
+		c.packets.Load(), c.rebuilt.Load(), c.repairedN.Load(), c.foreign.Load(), c.bogus.Load(), c.forged.Load()) + reused
 }
 
-// Stats are the client's counters.
-type Stats struct{ Packets, Foreign, Bogus, Forged, Rebuilt, Repaired int64 }
+// Stats are the client's counters. Reused counts the stored chunks the
+// target held already (a delta restore), which the client did not wait for.
+type Stats struct{ Packets, Foreign, Bogus, Forged, Rebuilt, Repaired, Reused int64 }
 
 // Stats returns the counters so far.
 func (c *Client) Stats() Stats {
-	return Stats{c.packets.Load(), c.foreign.Load(), c.bogus.Load(), c.forged.Load(), c.rebuilt.Load(), c.repairedN.Load()}
+	return Stats{c.packets.Load(), c.foreign.Load(), c.bogus.Load(), c.forged.Load(), c.rebuilt.Load(), c.repairedN.Load(), c.reused.Load()}
 }
+
+// Skip marks the stored chunks the target holds already (a delta restore):
+// Run counts them as done from the start, neither waits for them in the
+// stream nor asks for them by repair, and ends as soon as it holds the rest.
+func (c *Client) Skip(have func(int) bool) { c.have = have }
 
 // job is a chunk ready to decode: its groups' shards from the stream, or
 // stored bytes from repair.
@@ -332,12 +343,19 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 	}()
 	m := c.info.Manifest
 	stored := 0
+	// Per chunk: missing, decoding, done. The chunks the target holds
+	// already are done before the first packet.
+	state := make([]atomic.Uint32, len(m.Chunks))
 	for i, ch := range m.Chunks {
-		if !ch.Codec.Stored() {
+		switch {
+		case !ch.Codec.Stored():
 			if err := fn(source.NotStored(m, i)); err != nil {
 				return err
 			}
-		} else {
+		case c.have != nil && c.have(i):
+			state[i].Store(done)
+			c.reused.Add(1)
+		default:
 			stored++
 		}
 	}
@@ -355,7 +373,7 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	r := &run{c: c, m: m, fn: fn, cancel: cancel, stored: stored,
-		state: make([]atomic.Uint32, len(m.Chunks)), jobs: make(chan job, workers),
+		state: state, jobs: make(chan job, workers),
 		retry: make(chan int, 256), repairIdle: make(chan struct{}, 1)}
 	r.remaining.Store(int64(stored))
 	now := time.Now().UnixNano()
@@ -846,6 +864,16 @@ func (r *receiver) seen(h header) {
 	r.c.packets.Add(1)
 	if !r.started {
 		r.started, r.firstPass, r.firstChunk = true, h.Pass, h.Chunk
+		if r.c.have != nil {
+			// A delta client lacks few chunks: those the stream passed
+			// before it joined are asked for by repair now (if the
+			// server's limit allows) rather than a pass later.
+			for i := range min(int(h.Chunk), len(r.state)) {
+				if r.m.Chunks[i].Codec.Stored() && r.state[i].Load() == missing {
+					r.lost = append(r.lost, i)
+				}
+			}
+		}
 	}
 	if h.Pass > r.firstPass && h.Chunk >= r.firstChunk && h.Pass != r.repairedPass {
 		r.repairedPass = h.Pass

@@ -65,6 +65,10 @@ type Request struct {
 	NoVerify bool
 	NoPrompt bool
 	Workers  int // 0: a sensible number for the machine
+	// Delta reuses what the target holds: its chunks that match the
+	// image's are neither fetched nor written (see delta.go). It needs a
+	// prepared image and an existing target.
+	Delta bool
 	// Grow enlarges the last partition of a whole-disk image (or, for an
 	// image of one volume, its filesystem) to fill a larger target.
 	Grow bool
@@ -108,6 +112,16 @@ type Result struct {
 	Table string
 	// Grown is what Grow did; empty without it.
 	Grown string
+
+	// A delta restore's figures: stored chunks the target held already
+	// (Reused), taken from the source (Fetched, FetchedBytes as stored in
+	// the image: what a web server sends), and written to the target
+	// (Written: the fetched ones, and the first chunk, written last
+	// even when it was reused). CompareTime is the hashing pass.
+	Delta                    bool
+	Reused, Fetched, Written int
+	FetchedBytes             int64
+	CompareTime              time.Duration
 }
 
 // run is one restore's state, passed from step to step.
@@ -123,6 +137,14 @@ type run struct {
 	created bool // tgt is a file this run created: remove it on failure
 	w       *writer
 	res     *Result
+
+	// A delta restore's: the chunks the target holds already, the target's
+	// first chunk when it matched, how many stored chunks matched.
+	have        chunkSet
+	crcs        []uint32
+	head        []byte
+	reused      int
+	compareTime time.Duration
 }
 
 // Run performs a restore: validate, confirm, erase, write, verify.
@@ -151,7 +173,8 @@ func Run(ctx context.Context, req Request) (res *Result, err error) {
 	}()
 
 	// Nothing is written before every one of these has passed.
-	for _, check := range []func(context.Context) error{r.checkTarget, r.openSource, r.checkSizes, r.confirm} {
+	// compare (delta) only reads the target, after the person agreed.
+	for _, check := range []func(context.Context) error{r.checkTarget, r.openSource, r.checkSizes, r.checkDelta, r.confirm, r.compare} {
 		if err := check(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, r.interruptedBeforeErase(ctx)
@@ -164,7 +187,11 @@ func Run(ctx context.Context, req Request) (res *Result, err error) {
 	}
 
 	// From here on the target changes: a failure leaves it visibly bad.
-	for _, step := range []func(context.Context) error{r.erase, r.write, r.verify} {
+	erase := r.erase
+	if req.Delta {
+		erase = r.eraseDelta
+	}
+	for _, step := range []func(context.Context) error{erase, r.write, r.verify} {
 		if err := step(ctx); err != nil {
 			return nil, r.failAfterErase(ctx, err)
 		}
@@ -382,7 +409,12 @@ func (r *run) erase(context.Context) error {
 func (r *run) write(ctx context.Context) error {
 	start := time.Now()
 	r.w = newWriter(r.tgt, r.info, r.req.Grow)
-	r.out.Start("Restoring", r.info.Size)
+	toWrite := r.info.Size
+	if r.req.Delta {
+		toWrite -= r.w.reuse(r.have, r.crcs, r.head)
+		r.crcs = nil
+	}
+	r.out.Start("Restoring", toWrite)
 	done := make(chan error, 1)
 	go func() {
 		done <- r.src.Run(ctx, r.workers, func(c source.Chunk) error {
@@ -412,6 +444,10 @@ func (r *run) write(ctx context.Context) error {
 	res.UnusedBytes, res.Table, res.Elapsed = w.unusedBytes.Load(), w.tableNote, time.Since(start)
 	if u, ok := r.src.(source.Unchecked); ok {
 		res.Unchecked = u.Unchecked()
+	}
+	if r.req.Delta {
+		res.Delta, res.Reused, res.CompareTime = true, r.reused, r.compareTime
+		res.Fetched, res.FetchedBytes, res.Written = int(w.fetched.Load()), w.fetchedBytes.Load(), int(w.written.Load())
 	}
 	if w.tableNote != "" {
 		r.out.Info("Partition table: %s", w.tableNote)

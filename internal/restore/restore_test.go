@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"crypto/sha256"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -16,8 +17,9 @@ import (
 	"github.com/asrlinux/asr/internal/target"
 )
 
-// A target whose bytes changed after they were written fails verification,
-// and the message names the byte range of the chunk that differs.
+// A target whose bytes changed after they were written (or, for a chunk a
+// delta restore kept, after it was compared) fails verification, and the
+// message names the byte range of the chunk that differs.
 func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	const cs = 64 << 10
 	data := make([]byte, 5*cs+1000)
@@ -33,9 +35,12 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	sums := make([]sum, 6)
 	for i := range sums {
 		c := data[i*cs : min(len(data), (i+1)*cs)]
-		if i >= 3 {
+		switch {
+		case i >= 3:
 			sums[i] = sum{zero: true}
-		} else {
+		case i == 2: // kept by a delta restore: checked by its CRC-32C
+			sums[i] = sum{kept: true, crc: crc32.Checksum(c, castagnoli)}
+		default:
 			sums[i] = sum{sha: sha256.Sum256(c)}
 		}
 	}
@@ -48,7 +53,7 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	if _, err := verify(context.Background(), tgt, info, sums, 4, out); err != nil {
 		t.Fatalf("verify(intact) = %v", err)
 	}
-	for _, off := range []int64{cs + 17, 4*cs + 3} { // a data chunk, then a zero chunk
+	for _, off := range []int64{cs + 17, 2*cs + 9, 4*cs + 3} { // a data chunk, a kept one, a zero chunk
 		f, _ := os.OpenFile(p, os.O_RDWR, 0)
 		f.WriteAt([]byte{0xAA}, off)
 		f.Close()

@@ -23,6 +23,12 @@ type writer struct {
 	zeroChunks  atomic.Int64
 	unusedBytes atomic.Int64
 
+	// A delta restore's: the chunks the target holds already (nil for a
+	// full restore), and what was fetched and written.
+	have                  chunkSet
+	fetched, fetchedBytes atomic.Int64
+	written               atomic.Int64
+
 	// gate is held (read) by every write to the target and taken (write)
 	// by stop, so that once stop returns nothing more is written: a
 	// source that does not notice a signal cannot write after the first
@@ -47,7 +53,12 @@ type patch struct {
 type sum struct {
 	zero   bool
 	unused bool // free space: anything may be there
-	sha    [32]byte
+	// kept is a chunk a delta restore found matching and did not write:
+	// it must still read as it did then, which crc (CRC-32C) shows at a
+	// fraction of SHA-256's cost.
+	kept bool
+	crc  uint32
+	sha  [32]byte
 }
 
 func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
@@ -58,6 +69,36 @@ func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
 func (w *writer) chunkLen(i int) int {
 	off := int64(i) * int64(w.info.ChunkSize)
 	return int(min(int64(w.info.ChunkSize), w.info.Size-off))
+}
+
+// reuse makes w a delta restore's writer: the stored chunks in have are on
+// the target already and expect their manifest digests; head, when set,
+// is the target's first chunk, which matched and is written back last. The
+// chunks the image does not store were dealt with by eraseDelta. It
+// returns the bytes that will not come from the source.
+//
+// crcs are the CRC-32C of the matching chunks as compare read them: what
+// verification expects of the chunks left as they were. The first chunk
+// is written, so it is verified by its SHA-256 like every written chunk.
+func (w *writer) reuse(have chunkSet, crcs []uint32, head []byte) int64 {
+	w.have = have
+	m := w.info.Manifest
+	var n int64
+	for i, c := range m.Chunks {
+		if c.Codec.Stored() && have.has(i) {
+			w.sums[i] = sum{sha: c.Sum, kept: i != 0 || head == nil, crc: crcs[i]}
+			n += int64(w.chunkLen(i))
+		}
+	}
+	if head != nil {
+		w.deferred[0] = head
+	}
+	return n
+}
+
+// reused reports whether chunk i is a stored chunk the target holds.
+func (w *writer) reused(i int) bool {
+	return w.have != nil && w.info.Manifest.Chunks[i].Codec.Stored() && w.have.has(i)
 }
 
 // errStopped is what a write gets after stop.
@@ -80,6 +121,11 @@ func (w *writer) put(c source.Chunk) (int, error) {
 	if c.Index < 0 || c.Index > w.last {
 		return 0, fmt.Errorf("source delivered chunk %d of %d", c.Index, w.last+1)
 	}
+	if w.reused(c.Index) {
+		// A source that cannot skip delivered a chunk the target holds:
+		// it is not written.
+		return 0, nil
+	}
 	if w.seen[c.Index].Swap(true) {
 		return 0, fmt.Errorf("source delivered chunk %d twice", c.Index)
 	}
@@ -96,7 +142,7 @@ func (w *writer) put(c source.Chunk) (int, error) {
 	if c.Zero {
 		w.sums[c.Index] = sum{zero: true}
 		w.zeroChunks.Add(1)
-		if !w.tgt.Erased {
+		if !w.tgt.Erased && w.have == nil { // a delta's erase zeroed it
 			if err := w.tgt.ZeroRange(off, int64(n)); err != nil {
 				return 0, err
 			}
@@ -108,6 +154,10 @@ func (w *writer) put(c source.Chunk) (int, error) {
 	}
 	w.sums[c.Index] = sum{sha: c.Sum}
 	w.dataBytes.Add(int64(n))
+	if w.have != nil {
+		w.fetched.Add(1)
+		w.fetchedBytes.Add(int64(w.info.Manifest.Chunks[c.Index].Length))
+	}
 	if c.Index == 0 || c.Index == w.last {
 		w.mu.Lock()
 		w.deferred[c.Index] = append([]byte(nil), c.Data...)
@@ -117,6 +167,7 @@ func (w *writer) put(c source.Chunk) (int, error) {
 	if _, err := w.tgt.WriteAt(c.Data, off); err != nil {
 		return 0, err
 	}
+	w.written.Add(1)
 	return n, nil
 }
 
@@ -124,7 +175,7 @@ func (w *writer) put(c source.Chunk) (int, error) {
 // chunks (the last, then the first) and flushes again.
 func (w *writer) finish() error {
 	for i := range w.seen {
-		if !w.seen[i].Load() {
+		if !w.seen[i].Load() && !w.reused(i) {
 			return fmt.Errorf("source ended without chunk %d", i)
 		}
 	}
@@ -139,6 +190,7 @@ func (w *writer) finish() error {
 			if _, err := w.tgt.WriteAt(d, int64(i)*int64(w.info.ChunkSize)); err != nil {
 				return err
 			}
+			w.written.Add(1)
 			delete(w.deferred, i)
 		}
 	}

@@ -14,6 +14,7 @@ type prepared struct {
 	im   *image.Image
 	info Info
 	f    *os.File
+	have func(int) bool // chunks the target holds already (delta): not read
 }
 
 // OpenPrepared opens a prepared image file and checks its header, manifest
@@ -41,14 +42,18 @@ func (p *prepared) Close() error {
 	return p.f.Close()
 }
 
+// Skip leaves out of Run the stored chunks the target holds already.
+func (p *prepared) Skip(have func(int) bool) { p.have = have }
+
 func (p *prepared) Run(ctx context.Context, workers int, fn func(Chunk) error) error {
-	return RunImage(ctx, workers, p.im.Manifest, p.im.ReadChunk, fn)
+	return RunImage(ctx, workers, p.im.Manifest, p.have, p.im.ReadChunk, fn)
 }
 
 // RunImage delivers the chunks of a manifest, reading each stored chunk with
 // read (which decodes and checks it), on workers goroutines. Zero chunks are
-// delivered without reading anything.
-func RunImage(ctx context.Context, workers int, m *image.Manifest,
+// delivered without reading anything; stored chunks for which have reports
+// true (nil: none) are neither read nor delivered.
+func RunImage(ctx context.Context, workers int, m *image.Manifest, have func(int) bool,
 	read func(i int, dst, scratch []byte) ([]byte, []byte, error), fn func(Chunk) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -58,6 +63,9 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest,
 		wg.Go(func() {
 			var dst, scratch []byte
 			for i := range next {
+				if m.Chunks[i].Codec.Stored() && !wanted(have, i) {
+					continue
+				}
 				c := NotStored(m, i)
 				if m.Chunks[i].Codec.Stored() {
 					c = Chunk{Index: i}

@@ -36,13 +36,18 @@ type streamPrepared struct {
 	// first is the stream the image was opened with; without ranges it is
 	// the only way in, positioned just after the manifest.
 	first io.ReadCloser
+	have  func(int) bool // chunks the target holds already (delta): not fetched
 }
+
+// Skip leaves out of Run the stored chunks the target holds already: with
+// ranges, they are never requested.
+func (p *streamPrepared) Skip(have func(int) bool) { p.have = have }
 
 // openStreamPrepared reads and checks the manifest from first (or, with
 // ranges, from a stream of its own).
 func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (Source, error) {
 	if first == nil {
-		first = t.open(ctx, 0, t.size())
+		first = openManifest(ctx, t)
 	}
 	m, d, hdr, err := image.ReadHeaderManifest(first)
 	if err != nil {
@@ -81,6 +86,32 @@ func openStreamPrepared(ctx context.Context, t transport, first io.ReadCloser) (
 	}
 	return p, nil
 }
+
+// openManifest reads the header and the manifest with ranges that end
+// where they do: a request to the end of the file, dropped once the
+// manifest is read, would have the server send megabytes more into socket
+// buffers, which a delta restore that fetches a few chunks cannot afford.
+// A header that does not parse is returned alone, for ReadHeaderManifest
+// to name what is wrong with it.
+func openManifest(ctx context.Context, t transport) io.ReadCloser {
+	hr := t.open(ctx, 0, image.HeaderSize)
+	hb, err := io.ReadAll(io.LimitReader(hr, image.HeaderSize))
+	hr.Close()
+	if err != nil {
+		return readCloser{errReader{err}, closerFunc(func() error { return nil })}
+	}
+	h, err := image.ParseHeader(hb)
+	if err != nil {
+		return io.NopCloser(bytes.NewReader(hb))
+	}
+	body := t.open(ctx, image.HeaderSize, image.HeaderSize+int64(h.ManifestLen))
+	return readCloser{io.MultiReader(bytes.NewReader(hb), body), body}
+}
+
+// errReader is a reader that fails with its error.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
 // readTrailer fetches the signature trailer after the last chunk with one
 // range request. Without ranges it cannot be read before the chunks have
@@ -147,18 +178,28 @@ const spanBytes = 8 << 20
 func (p *streamPrepared) Run(ctx context.Context, workers int, fn func(Chunk) error) error {
 	m := p.info.Manifest
 	if !p.t.ranges() {
-		if err := runPreparedStream(ctx, workers, m, p.first, p.dec, fn); err != nil {
+		if err := runPreparedStream(ctx, workers, m, p.first, p.dec, p.have, fn); err != nil {
 			return err
 		}
 		return p.drainTail()
 	}
 	// Cut the chunk list into spans of about spanBytes stored bytes; each
 	// worker fetches a span with one range request and decodes as it reads.
+	// A chunk the target holds already (delta) ends a span and is in none:
+	// the requests cover only the chunks to fetch, adjacent ones coalesced.
+	// The list has at most one small entry per chunk, like the manifest.
 	type span struct{ a, b int }
 	var spans []span
 	for a := 0; a < len(m.Chunks); {
+		if m.Chunks[a].Codec.Stored() && !wanted(p.have, a) {
+			a++
+			continue
+		}
 		b, n := a, int64(0)
 		for b < len(m.Chunks) && (n == 0 || n+int64(m.Chunks[b].Length) <= spanBytes) {
+			if m.Chunks[b].Codec.Stored() && !wanted(p.have, b) {
+				break
+			}
 			n += int64(m.Chunks[b].Length)
 			b++
 		}
@@ -254,7 +295,9 @@ func (p *streamPrepared) ReadChunk(i int) ([]byte, error) {
 
 // runPreparedStream reads the stored chunks of an image in order from one
 // stream, positioned just after the manifest, and decodes them on workers.
-func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io.Reader, dec *image.Decoder, fn func(Chunk) error) error {
+// Stored chunks for which have reports true (nil: none) are read past (a
+// stream cannot skip them) but neither decoded nor delivered.
+func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io.Reader, dec *image.Decoder, have func(int) bool, fn func(Chunk) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	type job struct {
@@ -276,6 +319,13 @@ func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io
 		}
 		for i, c := range m.Chunks {
 			var buf []byte
+			if c.Codec.Stored() && !wanted(have, i) {
+				if _, err := io.CopyN(io.Discard, r, int64(c.Length)); err != nil {
+					cancel(fmt.Errorf("reading chunk %d: %w", i, err))
+					return
+				}
+				continue
+			}
 			if c.Codec.Stored() {
 				select {
 				case buf = <-pool:

@@ -203,25 +203,42 @@ func (t *Target) Overlaps(path string) (bool, string) {
 // bytes are always zeroed, so from here on the target no longer looks like
 // whatever disk it held before.
 func (t *Target) Erase(n int64, head int64) error {
+	if t.Discard(0, n) {
+		t.Erased = true
+		return nil
+	}
+	return t.ZeroRange(0, min(head, n))
+}
+
+// Discard gives [off, off+n) back to the device where it supports that, and
+// reports whether the range now reads as zero. Nothing is written when it
+// cannot be done cheaply: then the range may still hold what it held.
+func (t *Target) Discard(off, n int64) bool {
 	// Punching a hole reads back as zeros and gives the space back: to a
 	// file's filesystem, to a thin pool, to an SSD. On a block device the
 	// kernel refuses (rather than writes zeros) where it cannot do it cheaply.
-	if t.punch(0, n) == nil {
-		t.Erased = true
-		return nil
+	if t.punch(off, n) == nil {
+		return true
 	}
 	if t.Kind == Block {
 		// Discard is advisory: many devices lack it, and errors say nothing
 		// about the data, so they are not fatal.
-		_ = ioctlRange(t.f, unix.BLKDISCARD, 0, n)
+		_ = ioctlRange(t.f, unix.BLKDISCARD, off, n)
 		if t.sys.zeroesCheap(t.dev) {
-			if err := ioctlRange(t.f, unix.BLKZEROOUT, 0, n); err == nil {
-				t.Erased = true
-				return nil
+			if err := ioctlRange(t.f, unix.BLKZEROOUT, off, n); err == nil {
+				return true
 			}
 		}
 	}
-	return t.ZeroRange(0, min(head, n))
+	return false
+}
+
+// ZeroesCheap reports whether making a range read as zero costs no writing
+// of zeros: a regular file (a hole is punched) or a device with a zero-out
+// offload. Where it is not cheap, reading a range to see whether it is zero
+// already is cheaper than writing it.
+func (t *Target) ZeroesCheap() bool {
+	return t.Kind == File || t.sys.zeroesCheap(t.dev)
 }
 
 func (t *Target) punch(off, n int64) error {

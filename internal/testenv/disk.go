@@ -121,3 +121,51 @@ func Loop(t testing.TB, file string, extra ...string) string {
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
 	return dev
 }
+
+// Changed writes a new version of the sample disk v1 beside it, for delta
+// restores: its first chunk changed past the GPT's entries (the table stays
+// valid), pct percent of its other non-zero chunks of cs bytes (at least
+// one) with 4 KiB of new random bytes each, and one more non-zero chunk
+// turned to zeros. It returns the new file's path.
+func Changed(t testing.TB, v1 string, cs int, pct int, seed uint64) string {
+	t.Helper()
+	b, err := os.ReadFile(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used []int
+	for i := 1; i < len(b)/cs; i++ {
+		if !isZero(b[i*cs : (i+1)*cs]) {
+			used = append(used, i)
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 2))
+	rng.Shuffle(len(used), func(a, b int) { used[a], used[b] = used[b], used[a] })
+	n := max(1, len(used)*pct/100)
+	if len(used) < n+1 || cs < 600001 {
+		t.Fatalf("%s has %d non-zero chunks of %d bytes: too few to change %d", v1, len(used), cs, n+1)
+	}
+	b[600000] ^= 0xff // chunk 0, far past the GPT's entries
+	for _, i := range used[:n] {
+		off := i*cs + rng.IntN(cs-4096)
+		for k := range 4096 {
+			b[off+k] = byte(rng.Uint32())
+		}
+	}
+	z := used[n]
+	clear(b[z*cs : (z+1)*cs])
+	v2 := strings.TrimSuffix(v1, ".img") + fmt.Sprintf("-changed-%d.img", seed)
+	if err := os.WriteFile(v2, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return v2
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
