@@ -22,7 +22,8 @@
 // read-only, and the target is chosen among the other disks.
 //
 // A failure stops with the reason on the console and what to do, and
-// never loops; with asr.debug it opens a shell. Tests and dashboards match
+// waits; asr.onfailure= can make it power off, reboot or open a shell
+// instead (asr.debug also opens a shell). Tests and dashboards match
 // the line "asr-appliance: RESULT ...".
 //
 // On the machine's own screen (a virtual terminal) the console is a status
@@ -138,8 +139,9 @@ func verified(r *restore.Result) string {
 	return ", NOT verified (asr.noverify)"
 }
 
-// stop reports a failure and waits for a person: it never reboots into a
-// loop of failed restores.
+// stop reports a failure, then does what asr.onfailure= says
+// (Config.FailureAction): by default it waits for a person, and never
+// reboots into a loop of failed restores unless told to.
 func stop(out io.Writer, scr *Screen, logf func(string, ...any), cfg Config, err error) {
 	hint := ""
 	if stall := (*source.StallError)(nil); errors.As(err, &stall) {
@@ -148,11 +150,20 @@ func stop(out io.Writer, scr *Screen, logf func(string, ...any), cfg Config, err
 	todo := scr.Fail(err)
 	fmt.Fprintf(out, "asr-appliance: RESULT failure: %v%s\n", err, hint)
 	logf("what to do: %s", todo)
-	if cfg.Debug || cfg.After == Shell {
-		logf("starting a shell (asr.debug)")
+	switch a := cfg.FailureAction(); a {
+	case Shell:
+		logf("starting a shell (asr.onfailure=shell, asr.debug or asr.after=shell)")
 		scr.Release()
 		if err := shell(); err != nil {
 			logf("%v", err)
+		}
+	case PowerOff, Reboot:
+		// An unattended lab asked for it: the reason stays in the
+		// server's log (asr.report=) and on the console meanwhile.
+		logf("asr.onfailure=%s: %s in 10 s", a, a)
+		time.Sleep(10 * time.Second)
+		if err := powerAction(a); err != nil {
+			logf("%s failed: %v", a, err)
 		}
 	}
 	logf("stopped. Fix the problem above and power the machine off and on again.")
@@ -189,7 +200,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	if err != nil {
 		return nil, err
 	}
-	logf("target: %s", tgt)
+	logTarget(logf, cfg.Target, tgt)
 	scr.Set(func(st *Status) { st.Disk = tgt.String() })
 
 	scr.Stage(StageNetwork)
@@ -300,7 +311,7 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 	if err != nil {
 		return nil, err
 	}
-	logf("target: %s", tgt)
+	logTarget(logf, cfg.Target, tgt)
 	scr.Set(func(st *Status) { st.Disk, st.Server = tgt.String(), "USB stick "+part.Path })
 	if err := mountStick(o.RootDir, part); err != nil {
 		return nil, err
@@ -328,8 +339,9 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 }
 
 // loadAllDrivers loads drivers until no new device asks for one: a
-// controller's driver (virtio_pci, ahci, xhci_pci) makes the devices behind
-// it appear, and those want drivers of their own (virtio_blk, sd_mod).
+// controller's driver (virtio_pci, ahci, xhci_pci, sdhci_pci) makes the
+// devices behind it appear, and those want drivers of their own
+// (virtio_blk, sd_mod, a USB NIC's r8152, mmc_block).
 func loadAllDrivers(rootDir, sysRoot string) ([]string, error) {
 	var all []string
 	seen := map[string]bool{}
@@ -350,9 +362,37 @@ func loadAllDrivers(rootDir, sysRoot string) ([]string, error) {
 		if fresh == 0 {
 			break
 		}
-		time.Sleep(300 * time.Millisecond) // let the new drivers probe their devices
+		waitDevices(sysRoot, 800*time.Millisecond, 4*time.Second)
 	}
 	return all, errs
+}
+
+// waitDevices lets newly loaded drivers probe their devices: it returns
+// once the number of devices has held for settle, or after most. A USB
+// hub finds what is plugged into it port by port, an SD host its card
+// after a debounce: one fixed pause would be too short for some and
+// needlessly long for the rest.
+func waitDevices(sysRoot string, settle, most time.Duration) {
+	deadline := time.Now().Add(most)
+	last, since := -1, time.Now()
+	for time.Now().Before(deadline) {
+		n := len(deviceAliases(sysRoot))
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= settle {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// logTarget names the target; a card chosen on its own (no asr.target=)
+// is said to be one.
+func logTarget(logf func(string, ...any), named string, tgt Disk) {
+	logf("target: %s", tgt)
+	if tgt.IsCard() && named == "" {
+		logf("target: %s is an SD/MMC card, chosen because it is the only disk; name another with asr.target= if this is wrong", tgt.Path)
+	}
 }
 
 // waitDisks waits until disks have appeared and their number has held for

@@ -22,6 +22,10 @@ func TestParseCmdline(t *testing.T) {
 			Config{Source: "asr://server", Target: "/dev/disk/by-id/ata-Some Disk_123", Debug: true, After: Reboot, Timeout: 60 * time.Second, Image: "lab"}},
 		{"asr.noverify=0 asr.after=shell", Config{After: Shell, Timeout: 60 * time.Second}},
 		{"asr.source=http://198.18.0.1/lab.asr asr.delta", Config{Source: "http://198.18.0.1/lab.asr", Delta: true, After: Reboot, Timeout: 60 * time.Second}},
+		{"asr.after=poweroff asr.onfailure=poweroff", Config{After: PowerOff, OnFailure: PowerOff, Timeout: 60 * time.Second}},
+		{"asr.onfailure=reboot", Config{After: Reboot, OnFailure: Reboot, Timeout: 60 * time.Second}},
+		{"asr.onfailure=shell", Config{After: Reboot, OnFailure: Shell, Timeout: 60 * time.Second}},
+		{"asr.onfailure=wait", Config{After: Reboot, OnFailure: Wait, Timeout: 60 * time.Second}},
 		{"asr.source=label:ASRDATA asr.report=http://198.18.0.1:8081/status",
 			Config{Source: "label:ASRDATA", Report: "http://198.18.0.1:8081/status", After: Reboot, Timeout: 60 * time.Second}},
 		{"asr.source=label:ASRDATA/lab.asr", Config{Source: "label:ASRDATA/lab.asr", After: Reboot, Timeout: 60 * time.Second}},
@@ -32,6 +36,33 @@ func TestParseCmdline(t *testing.T) {
 		got, err := ParseCmdline(c.cmdline)
 		if err != nil || got != c.want {
 			t.Errorf("ParseCmdline(%q) = %+v, %v; want %+v", c.cmdline, got, err, c.want)
+		}
+	}
+}
+
+// TestFailureAction: after a failure the appliance waits unless told
+// otherwise; asr.onfailure= wins over the older ways to get a shell.
+func TestFailureAction(t *testing.T) {
+	for _, c := range []struct {
+		cmdline string
+		want    After
+	}{
+		{"", Wait},
+		{"asr.after=poweroff", Wait}, // a successful restore's choice is not a failure's
+		{"asr.after=reboot", Wait},
+		{"asr.debug", Shell},
+		{"asr.after=shell", Shell},
+		{"asr.after=poweroff asr.onfailure=poweroff", PowerOff},
+		{"asr.onfailure=reboot", Reboot},
+		{"asr.debug asr.onfailure=wait", Wait},
+		{"asr.after=shell asr.onfailure=poweroff", PowerOff},
+	} {
+		cfg, err := ParseCmdline(c.cmdline)
+		if err != nil {
+			t.Fatalf("ParseCmdline(%q): %v", c.cmdline, err)
+		}
+		if got := cfg.FailureAction(); got != c.want {
+			t.Errorf("%q: after a failure %q, want %q", c.cmdline, got, c.want)
 		}
 	}
 }
@@ -47,6 +78,9 @@ func TestParseCmdlineRefuses(t *testing.T) {
 		{"asr.source=oci://198.18.0.1:5000/lab/disk", "asr.source=oci://198.18.0.1:5000/lab/disk: no tag or digest"},
 		{"asr.source=oci://198.18.0.1:5000/Lab/disk:v1", "not a valid OCI reference"},
 		{"asr.after=dance", "asr.after=dance: give reboot, poweroff or shell"},
+		{"asr.onfailure=halt", "asr.onfailure=halt: give wait, poweroff, reboot or shell"},
+		{"asr.onfailure", "asr.onfailure=: give wait, poweroff, reboot or shell"},
+		{"asr.after=wait", "asr.after=wait: give reboot, poweroff or shell"},
 		{"asr.timeout=0", "asr.timeout=0: give a number of seconds"},
 		{"asr.timeout=abc", "asr.timeout=abc"},
 		{"asr.noverify=maybe", "asr.noverify=maybe: give 1 or 0"},

@@ -12,26 +12,34 @@ import (
 	"github.com/asrlinux/asr/internal/sourceurl"
 )
 
-// After is what the appliance does once the restore succeeded.
+// After is what the appliance does once the restore succeeded
+// (asr.after=) or failed (asr.onfailure=).
 type After string
 
 const (
 	Reboot   After = "reboot"
 	PowerOff After = "poweroff"
 	Shell    After = "shell"
+	// Wait keeps the failure on the screen until a person powers the
+	// machine off: asr.onfailure= only, and its default.
+	Wait After = "wait"
 )
 
 // Config is the appliance's configuration, from the kernel command line.
 type Config struct {
-	Source   string        // asr.source=: http(s):// or asr:// URL, or label:LABEL[/IMAGE] (the toolkit stick)
-	Target   string        // asr.target=: /dev/..., /dev/disk/by-id/..., or a disk serial
-	NoVerify bool          // asr.noverify
-	Delta    bool          // asr.delta: reuse the disk's chunks that match the image (asr restore --delta)
-	After    After         // asr.after=: reboot (default), poweroff, shell
-	Timeout  time.Duration // asr.timeout=: seconds for DHCP, reaching the source, and stream silence (default 60)
-	Debug    bool          // asr.debug: a failure opens a shell
-	Image    string        // asr.image=: which of several DNS-SD servers to use (by image name)
-	Report   string        // asr.report=: http(s):// URL the appliance POSTs its status to (see Report)
+	Source   string // asr.source=: http(s)://, asr:// or oci:// URL, or label:LABEL[/IMAGE] (the toolkit stick)
+	Target   string // asr.target=: /dev/..., /dev/disk/by-id/..., or a disk serial
+	NoVerify bool   // asr.noverify
+	Delta    bool   // asr.delta: reuse the disk's chunks that match the image (asr restore --delta)
+	After    After  // asr.after=: reboot (default), poweroff, shell
+	// OnFailure is asr.onfailure=: wait, poweroff, reboot or shell after
+	// a failure. "" (not given) is wait, or shell with asr.debug or
+	// asr.after=shell (FailureAction).
+	OnFailure After
+	Timeout   time.Duration // asr.timeout=: seconds for DHCP, reaching the source, and stream silence (default 60)
+	Debug     bool          // asr.debug: a failure opens a shell
+	Image     string        // asr.image=: which of several DNS-SD servers to use (by image name)
+	Report    string        // asr.report=: http(s):// URL the appliance POSTs its status to (see Report)
 }
 
 // ParseCmdline reads the asr.* keys of a kernel command line; others are
@@ -93,6 +101,13 @@ func ParseCmdline(cmdline string) (Config, error) {
 			default:
 				return c, fmt.Errorf("asr.after=%s: give reboot, poweroff or shell", val)
 			}
+		case "asr.onfailure":
+			switch After(val) {
+			case Wait, PowerOff, Reboot, Shell:
+				c.OnFailure = After(val)
+			default:
+				return c, fmt.Errorf("asr.onfailure=%s: give wait, poweroff, reboot or shell", shown(val))
+			}
 		case "asr.timeout":
 			n, err := strconv.Atoi(val)
 			if err != nil || n <= 0 || n > 86400 {
@@ -107,10 +122,24 @@ func ParseCmdline(cmdline string) (Config, error) {
 			}
 			c.Report = val
 		default:
-			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.delta, asr.after, asr.timeout, asr.debug, asr.image, asr.report)", key)
+			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.delta, asr.after, asr.onfailure, asr.timeout, asr.debug, asr.image, asr.report)", key)
 		}
 	}
 	return c, nil
+}
+
+// FailureAction is what the appliance does after a failure: asr.onfailure=
+// when given; else a shell with asr.debug or asr.after=shell (someone
+// meant to look into the machine); else it waits with the reason on the
+// screen, so that a lab does not reboot into a loop of failed restores.
+func (c Config) FailureAction() After {
+	switch {
+	case c.OnFailure != "":
+		return c.OnFailure
+	case c.Debug || c.After == Shell:
+		return Shell
+	}
+	return Wait
 }
 
 // shown is a value of the command line fit for the console: without

@@ -34,6 +34,7 @@ func FuzzParseCmdline(f *testing.F) {
 		`asr.target=/dev/sda" asr.after=bogus`,
 		"asr.source=label:ASRDATA/lab.asr asr.report=https://198.18.0.1:8081/status",
 		"asr.timeout=86401 asr.after=shell\tasr.noverify=0\n",
+		"asr.after=poweroff asr.onfailure=poweroff asr.debug",
 	} {
 		f.Add(s)
 	}
@@ -48,6 +49,9 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 		if c.After != Reboot && c.After != PowerOff && c.After != Shell {
 			t.Fatalf("accepted after %q", c.After)
+		}
+		if a := c.FailureAction(); a != Wait && a != PowerOff && a != Reboot && a != Shell {
+			t.Fatalf("accepted onfailure %q", c.OnFailure)
 		}
 		if c.Source != "" && !strings.HasPrefix(c.Source, StickScheme) && checkSourceURL(c.Source) != nil {
 			t.Fatalf("accepted source %q", c.Source)

@@ -37,7 +37,11 @@ type Options struct {
 	Output  string   // the .cpio.gz to write; replaced only once complete
 	Kernel  Kernel   // whose modules to include (FindKernel)
 	Modules []string // module names; nil means DefaultModules
-	Version string   // stamped into /init as main.Version
+	// FirmwareDir is where the modules' firmware files are looked for;
+	// "" means DefaultFirmwareDir. Files not there are left out
+	// (Result.MissingFirmware): only the hardware needing them stays dark.
+	FirmwareDir string
+	Version     string // stamped into /init as main.Version
 	// Init is the Go package built as /init; "" means InitPackage.
 	Init string
 	// Commands are more Go packages to build into /bin; nil means
@@ -74,6 +78,13 @@ type Result struct {
 	Kernel  Kernel
 	Modules []string // module files included, by name
 	Builtin []string // wanted modules the kernel has built in
+	// Firmware are the firmware files carried, under lib/firmware.
+	Firmware []string
+	// MissingFirmware are "module: file" pairs of firmware the modules
+	// name and the build machine does not have (install Debian's
+	// firmware-realtek, firmware-bnx2x, firmware-misc-nonfree from
+	// non-free-firmware to carry them).
+	MissingFirmware []string
 	// TrustedKeys are the key IDs baked in (trust.FormatID), in order.
 	TrustedKeys []string
 }
@@ -107,6 +118,15 @@ func Build(o Options) (*Result, error) {
 		return nil, err
 	}
 	logf("kernel %s: %d module files for %d drivers (%d built in)", o.Kernel.Version, len(set.Modules), len(names), len(set.Builtin))
+	fwDir := o.FirmwareDir
+	if fwDir == "" {
+		fwDir = DefaultFirmwareDir
+	}
+	missingFW, err := set.AddFirmware(fwDir)
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	logf("firmware: %d files from %s; %d named by the modules are not installed there", len(set.Firmware), fwDir, len(missingFW))
 	keys, err := trustedKeys(o.TrustedKeys)
 	if err != nil {
 		return nil, err
@@ -183,7 +203,10 @@ func Build(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Path: o.Output, Size: st.Size(), Kernel: o.Kernel, Modules: set.Names(), Builtin: set.Builtin}
+	res := &Result{Path: o.Output, Size: st.Size(), Kernel: o.Kernel, Modules: set.Names(), Builtin: set.Builtin, MissingFirmware: missingFW}
+	for _, f := range set.Firmware {
+		res.Firmware = append(res.Firmware, f.Name)
+	}
 	for _, k := range keys {
 		res.TrustedKeys = append(res.TrustedKeys, k.id)
 	}
@@ -216,6 +239,9 @@ func baseArchive(kver string, set *ModuleSet, keys []keyFile) (*cpio.Archive, er
 	}
 	for _, k := range keys {
 		recs = append(recs, cpio.StaticRecord(k.text, cpio.Info{Name: path.Join(TrustedKeysDir, k.id+".pub"), Mode: cpio.S_IFREG | 0o644}))
+	}
+	for _, f := range set.Firmware {
+		recs = append(recs, cpio.StaticRecord(f.Data, cpio.Info{Name: path.Join("lib", "firmware", f.Name), Mode: cpio.S_IFREG | 0o644}))
 	}
 	for _, m := range set.Modules {
 		// uimage adds the missing parent directories and sorts all

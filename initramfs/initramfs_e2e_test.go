@@ -75,7 +75,8 @@ func TestBuild(t *testing.T) {
 		}
 	}
 	alias := string(files[path.Join(modDir, "modules.alias")].data)
-	for _, m := range []string{"virtio_blk", "virtio_net", "nvme", "ahci", "e1000e", "usb_storage"} {
+	for _, m := range []string{"virtio_blk", "virtio_net", "nvme", "ahci", "e1000e", "usb_storage",
+		"megaraid_sas", "mptsas", "sym53c8xx", "vmxnet3", "hv_storvsc", "xen_blkfront", "sdhci_pci", "mmc_block", "xhci_pci", "r8152", "cdc_ether", "igc", "mlx5_core", "8139too"} {
 		if !strings.Contains(alias, " "+m+"\n") {
 			t.Errorf("modules.alias has no alias for %s", m)
 		}

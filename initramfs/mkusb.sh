@@ -6,7 +6,7 @@
 #
 # -a adds appliance keys to the boot entry's kernel command line, such as
 # asr.image=NAME (required when the stick holds several images) or
-# asr.after=reboot. -c replaces the consoles, by default
+# asr.after=reboot or asr.onfailure=poweroff. -c replaces the consoles, by default
 # "console=ttyS0,115200 console=tty0" (the appliance's lines go to the last:
 # the screen).
 #

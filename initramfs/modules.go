@@ -18,17 +18,27 @@ import (
 )
 
 // DefaultModules are the drivers for the storage and network hardware the
-// appliance meets: virtual machines, NVMe, SATA, USB sticks and the common
-// wired NICs. Their dependencies come along (ModuleSet follows modules.dep).
+// appliance meets: virtual machines, NVMe, SATA, RAID and SAS controllers,
+// eMMC and SD, USB sticks and USB network adapters, and the wired NICs of
+// desktops and servers. Their dependencies come along (ModuleSet follows
+// modules.dep); at boot only those some device's modalias asks for load.
 var DefaultModules = []string{
-	// virtual machines
+	// virtual machines: QEMU/KVM, VMware, Hyper-V, Xen
 	"virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "virtio_rng",
+	"vmxnet3", "vmw_pvscsi", "hv_netvsc", "hv_storvsc", "xen_blkfront", "xen_netfront",
 	// disks
 	"nvme", "ahci", "sd_mod",
-	// USB sticks and disks
-	"xhci_pci", "ehci_pci", "usb_storage", "uas",
+	// server storage: RAID and SAS/SCSI controllers
+	"megaraid_sas", "mpt3sas", "mptsas", "mptspi", "smartpqi", "hpsa", "aacraid", "sym53c8xx",
+	// eMMC and SD cards
+	"sdhci_pci", "sdhci_acpi", "mmc_block",
+	// USB host controllers, sticks and disks, keyboards (for the shell)
+	"xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd", "usb_storage", "uas", "usbhid", "hid_generic",
+	// USB network adapters
+	"usbnet", "cdc_ether", "cdc_ncm", "r8152", "ax88179_178a", "asix", "rndis_host",
 	// wired network
-	"e1000", "e1000e", "igb", "ixgbe", "r8169", "tg3",
+	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "bnxt_en", "bnx2x", "tg3",
+	"mlx4_en", "mlx5_core", "atlantic", "r8169", "8139too",
 	// the toolkit stick's data partition (ext4 wants crc32c loaded first)
 	"ext4", "crc32c_generic",
 }
@@ -52,6 +62,9 @@ type ModuleSet struct {
 	Dep     []byte   // modules.dep of the subset
 	Alias   []byte   // modules.alias lines of the subset's modules
 	BuiltIn []byte   // modules.builtin, as the kernel has it
+	// Firmware are the files under lib/firmware that the modules ask for
+	// and the build machine has (AddFirmware).
+	Firmware []firmwareFile
 }
 
 // modName is the kernel's name of a module file or of a name a person typed:

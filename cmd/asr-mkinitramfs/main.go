@@ -52,6 +52,7 @@ func run(stdout, stderr io.Writer, args []string) error {
 	root := fs.String("root", "/", "where /boot and /lib/modules are")
 	version := fs.String("version", Version, "version stamped into /init")
 	modules := fs.String("modules", strings.Join(initramfs.DefaultModules, ","), "kernel modules to include, with their dependencies")
+	firmware := fs.String("firmware", initramfs.DefaultFirmwareDir, "where the modules' firmware files are (Debian: firmware-realtek, firmware-bnx2x, firmware-misc-nonfree)")
 	dir := fs.String("C", ".", "the asr source tree: go build runs there")
 	verbose := fs.Bool("v", false, "print each step")
 	var cmds listFlag
@@ -78,7 +79,7 @@ func run(stdout, stderr io.Writer, args []string) error {
 		return err
 	}
 	o := initramfs.Options{
-		Output: *out, Kernel: k, Version: *version, Commands: cmds, Dir: *dir, TrustedKeys: keys,
+		Output: *out, Kernel: k, FirmwareDir: *firmware, Version: *version, Commands: cmds, Dir: *dir, TrustedKeys: keys,
 		Modules: strings.FieldsFunc(*modules, func(r rune) bool { return r == ',' || r == ' ' }),
 	}
 	if *verbose {
@@ -88,7 +89,17 @@ func run(stdout, stderr io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: %.1f MiB (kernel %s, %d module files)\n", res.Path, float64(res.Size)/(1<<20), k.Version, len(res.Modules))
+	fmt.Fprintf(stdout, "%s: %.1f MiB (kernel %s, %d module files, %d firmware files)\n", res.Path, float64(res.Size)/(1<<20), k.Version, len(res.Modules), len(res.Firmware))
+	if n := len(res.MissingFirmware); n > 0 {
+		// A note, not a failure: the driver loads, and only a device
+		// needing one of these files stays without network or disk.
+		fmt.Fprintf(stderr, "asr-mkinitramfs: note: %d firmware files the modules name are not in %s, left out (install Debian's firmware-realtek, firmware-bnx2x, firmware-misc-nonfree from non-free-firmware to carry them)\n", n, *firmware)
+		if *verbose {
+			for _, m := range res.MissingFirmware {
+				fmt.Fprintf(stderr, "  %s\n", m)
+			}
+		}
+	}
 	if len(res.TrustedKeys) > 0 {
 		fmt.Fprintf(stdout, "%s: restores only images signed by key ID %s (in /%s)\n", res.Path, strings.Join(res.TrustedKeys, ", "), initramfs.TrustedKeysDir)
 	}
