@@ -152,7 +152,15 @@ func stop(out io.Writer, scr *Screen, logf func(string, ...any), cfg Config, err
 	logf("what to do: %s", todo)
 	switch a := cfg.FailureAction(); a {
 	case Shell:
-		logf("starting a shell (asr.onfailure=shell, asr.debug or asr.after=shell)")
+		// Name what asked for it: a person at the console may not know.
+		why := "asr.after=shell"
+		switch {
+		case cfg.OnFailure == Shell:
+			why = "asr.onfailure=shell"
+		case cfg.Debug:
+			why = "asr.debug"
+		}
+		logf("starting a shell (%s)", why)
 		scr.Release()
 		if err := shell(); err != nil {
 			logf("%v", err)
