@@ -83,22 +83,11 @@ func runPush(ctx context.Context, e env, args []string) error {
 	}
 
 	// Nothing leaves the machine before the image is checked whole.
-	f, err := os.Open(*src)
-	if err != nil {
-		return fmt.Errorf("source %s: %w", *src, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	f, st, im, err := openImageFile(*src, os.O_RDONLY, "pushes")
 	if err != nil {
 		return err
 	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("source %s is not a file: asr pushes prepared image files (asr imagescan makes them)", *src)
-	}
-	im, err := image.Open(f, st.Size())
-	if err != nil {
-		return fmt.Errorf("source %s: %w (asr pushes prepared images: make one with asr imagescan)", *src, err)
-	}
+	defer f.Close()
 	im.Close()
 	sigs, err := image.ReadSignatures(f, st.Size(), im.Manifest)
 	if err != nil {

@@ -52,22 +52,11 @@ func runSign(ctx context.Context, e env, args []string) error {
 	if *export != "" {
 		mode = os.O_RDONLY
 	}
-	f, err := os.OpenFile(*src, mode, 0)
-	if err != nil {
-		return fmt.Errorf("source %s: %w", *src, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	f, st, im, err := openImageFile(*src, mode, "signs")
 	if err != nil {
 		return err
 	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("source %s is not a file: asr signs prepared image files (asr imagescan makes them)", *src)
-	}
-	im, err := image.Open(f, st.Size())
-	if err != nil {
-		return fmt.Errorf("source %s: %w (asr signs prepared images: make one with asr imagescan)", *src, err)
-	}
+	defer f.Close()
 	defer im.Close()
 	sigs, err := image.ReadSignatures(f, st.Size(), im.Manifest)
 	if err != nil {
@@ -259,4 +248,30 @@ func openTrusted(ctx context.Context, s, disk string, maxSize int64, f sourceFla
 		return nil, err
 	}
 	return sourceurl.CheckTrust(src, sourceurl.Policy{Keys: keys, LocalClones: true, Log: log})
+}
+
+// openImageFile opens the prepared image file at path for asr sign and
+// asr push (verb says which, for the message) and reads its header and
+// manifest: both refuse anything else before they touch it or send it.
+func openImageFile(path string, mode int, verb string) (*os.File, os.FileInfo, *image.Image, error) {
+	f, err := os.OpenFile(path, mode, 0)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("source %s: %w", path, err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("source %s is not a file: asr %s prepared image files (asr imagescan makes them)", path, verb)
+	} else if err != nil {
+		err = fmt.Errorf("source %s: %w", path, err)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, err
+	}
+	im, err := image.Open(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, fmt.Errorf("source %s: %w (asr %s prepared images: make one with asr imagescan)", path, err, verb)
+	}
+	return f, st, im, nil
 }

@@ -1,6 +1,7 @@
 package blockmap
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -331,15 +332,7 @@ func mapLVM(r io.ReaderAt, off, n int64, head []byte) ([]Region, error) {
 	if devEnd < n {
 		regions = append(regions, nonZero(off+devEnd, n-devEnd, "after the end of the LVM2 physical volume"))
 	}
-	slices.SortFunc(regions, func(a, b Region) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(regions, func(a, b Region) int { return cmp.Compare(a.Off, b.Off) })
 	return regions, nil
 }
 
@@ -377,15 +370,7 @@ func mapPV(r io.ReaderAt, off int64, vg *lvmVG, pv *lvmPV) ([]Region, error) {
 		}
 		regions = append(regions, rs...)
 	}
-	slices.SortFunc(regions, func(a, b Region) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(regions, func(a, b Region) int { return cmp.Compare(a.Off, b.Off) })
 	// Between the volumes' areas: unallocated extents.
 	var out []Region
 	pos, end := base, base+pv.peCount*ext
