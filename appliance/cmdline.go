@@ -122,7 +122,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 			}
 			c.Report = val
 		default:
-			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.delta, asr.after, asr.onfailure, asr.timeout, asr.debug, asr.image, asr.report)", key)
+			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.delta, asr.after, asr.onfailure, asr.timeout, asr.debug, asr.image, asr.report)", safetext.Short(key, 64))
 		}
 	}
 	return c, nil
