@@ -3,6 +3,7 @@
 #               then boot 3 VMs that restore it over multicast and check their disks
 #   make lab    the demo's lab left running (asr server, DHCP, a VM) until Ctrl-C
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
+#   make test-vm  the slow VM tier: the appliance on each kind of hardware (the TestMatrix* tests of ./qemu)
 #   make bench  restore benchmarks against dd, bmaptool, curl, udpcast, partclone, cp -a and rsync (root, ~20 min)
 #   make lint   gofmt, go vet, staticcheck
 #   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules;
@@ -31,7 +32,7 @@ TRUSTED_KEYS ?=
 
 SHELL    := /bin/bash
 
-.PHONY: all build test unit fuzz bench bench-fsmap lint demo lab lab-tool deps clean initramfs usb-image usb-image-args
+.PHONY: all build test test-vm unit fuzz bench bench-fsmap lint demo lab lab-tool deps clean initramfs usb-image usb-image-args
 
 all: build
 
@@ -70,8 +71,16 @@ test: deps lint unit fuzz
 # (internal/testenv says how the gate works). The timeout is per package:
 # the VM tests of ./qemu took 863 s here (21 VMs under TCG), so 20m left
 # too little room on a slower machine.
+#
+# The tests named TestMatrix* (./qemu: the appliance on each row of the
+# hardware matrix, UEFI and Secure Boot, a real system booted after its
+# restore) are the slow tier: make test-vm runs them, and CI runs both
+# targets (.ci/run), so make test stays under 30 minutes.
 unit:
-	ASR_E2E=1 ASR_VM=1 $(GO) test -count=1 -timeout 28m ./...
+	ASR_E2E=1 ASR_VM=1 $(GO) test -count=1 -timeout 28m -skip '^TestMatrix' ./...
+
+test-vm: deps
+	ASR_E2E=1 ASR_VM=1 $(GO) test -count=1 -timeout 60m -run '^TestMatrix' -v ./qemu/
 
 # fuzz-one TARGET PACKAGE EXECUTIONS
 fuzz-one = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $$(( $(3) * $(FUZZSCALE) ))x -fuzzminimizetime 200x -parallel 1 $(2)
