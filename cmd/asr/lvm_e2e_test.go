@@ -226,15 +226,14 @@ func TestE2ELVMImageKeepsOnlyUsedData(t *testing.T) {
 	if len(trees["one"]) < 40 || len(trees["two"]) < 40 {
 		t.Fatalf("the volumes hold %d and %d entries: the test disk is not what this test needs", len(trees["one"]), len(trees["two"]))
 	}
-	img := disk + ".asr"
-	r := mustAsr(t, "imagescan", "--source", disk, "--output", img)
+	scanned, img, tfile, _ := scanRestore(t, disk, 9)
 	for _, want := range []string{"by LVM2 metadata", "by ext4 bitmap", "(LVM2 logical volume " + vg + "/one)", "(LVM2 logical volume " + vg + "/two)", "unallocated physical extents"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("imagescan output lacks %q; got:\n%s", want, r.stdout)
+		if !strings.Contains(scanned, want) {
+			t.Errorf("imagescan output lacks %q; got:\n%s", want, scanned)
 		}
 	}
-	if strings.Contains(r.stdout, "Warning") {
-		t.Errorf("imagescan warned about the LVM disk:\n%s", r.stdout)
+	if strings.Contains(scanned, "Warning") {
+		t.Errorf("imagescan warned about the LVM disk:\n%s", scanned)
 	}
 	// About 2 x 1.6 MiB of files and the filesystems' metadata, out of
 	// 128 MiB of random bytes.
@@ -245,11 +244,6 @@ func TestE2ELVMImageKeepsOnlyUsedData(t *testing.T) {
 	if !strings.Contains(info.stdout, "LVM2 metadata") || !strings.Contains(info.stdout, "LVM2 logical volume "+vg+"/one") {
 		t.Errorf("asr info does not list the LVM areas; got:\n%s", info.stdout)
 	}
-
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, disk), 9)
-	tdev := loop(t, tfile)
-	mustAsr(t, "restore", "--source", img, "--target", tdev, "--erase", "--noprompt")
 	checkFreeNotCopied(t, disk, tfile)
 
 	// LVM, seeing only the restored partition, reads the same volumes;
@@ -372,23 +366,8 @@ func TestE2ELVMDamagedMetadata(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.Close()
-			img := bad + ".asr"
-			r := mustAsr(t, "imagescan", "--source", bad, "--output", img)
-			for _, w := range tt.want {
-				if !strings.Contains(r.stdout, w) {
-					t.Errorf("imagescan output lacks %q; got:\n%s", w, r.stdout)
-				}
-			}
-			if strings.Contains(r.stdout, "by LVM") {
-				t.Errorf("imagescan mapped the damaged physical volume by its LVM metadata; got:\n%s", r.stdout)
-			}
-			tfile := filepath.Join(t.TempDir(), "target.img")
-			fillRandom(t, tfile, fileSize(t, bad), 5)
-			tdev := loop(t, tfile)
-			mustAsr(t, "restore", "--source", img, "--target", tdev, "--erase", "--noprompt")
-			n := fileSize(t, bad)
-			if got, want := hashRange(t, tdev, 0, n), hashRange(t, bad, 0, n); got != want {
-				t.Errorf("restored disk has sha256 %s, want %s (the damaged source, byte for byte)", got, want)
+			if scanned := checkRestoredExact(t, bad, tt.want...); strings.Contains(scanned, "by LVM") {
+				t.Errorf("imagescan mapped the damaged physical volume by its LVM metadata; got:\n%s", scanned)
 			}
 		})
 	}
