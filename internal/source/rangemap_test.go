@@ -107,15 +107,22 @@ func TestHTTPRawMappedByRanges(t *testing.T) {
 		stall    bool
 		// whole: the file is read whole (to check it); else at most half.
 		whole bool
+		// noRange: the server ignores Range, and the disk is spooled.
+		noRange bool
 	}{
-		{"ranges", "", false, false},
-		{"checksum", "sha256:" + hex.EncodeToString(sum[:]), false, true},
-		{"stall while mapping", "", true, false},
+		{"ranges", "", false, false, false},
+		{"checksum", "sha256:" + hex.EncodeToString(sum[:]), false, true, false},
+		{"stall while mapping", "", true, false, false},
+		{"no ranges, spooled", "", false, true, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var sent atomic.Int64
 			var stalled atomic.Bool
 			s := newServer(t, files(map[string][]byte{"/disk.img": disk}, func(n int, r *http.Request) serveOpts {
+				if tt.noRange { // the whole file, whatever was asked
+					sent.Add(size)
+					return serveOpts{noRange: true}
+				}
 				a, b, _ := rangeOf(r, size)
 				sent.Add(b - a + 1)
 				if tt.stall && !probe(r) && !stalled.Swap(true) {
@@ -128,7 +135,8 @@ func TestHTTPRawMappedByRanges(t *testing.T) {
 			var mu sync.Mutex
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			src, err := OpenHTTP(ctx, s.URL+"/disk.img", HTTPOptions{ChunkSize: cs, Checksum: tt.checksum, Stall: 2 * time.Second,
+			spool := t.TempDir()
+			src, err := OpenHTTP(ctx, s.URL+"/disk.img", HTTPOptions{ChunkSize: cs, Checksum: tt.checksum, Stall: 2 * time.Second, SpoolDir: spool,
 				Log: func(f string, a ...any) { mu.Lock(); logged = append(logged, fmt.Sprintf(f, a...)); mu.Unlock() }})
 			if err != nil {
 				t.Fatal(err)
@@ -152,6 +160,9 @@ func TestHTTPRawMappedByRanges(t *testing.T) {
 			}
 			if !tt.whole && sent.Load() > size/2 {
 				t.Errorf("served %d bytes of a %d-byte disk that is mostly free space: the free chunks were fetched", sent.Load(), size)
+			}
+			if ents, _ := os.ReadDir(spool); len(ents) > 0 {
+				t.Errorf("the spool folder holds %d entries, want none (the spool has no name)", len(ents))
 			}
 			if tt.stall && !stalled.Load() {
 				t.Errorf("the server never stalled: the test tested nothing")
