@@ -192,10 +192,9 @@ func TestE2ENTFSImageKeepsOnlyUsedData(t *testing.T) {
 	dir := t.TempDir()
 	disk, poff, psize, src := ntfsDisk(t, dir, "128M", 60<<20)
 
-	img := disk + ".asr"
-	r := mustAsr(t, "imagescan", "--source", disk, "--output", img)
-	if !strings.Contains(r.stdout, "Mapped partition 1") || !strings.Contains(r.stdout, "by NTFS bitmap") {
-		t.Errorf("imagescan did not say partition 1 was mapped by its NTFS bitmap; got:\n%s", r.stdout)
+	scanned, img, tfile, _ := scanRestore(t, disk, 9)
+	if !strings.Contains(scanned, "Mapped partition 1") || !strings.Contains(scanned, "by NTFS bitmap") {
+		t.Errorf("imagescan did not say partition 1 was mapped by its NTFS bitmap; got:\n%s", scanned)
 	}
 	info := mustAsr(t, "info", "--source", img)
 	if !regexp.MustCompile(`partition 1:\s+\S+ MiB at 1048576, NTFS bitmap: \S+ MiB used`).MatchString(info.stdout) {
@@ -204,11 +203,6 @@ func TestE2ENTFSImageKeepsOnlyUsedData(t *testing.T) {
 	if st := fileSize(t, img); st > 20<<20 {
 		t.Errorf("image is %d bytes, want under 20 MiB: the volume holds about 8 MiB of files and 60 MiB of deleted data", st)
 	}
-
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, disk), 9)
-	dev := loop(t, tfile)
-	mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
 	dst := partLoop(t, tfile, poff, psize, false)
 	if out, err := exec.Command("ntfsfix", "-n", dst).CombinedOutput(); err != nil || strings.Contains(string(out), "FAILED") {
 		t.Fatalf("ntfsfix -n on the restored partition: %v\n%s", err, out)
@@ -232,10 +226,9 @@ func TestE2EExFATImageKeepsOnlyUsedData(t *testing.T) {
 	src := loop(t, vol)
 	fillFUSE(t, src, "mount.exfat-fuse", 60<<20)
 
-	img := vol + ".asr"
-	r := mustAsr(t, "imagescan", "--source", vol, "--output", img)
-	if !strings.Contains(r.stdout, "Mapped whole disk") || !strings.Contains(r.stdout, "by exFAT bitmap") {
-		t.Errorf("imagescan did not say the volume was mapped by its exFAT bitmap; got:\n%s", r.stdout)
+	scanned, img, tfile, dev := scanRestore(t, vol, 4)
+	if !strings.Contains(scanned, "Mapped whole disk") || !strings.Contains(scanned, "by exFAT bitmap") {
+		t.Errorf("imagescan did not say the volume was mapped by its exFAT bitmap; got:\n%s", scanned)
 	}
 	info := mustAsr(t, "info", "--source", img)
 	if !strings.Contains(info.stdout, "exFAT bitmap:") {
@@ -244,10 +237,6 @@ func TestE2EExFATImageKeepsOnlyUsedData(t *testing.T) {
 	if st := fileSize(t, img); st > 20<<20 {
 		t.Errorf("image is %d bytes, want under 20 MiB: the volume holds about 8 MiB of files and 60 MiB of deleted data", st)
 	}
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, vol), 4)
-	dev := loop(t, tfile)
-	mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
 	if out, err := exec.Command("fsck.exfat", "-n", dev).CombinedOutput(); err != nil {
 		t.Fatalf("fsck.exfat -n on the restored volume: %v\n%s", err, out)
 	}
@@ -311,19 +300,14 @@ func TestE2EHFSPlusImageKeepsOnlyUsedData(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	img := vol + ".asr"
-	r := mustAsr(t, "imagescan", "--source", vol, "--output", img)
-	if !strings.Contains(r.stdout, "by HFS+ allocation file") {
-		t.Errorf("imagescan did not say the volume was mapped by its HFS+ allocation file; got:\n%s", r.stdout)
+	scanned, img, tfile, dev := scanRestore(t, vol, 6)
+	if !strings.Contains(scanned, "by HFS+ allocation file") {
+		t.Errorf("imagescan did not say the volume was mapped by its HFS+ allocation file; got:\n%s", scanned)
 	}
 	info := mustAsr(t, "info", "--source", img)
 	if !strings.Contains(info.stdout, "HFS+ allocation file:") {
 		t.Errorf("asr info does not list the volume with its HFS+ allocation file method; got:\n%s", info.stdout)
 	}
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, vol), 6)
-	dev := loop(t, tfile)
-	mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
 	for _, p := range files[:len(files)-1] {
 		n := fileSize(t, p)
 		if got, want := hashRange(t, dev, at[p], n), hashRange(t, p, 0, n); got != want {
@@ -426,19 +410,7 @@ func TestE2EForeignDamagedMetadataFallsBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.Close()
-			img := bad + ".asr"
-			r := mustAsr(t, "imagescan", "--source", bad, "--output", img)
-			if !strings.Contains(r.stdout, tt.expect) {
-				t.Errorf("imagescan output lacks %q; got:\n%s", tt.expect, r.stdout)
-			}
-			tfile := filepath.Join(t.TempDir(), "target.img")
-			fillRandom(t, tfile, fileSize(t, bad), 5)
-			dev := loop(t, tfile)
-			mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
-			n := fileSize(t, bad)
-			if got, want := hashRange(t, dev, 0, n), hashRange(t, bad, 0, n); got != want {
-				t.Errorf("restored disk has sha256 %s, want %s (the damaged source, byte for byte)", got, want)
-			}
+			checkRestoredExact(t, bad, tt.expect)
 		})
 	}
 }

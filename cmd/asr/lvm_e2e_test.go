@@ -226,15 +226,14 @@ func TestE2ELVMImageKeepsOnlyUsedData(t *testing.T) {
 	if len(trees["one"]) < 40 || len(trees["two"]) < 40 {
 		t.Fatalf("the volumes hold %d and %d entries: the test disk is not what this test needs", len(trees["one"]), len(trees["two"]))
 	}
-	img := disk + ".asr"
-	r := mustAsr(t, "imagescan", "--source", disk, "--output", img)
+	scanned, img, tfile, _ := scanRestore(t, disk, 9)
 	for _, want := range []string{"by LVM2 metadata", "by ext4 bitmap", "(LVM2 logical volume " + vg + "/one)", "(LVM2 logical volume " + vg + "/two)", "unallocated physical extents"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("imagescan output lacks %q; got:\n%s", want, r.stdout)
+		if !strings.Contains(scanned, want) {
+			t.Errorf("imagescan output lacks %q; got:\n%s", want, scanned)
 		}
 	}
-	if strings.Contains(r.stdout, "Warning") {
-		t.Errorf("imagescan warned about the LVM disk:\n%s", r.stdout)
+	if strings.Contains(scanned, "Warning") {
+		t.Errorf("imagescan warned about the LVM disk:\n%s", scanned)
 	}
 	// About 2 x 1.6 MiB of files and the filesystems' metadata, out of
 	// 128 MiB of random bytes.
@@ -245,11 +244,6 @@ func TestE2ELVMImageKeepsOnlyUsedData(t *testing.T) {
 	if !strings.Contains(info.stdout, "LVM2 metadata") || !strings.Contains(info.stdout, "LVM2 logical volume "+vg+"/one") {
 		t.Errorf("asr info does not list the LVM areas; got:\n%s", info.stdout)
 	}
-
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, disk), 9)
-	tdev := loop(t, tfile)
-	mustAsr(t, "restore", "--source", img, "--target", tdev, "--erase", "--noprompt")
 	checkFreeNotCopied(t, disk, tfile)
 
 	// LVM, seeing only the restored partition, reads the same volumes;
@@ -324,43 +318,58 @@ func TestE2ELVMTwoPhysicalVolumes(t *testing.T) {
 }
 
 // TestE2ELVMDamagedMetadata: a physical volume whose metadata text fails
-// its checksum is copied whole with a warning, and restored byte for byte.
+// its checksum is copied whole with a warning, one whose label has lost its
+// LABELONE magic (no longer a physical volume) as non-zero blocks; both are
+// restored byte for byte.
 func TestE2ELVMDamagedMetadata(t *testing.T) {
 	dir := t.TempDir()
 	disk, _, _ := lvmDisk(t, dir, vgName())
 	poff, _ := firstPartition(t, disk)
-	// The metadata area starts 4 KiB into the volume; its header's first
-	// raw_locn (at byte 40) says where the current text lies in it.
-	f, err := os.OpenFile(disk, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr := make([]byte, 512)
-	if _, err := f.ReadAt(hdr, poff+4096); err != nil {
-		t.Fatal(err)
-	}
-	at := poff + 4096 + int64(binary.LittleEndian.Uint64(hdr[40:])) + 1
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, at); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x20
-	if _, err := f.WriteAt(b, at); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	img := disk + ".asr"
-	r := mustAsr(t, "imagescan", "--source", disk, "--output", img)
-	if !strings.Contains(r.stdout, "Warning: partition 1") || !strings.Contains(r.stdout, "checksum") {
-		t.Errorf("imagescan did not warn that partition 1's LVM metadata fails its checksum; got:\n%s", r.stdout)
-	}
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, disk), 5)
-	tdev := loop(t, tfile)
-	mustAsr(t, "restore", "--source", img, "--target", tdev, "--erase", "--noprompt")
-	n := fileSize(t, disk)
-	if got, want := hashRange(t, tdev, 0, n), hashRange(t, disk, 0, n); got != want {
-		t.Errorf("restored disk has sha256 %s, want %s (the damaged source, byte for byte)", got, want)
+	for _, tt := range []struct {
+		name string
+		// damage returns where to write what in the disk.
+		damage func(f *os.File) (int64, []byte)
+		want   []string // what imagescan must say
+	}{
+		{"metadata text checksum", func(f *os.File) (int64, []byte) {
+			// The metadata area starts 4 KiB into the volume; its
+			// header's first raw_locn (at byte 40) says where the
+			// current text lies in it.
+			hdr := make([]byte, 512)
+			if _, err := f.ReadAt(hdr, poff+4096); err != nil {
+				t.Fatal(err)
+			}
+			at := poff + 4096 + int64(binary.LittleEndian.Uint64(hdr[40:])) + 1
+			b := make([]byte, 1)
+			if _, err := f.ReadAt(b, at); err != nil {
+				t.Fatal(err)
+			}
+			return at, []byte{b[0] ^ 0x20}
+		}, []string{"Warning: partition 1", "checksum"}},
+		{"bad label magic", func(f *os.File) (int64, []byte) {
+			sec := make([]byte, 8)
+			if _, err := f.ReadAt(sec, poff+512); err != nil || string(sec) != "LABELONE" {
+				t.Fatalf("no LABELONE in sector 1 of the physical volume (%q, %v)", sec, err)
+			}
+			return poff + 512, []byte("LABELTWO")
+		}, []string{"non-zero"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := filepath.Join(t.TempDir(), "bad.img")
+			sh(t, "cp", "--sparse=always", disk, bad)
+			f, err := os.OpenFile(bad, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at, b := tt.damage(f)
+			if _, err := f.WriteAt(b, at); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			if scanned := checkRestoredExact(t, bad, tt.want...); strings.Contains(scanned, "by LVM") {
+				t.Errorf("imagescan mapped the damaged physical volume by its LVM metadata; got:\n%s", scanned)
+			}
+		})
 	}
 }
 

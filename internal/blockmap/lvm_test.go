@@ -204,7 +204,7 @@ func TestLVMTinyPV(t *testing.T) {
 		{tinyPVStart + 0*tinyPVExtent, false, MethodLVM, false, "unallocated"},
 		{tinyPVStart + 3*tinyPVExtent, false, MethodLVM, false, "unallocated"},
 		{tinyPVStart + 5*tinyPVExtent, true, MethodExt2, false, "logical volume vg0/a"},
-		{tinyPVStart + 10*tinyPVExtent, true, MethodNonZero, true, "vg0/pool_tdata: a hidden part of another volume, kept whole"},
+		{tinyPVStart + 10*tinyPVExtent, true, MethodNonZero, true, "vg0/pool_tdata: used by thin-pool volume pool, kept whole"},
 		{tinyPVStart + 11*tinyPVExtent, true, MethodNonZero, true, "kept whole"},
 		{tinyPVStart + 13*tinyPVExtent, false, MethodLVM, false, "unallocated"},
 		{tinyPVSize - 4096, false, MethodLVM, false, "after the last physical extent"},
@@ -395,7 +395,7 @@ func ExampleBuild_lvm() {
 	// 36864 + 8192 LVM2 metadata     0 used  unallocated physical extents
 	// 45056 + 4096 ext2 bitmap    4096 used  LVM2 logical volume vg0/b
 	// 49152 + 4096 ext2 bitmap    3072 used  LVM2 logical volume vg0/b
-	// 53248 + 8192 non-zero       8192 used  LVM2 logical volume vg0/pool_tdata: a hidden part of another volume, kept whole
+	// 53248 + 8192 non-zero       8192 used  LVM2 logical volume vg0/pool_tdata: used by thin-pool volume pool, kept whole
 	// 61440 + 8192 LVM2 metadata     0 used  unallocated physical extents
 	// 69632 + 4096 LVM2 metadata     0 used  after the last physical extent
 }

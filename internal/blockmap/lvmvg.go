@@ -136,7 +136,7 @@ func parseLV(c *cfgNode) (*lvmLV, error) {
 	}
 	lv := &lvmLV{name: c.key}
 	if !slices.Contains(c.strs("status"), "VISIBLE") {
-		lv.whole = "a hidden part of another volume"
+		lv.whole = hiddenPart
 	}
 	for _, s := range c.children {
 		if !s.section {
@@ -223,6 +223,10 @@ func (n *cfgNode) valsOrNil() []cfgValue {
 	return n.vals
 }
 
+// hiddenPart is why a volume without VISIBLE is kept whole, until
+// markWhole finds the volume it is a part of and says which.
+const hiddenPart = "a hidden part of another volume"
+
 // markWhole decides which volumes are kept whole: those with a segment
 // that is not striped (thin pools and volumes, RAID, mirrors, snapshots,
 // caches...), every volume such a segment names, and every volume a stripe
@@ -239,7 +243,7 @@ func (vg *lvmVG) markWhole() {
 					lv.whole = "a " + s.typ + " volume"
 				}
 				for _, a := range s.areas {
-					if o := byName[a.pv]; o != nil && o != lv && o.whole == "" {
+					if o := byName[a.pv]; o != nil && o != lv && (o.whole == "" || o.whole == hiddenPart) {
 						o.whole = "used by " + s.typ + " volume " + lv.name
 					}
 				}

@@ -41,6 +41,9 @@ type HTTPOptions struct {
 	// during the reading that measures it, so that its filesystems are
 	// mapped and only their used blocks written (see spool).
 	SpoolDir string
+	// AllBlocks reads a raw image whole, free space included, instead of
+	// mapping its filesystems (with range requests, or in the spool).
+	AllBlocks bool
 	// Log, if set, hears about retries and checksum decisions, one line each.
 	Log func(format string, a ...any)
 	// Client, if set, sends every request instead of a client of the
@@ -121,7 +124,7 @@ func OpenHTTP(ctx context.Context, rawurl string, opts HTTPOptions) (Source, err
 	if cs == 0 {
 		cs = image.DefaultChunkSize
 	}
-	return openStreamRaw(ctx, hc, first, ft, want, from, cs, opts.MaxSize, opts.SpoolDir)
+	return openStreamRaw(ctx, hc, first, ft, want, from, cs, opts.MaxSize, opts.SpoolDir, opts.AllBlocks)
 }
 
 // probe asks for the file's first 64 KiB: the answer says whether ranges

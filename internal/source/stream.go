@@ -10,6 +10,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 )
 
@@ -393,6 +394,10 @@ type streamRaw struct {
 	// compressed image is read once to measure it anyway, and from then on
 	// the chunks come from there (see spool).
 	local Source
+	// used maps a plain disk on a server that takes ranges (see
+	// rangemap.go): only its used chunks are fetched, or, when the file
+	// must match a checksum, written. nil: every chunk is what it is.
+	used *blockmap.Map
 }
 
 // openStreamRaw opens a raw image of format ft; want is the SHA-256 the file
@@ -403,10 +408,25 @@ type streamRaw struct {
 // With spoolDir set, a compressed image is decompressed into a spool there
 // during that reading, and mapped (a *SpoolError from the spool is logged,
 // and the image is then measured and streamed as without it).
-func openStreamRaw(ctx context.Context, t transport, first io.ReadCloser, ft format, want []byte, wantFrom string, cs int, maxSize int64, spoolDir string) (Source, error) {
+//
+// A plain image on a server that takes ranges and says its size is mapped
+// with range requests instead (see rangemap.go), unless allBlocks; one
+// without ranges is spooled like a compressed one.
+func openStreamRaw(ctx context.Context, t transport, first io.ReadCloser, ft format, want []byte, wantFrom string, cs int, maxSize int64, spoolDir string, allBlocks bool) (Source, error) {
 	r := &streamRaw{t: t, first: first, decomp: ft.decomp, want: want, wantFrom: wantFrom}
 	r.info = Info{Kind: ft.kind() + " over " + t.kind(), ChunkSize: cs, Size: t.size()}
-	if ft.decomp != nil && spoolDir != "" {
+	byRanges := ft.decomp == nil && t.ranges() && t.size() > 0
+	if byRanges && !allBlocks && (maxSize <= 0 || t.size() <= maxSize) {
+		// A disk too big for the target is refused by the caller, on the
+		// size alone: no need to map it first.
+		used, err := mapOverRanges(ctx, t)
+		if err != nil {
+			r.Close()
+			return nil, r.wrap(fmt.Errorf("mapping its filesystems: %w", err))
+		}
+		r.used = used
+	}
+	if !byRanges && !allBlocks && spoolDir != "" {
 		err := r.spool(ctx, spoolDir, maxSize)
 		var se *SpoolError
 		switch {
@@ -567,6 +587,12 @@ func (r *streamRaw) Close() error {
 func (r *streamRaw) Run(ctx context.Context, workers int, fn func(Chunk) error) error {
 	if r.local != nil { // checked against its checksum when it was spooled
 		return r.local.Run(ctx, workers, fn)
+	}
+	if r.used != nil && r.want == nil { // nothing to check: fetch only the used chunks
+		return runRanges(ctx, r.t, r.info, r.used, workers, fn)
+	}
+	if r.used != nil { // every byte is hashed, only the used ones written
+		fn = maskChunks(r.used, r.info.ChunkSize, fn)
 	}
 	rc, sv, err := r.stream(ctx)
 	if err != nil {

@@ -12,11 +12,14 @@ import (
 
 const httpHelp = `http(s)://HOST/IMG  a prepared image on a web server: fetched with range requests on
                     several connections (one stream if the server ignores Range),
-                    resuming dropped connections; raw images (.img, .gz, .xz, .zst)
-                    stream sequentially (a compressed one is downloaded once into a
-                    temporary file first, as a local one is, and mapped by its
-                    filesystems). user:password@ in the URL is sent as basic
-                    authentication; it and the signatures of presigned URLs
+                    resuming dropped connections. A raw image (.img) on a server that
+                    takes ranges is mapped by its filesystems through range requests,
+                    and only its used chunks are fetched (with a checksum to match,
+                    it is read whole but only used data is written); a compressed one
+                    (.gz, .xz, .zst), or any raw image without ranges, is downloaded
+                    once into a temporary file first, as a local one is, and mapped;
+                    --allblocks reads them whole. user:password@ in the URL is sent
+                    as basic authentication; it and the signatures of presigned URLs
                     (X-Amz-Signature, sig=, token=...) are never printed
 `
 
@@ -53,6 +56,6 @@ func redactURL(s string) string { return redact.URL(s) }
 func openHTTP(ctx context.Context, s string, o Options) (source.Source, error) {
 	return source.OpenHTTP(ctx, s, source.HTTPOptions{
 		CACert: o.CACert, Checksum: o.Checksum, Stall: o.Timeout, Retries: o.Retries, Log: o.Log, MaxSize: o.MaxSize,
-		SpoolDir: o.SpoolDir,
+		SpoolDir: o.SpoolDir, AllBlocks: o.AllBlocks,
 	})
 }

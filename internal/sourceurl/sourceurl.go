@@ -27,7 +27,7 @@ type Options struct {
 	Retries   int           // http(s): reconnections in a row without progress
 	Interface string        // asr://: join the group on this interface
 	Name      string        // asr://: how the server's log names this client
-	AllBlocks bool          // local raw images and devices: copy free space too
+	AllBlocks bool          // raw images (local, http(s)) and devices: copy free space too
 	MAC       string        // asr://: this machine's network card, for the server's table
 	Disk      string        // asr://: the target, for the server's table
 	MaxSize   int64         // the target's size: sources measured by reading stop past it; 0: no limit
