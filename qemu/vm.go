@@ -59,6 +59,7 @@ type config struct {
 	args      []string
 	uefiCode  string
 	uefiVars  string
+	secure    bool
 }
 
 type disk struct {
@@ -127,6 +128,16 @@ func WithUSBDisk(path string) Fn {
 // firmware (no WithKernel).
 func WithUEFI(code, vars string) Fn {
 	return func(c *config) error { c.uefiCode, c.uefiVars = code, vars; return nil }
+}
+
+// WithSecureBoot runs the UEFI firmware (WithUEFI) as Secure Boot needs it:
+// a q35 machine with SMM, whose flash only SMM code may write, so that the
+// guest cannot change the enrolled keys behind the firmware's back. Give
+// WithUEFI a firmware built for it (Debian's OVMF_CODE_4M.secboot.fd) and
+// variables with keys enrolled (OVMF_VARS_4M.ms.fd: Microsoft's, which
+// sign shim): Secure Boot is then on.
+func WithSecureBoot() Fn {
+	return func(c *config) error { c.secure = true; return nil }
 }
 
 // WithMemory sets the guest's memory in MiB (default 1024).
@@ -236,9 +247,9 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		// graphics=off: SeaBIOS (and iPXE, through it) print on the serial
 		// console, where a test sees why a boot failed.
 		args = append(args, "-machine", "graphics=off")
-		if c.netboot {
+		if c.netboot && c.uefiCode == "" {
 			args = append(args, "-boot", "order=c,once=n")
-		} else {
+		} else if !c.netboot {
 			args = append(args, "-no-reboot", "-boot", "order=c,reboot-timeout=1000")
 		}
 	case firmware:
@@ -253,12 +264,24 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "))
 	}
 	if c.uefiCode != "" {
-		if !firmware || c.netboot || c.diskboot {
-			return nil, fmt.Errorf("vm %s: UEFI firmware boots from disk by itself; give no kernel, WithNetboot or WithDiskBoot", name)
+		if !firmware || c.diskboot {
+			return nil, fmt.Errorf("vm %s: UEFI firmware boots from disk or the network by itself; give no kernel or WithDiskBoot", name)
 		}
-		args = append(args, "-machine", "q35",
+		machine := "q35"
+		if c.secure {
+			machine += ",smm=on"
+			args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
+		args = append(args, "-machine", machine,
 			"-drive", "if=pflash,format=raw,readonly=on,file="+c.uefiCode,
 			"-drive", "if=pflash,format=raw,file="+c.uefiVars)
+		if c.netboot {
+			// OVMF ignores -boot: the NIC's bootindex puts PXE first, every
+			// boot. A guest's reboot ends QEMU, as for a disk boot.
+			args = append(args, "-no-reboot")
+		}
+	} else if c.secure {
+		return nil, fmt.Errorf("vm %s: WithSecureBoot needs the UEFI firmware (WithUEFI)", name)
 	}
 	xhci := false
 	for i, d := range c.disks {
@@ -291,6 +314,9 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		if c.netboot {
 			// QEMU's own iPXE ROM for the model (Debian's ipxe-qemu).
 			rom = ""
+			if c.uefiCode != "" {
+				rom = ",bootindex=0"
+			}
 		}
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", v.tap),
