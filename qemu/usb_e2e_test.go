@@ -48,7 +48,9 @@ func mkusbWith(t *testing.T, dir, img, kernel, initrd string) string {
 	return stick
 }
 
-func stickRestores(t *testing.T, name string, extra ...qemu.Fn) {
+// stickRestores builds a stick, boots a VM from it and checks the restore;
+// it returns the VM (ended) for more checks of its console.
+func stickRestores(t *testing.T, name string, extra ...qemu.Fn) *qemu.VM {
 	dir := t.TempDir()
 	disk, img := image(t, dir, 32<<20, 621)
 	stick := mkusb(t, dir, img)
@@ -78,6 +80,7 @@ func stickRestores(t *testing.T, name string, extra ...qemu.Fn) {
 	if after := testenv.Hash(t, stick, 0, st.Size()); after != before {
 		t.Errorf("the stick changed: sha256 %s before, %s after", before, after)
 	}
+	return vm
 }
 
 func TestUSBStickRestoresByBIOS(t *testing.T) {
@@ -87,16 +90,7 @@ func TestUSBStickRestoresByBIOS(t *testing.T) {
 
 func TestUSBStickRestoresByUEFI(t *testing.T) {
 	testenv.RequireVM(t)
-	const code, vars = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	b, err := os.ReadFile(vars)
-	if _, cerr := os.Stat(code); err != nil || cerr != nil {
-		testenv.Unavailable(t, "needs OVMF firmware (%v, %v): scripts/deps.sh installs Debian's ovmf", err, cerr)
-	}
-	myVars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	if err := os.WriteFile(myVars, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	stickRestores(t, "n6buefi", qemu.WithUEFI(code, myVars))
+	stickRestores(t, "n6buefi", ovmf(t, false)...)
 }
 
 // The image must come from the stick, never from the machine's own disk:
