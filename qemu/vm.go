@@ -18,7 +18,7 @@ import (
 // A VM is a QEMU virtual machine with raw virtio, NVMe or USB disks and,
 // optionally, a NIC on a tap of a Lab's bridge. It boots one of four ways:
 // a kernel and initramfs given to QEMU (WithKernel, WithInitramfs), the
-// network by its NIC's iPXE ROM (WithNetboot), its first disk by the BIOS
+// network by its firmware's PXE (WithNetboot), its first disk by the BIOS
 // (WithDiskBoot), or, given none of these, by its firmware (SeaBIOS, or
 // OVMF for UEFI with WithUEFI) from whichever disk it prefers (a USB stick
 // with bootindex 0). Its serial console is its Console. It runs under TCG
@@ -187,7 +187,8 @@ func WithNICModel(model string) Fn {
 // first disk (QEMU's -boot once=n), and the guest's reboot does not end QEMU,
 // so an appliance that restored the disk and rebooted boots what it wrote.
 // The BIOS and iPXE print on the serial console too. It needs WithNIC, and
-// no kernel.
+// no kernel. With WithUEFI, OVMF's PXE boots from the network every time
+// (it has no boot-once), and the guest's reboot ends QEMU.
 func WithNetboot() Fn {
 	return func(c *config) error { c.netboot = true; return nil }
 }
