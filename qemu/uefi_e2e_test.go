@@ -10,6 +10,7 @@ package qemu_test
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -136,11 +137,11 @@ func TestMatrixSecureBootRefusesUnsignedKernel(t *testing.T) {
 }
 
 // uefiNetboot boots a UEFI VM with an empty virtio disk from the network
-// of the example lab (dnsmasq.conf, grub.cfg): its firmware's PXE gets
-// shim, shim GRUB, GRUB the appliance, which restores the disk from asr
-// server (DHCP option 224). It returns the VM, ended by the appliance's
-// reboot.
-func uefiNetboot(t *testing.T, name string, nic int, secure bool) *qemu.VM {
+// of the example lab (dnsmasq.conf, boot.ipxe, grub.cfg), which restores
+// the disk from asr server (DHCP option 224); path is the console line
+// that shows which way it came. It returns the VM, ended by the
+// appliance's reboot.
+func uefiNetboot(t *testing.T, name string, nic int, path string, fns ...qemu.Fn) *qemu.VM {
 	t.Helper()
 	requireSigned(t, shimSigned, grubNetSigned)
 	l := netbootLab(t, name)
@@ -148,37 +149,54 @@ func uefiNetboot(t *testing.T, name string, nic int, secure bool) *qemu.VM {
 	l.asrServer(t, img, "239.255.61.14", 8_000_000)
 	target := emptyDisk(t, l.dir, "vda.img", 64<<20)
 
-	vm := qemu.StartT(t, "hu-"+name, append(ovmf(t, secure),
+	vm := qemu.StartT(t, "hu-"+name, append(fns,
 		qemu.WithDisk(target), qemu.WithNIC(l.lab, nic), qemu.WithNetboot())...)
-	// The firmware's PXE got shim by TFTP, shim GRUB, GRUB its menu.
-	if _, err := vm.Console.Expect(`Loading the asr imaging appliance from http://198\.18\.0\.1/`, 5*time.Minute); err != nil {
+	if _, err := vm.Console.Expect(path, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	menu := time.Since(vm.Started)
+	loader := time.Since(vm.Started)
 	if _, err := vm.Console.Expect(`asr: source: asr://198\.18\.0\.1 \(DHCP option 224 from 198\.18\.0\.1 on eth0\)`, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	guest, wall := restoreStarts(t, vm, 2*time.Minute)
 	took := expectSuccess(t, vm, 4*time.Minute)
 	sameBytes(t, disk, target)
-	t.Logf("%s: GRUB's menu %.1f s after power-on, restore started %.1f s (guest clock %.1f s), restored %.1f s (wall, QEMU start)",
-		name, menu.Seconds(), wall, guest, took)
+	t.Logf("%s: boot loader %.1f s after power-on, restore started %.1f s (guest clock %.1f s), restored %.1f s (wall, QEMU start)",
+		name, loader.Seconds(), wall, guest, took)
 	return vm
 }
 
+// grubPath is the line of the example grub.cfg: the firmware's PXE got shim
+// by TFTP, shim GRUB, GRUB its menu, which loads the appliance by HTTP.
+const grubPath = `Loading the asr imaging appliance from http://198\.18\.0\.1/`
+
 // TestMatrixUEFINetboot: a UEFI PC with Secure Boot off (OVMF, virtio disk,
-// virtio-net) is imaged over the network.
+// virtio-net) is imaged over the network. Its PXE is QEMU's NIC ROM, iPXE,
+// which says so in its request and gets boot.ipxe, as under BIOS.
 func TestMatrixUEFINetboot(t *testing.T) {
 	testenv.RequireVM(t)
-	vm := uefiNetboot(t, "uefinb", 40, false)
+	vm := uefiNetboot(t, "uefinb", 40, `Filename: http://198\.18\.0\.1/boot\.ipxe`, ovmf(t, false)...)
+	// iPXE's EFI build lists EFI among its features; its BIOS build not.
+	if !regexp.MustCompile(`Features: [A-Za-z ]*\bEFI\b`).MatchString(vm.Console.Log()) {
+		t.Errorf("the NIC's iPXE was not its UEFI build")
+	}
+}
+
+// TestMatrixUEFINetbootFirmwarePXE: the same PC whose PXE is the firmware's
+// own (no iPXE ROM on the NIC), as most PCs': it gets shim, which boots
+// with Secure Boot off too.
+func TestMatrixUEFINetbootFirmwarePXE(t *testing.T) {
+	testenv.RequireVM(t)
+	vm := uefiNetboot(t, "uefipxe", 42, grubPath, append(ovmf(t, false), qemu.WithoutNICROM())...)
 	if !strings.Contains(vm.Console.Log(), "secureboot: Secure boot disabled") {
 		t.Errorf("the kernel did not say Secure Boot was off")
 	}
 }
 
-// TestMatrixSecureBootNetboot: the same with Secure Boot on.
+// TestMatrixSecureBootNetboot: with Secure Boot on, the NIC's iPXE ROM is
+// refused (unsigned) and the firmware's own PXE gets shim: the signed way.
 func TestMatrixSecureBootNetboot(t *testing.T) {
 	testenv.RequireVM(t)
-	vm := uefiNetboot(t, "sbnb", 41, true)
+	vm := uefiNetboot(t, "sbnb", 41, grubPath, ovmf(t, true)...)
 	secureBootOn(t, vm)
 }

@@ -60,6 +60,7 @@ type config struct {
 	uefiCode  string
 	uefiVars  string
 	secure    bool
+	noROM     bool
 }
 
 type disk struct {
@@ -138,6 +139,13 @@ func WithUEFI(code, vars string) Fn {
 // sign shim): Secure Boot is then on.
 func WithSecureBoot() Fn {
 	return func(c *config) error { c.secure = true; return nil }
+}
+
+// WithoutNICROM netboots (WithNetboot) by the firmware's own PXE: the NIC
+// has no option ROM (QEMU's is iPXE), as on a PC whose UEFI PXE is not
+// iPXE. Under UEFI only: SeaBIOS has no PXE of its own.
+func WithoutNICROM() Fn {
+	return func(c *config) error { c.noROM = true; return nil }
 }
 
 // WithMemory sets the guest's memory in MiB (default 1024).
@@ -281,8 +289,8 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			// boot. A guest's reboot ends QEMU, as for a disk boot.
 			args = append(args, "-no-reboot")
 		}
-	} else if c.secure {
-		return nil, fmt.Errorf("vm %s: WithSecureBoot needs the UEFI firmware (WithUEFI)", name)
+	} else if c.secure || c.noROM {
+		return nil, fmt.Errorf("vm %s: WithSecureBoot and WithoutNICROM need the UEFI firmware (WithUEFI)", name)
 	}
 	xhci := false
 	for i, d := range c.disks {
@@ -317,6 +325,9 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			rom = ""
 			if c.uefiCode != "" {
 				rom = ",bootindex=0"
+				if c.noROM {
+					rom += ",romfile="
+				}
 			}
 		}
 		args = append(args,
