@@ -167,8 +167,8 @@ func uefiNetboot(t *testing.T, name string, nic int, path string, fns ...qemu.Fn
 }
 
 // grubPath is the line of the example grub.cfg: the firmware's PXE got shim
-// by TFTP, shim GRUB, GRUB its menu, which loads the appliance by HTTP.
-const grubPath = `Loading the asr imaging appliance from http://198\.18\.0\.1/`
+// by TFTP, shim GRUB, GRUB its menu, which loads the appliance by TFTP.
+const grubPath = `Loading the asr imaging appliance from tftp,198\.18\.0\.1 `
 
 // TestMatrixUEFINetboot: a UEFI PC with Secure Boot off (OVMF, virtio disk,
 // virtio-net) is imaged over the network. Its PXE is QEMU's NIC ROM, iPXE,

@@ -640,7 +640,7 @@ DESCRIPTION
 
 SECURE BOOT
     The appliance boots with UEFI Secure Boot on, from the USB stick (make usb-image)
-    or the network (appliance/examples: shim and GRUB by TFTP, then HTTP), through
+    or the network (appliance/examples: shim, GRUB and the appliance by TFTP), through
     Debian's signed chain: the firmware checks shim (signed by Microsoft), shim checks
     GRUB and GRUB, through shim, the kernel (signed by Debian), which then loads only
     signed modules and locks itself down. Use Debian's signed kernel (linux-image-amd64):
