@@ -78,6 +78,20 @@ func secureBootOn(t *testing.T, vm *qemu.VM) {
 		line, _, _ := strings.Cut(log[i:], "\n")
 		t.Logf("%s: %s", vm.Name, strings.TrimSpace(line))
 	}
+	// Locked down, the kernel loads only signed modules: Debian's, which
+	// the initramfs carries decompressed, their signatures inside.
+	m := regexp.MustCompile(`asr: drivers: [0-9]+ loaded \[([^\]]*)\]`).FindStringSubmatch(log)
+	switch {
+	case m == nil:
+		t.Errorf("%s: the appliance did not list the drivers it loaded", vm.Name)
+	case !strings.Contains(" "+m[1]+" ", " virtio_blk "):
+		t.Errorf("%s: virtio_blk (a module) did not load under lockdown: %s", vm.Name, m[0])
+	default:
+		t.Logf("%s: %s", vm.Name, m[0])
+	}
+	if strings.Contains(log, "Loading of unsigned module is rejected") {
+		t.Errorf("%s: the kernel rejected an unsigned module", vm.Name)
+	}
 }
 
 // TestMatrixSecureBootUSBStick: the toolkit stick (shim, signed GRUB,
