@@ -21,8 +21,18 @@
 #
 # Layout (GPT, no root or loop devices needed to build it):
 #   1  BIOS boot  1 MiB   GRUB's core.img for BIOS (grub-pc-bin)
-#   2  EFI system (FAT)   EFI/BOOT/BOOTX64.EFI (grub-efi-amd64-bin), the
-#                         kernel, the initramfs and boot/grub/grub.cfg
+#   2  EFI system (FAT)   EFI/BOOT/BOOTX64.EFI, the kernel, the initramfs
+#                         and boot/grub/grub.cfg. With Debian's signed
+#                         shim and GRUB installed (shim-signed,
+#                         grub-efi-amd64-signed), BOOTX64.EFI is shim
+#                         (signed by Microsoft's UEFI CA) and
+#                         EFI/BOOT/grubx64.efi the GRUB it loads (signed by
+#                         Debian), so the stick boots with Secure Boot on,
+#                         as does a Debian-signed kernel (-k); without them
+#                         it is an unsigned GRUB (grub-efi-amd64-bin), which
+#                         boots only with Secure Boot off. $ASR_USB_SHIM and
+#                         $ASR_USB_GRUB_SIGNED name other files; either set
+#                         to "none": the unsigned GRUB.
 #   3  ASRDATA    (ext4)  the prepared images, at its top level. Add or
 #                         replace images later on any Linux machine:
 #                         mount the partition labelled ASRDATA and copy.
@@ -58,7 +68,17 @@ for tool in grub-mkimage:grub-common sgdisk:gdisk mformat:mtools mcopy:mtools mk
 	command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} is missing: apt-get install ${tool#*:}"
 done
 [ -f /usr/lib/grub/i386-pc/boot.img ] || die "GRUB for BIOS is missing: apt-get install grub-pc-bin"
-[ -d /usr/lib/grub/x86_64-efi ] || die "GRUB for UEFI is missing: apt-get install grub-efi-amd64-bin"
+# Secure Boot: the firmware checks shim (Microsoft's signature), shim checks
+# GRUB and GRUB, through shim, the kernel (Debian's signatures). The
+# initramfs and the kernel's command line are not checked by anyone.
+shim=${ASR_USB_SHIM-/usr/lib/shim/shimx64.efi.signed}
+signedgrub=${ASR_USB_GRUB_SIGNED-/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed}
+signed=0
+if [ "$shim" != none ] && [ "$signedgrub" != none ] && [ -f "$shim" ] && [ -f "$signedgrub" ]; then
+	signed=1
+else
+	[ -d /usr/lib/grub/x86_64-efi ] || die "GRUB for UEFI is missing: apt-get install grub-efi-amd64-bin (or shim-signed and grub-efi-amd64-signed, for Secure Boot)"
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -74,10 +94,18 @@ set prefix=(\$root)/boot/grub
 CFG
 mods="part_gpt fat ext2 search search_fs_uuid normal linux echo serial terminal configfile test"
 grub-mkimage -O i386-pc -o "$tmp/core.img" -c "$tmp/early.cfg" -p /boot/grub biosdisk $mods
-grub-mkimage -O x86_64-efi -o "$tmp/BOOTX64.EFI" -c "$tmp/early.cfg" -p /boot/grub $mods
+if [ $signed = 1 ]; then
+	# Debian's signed GRUB has its modules built in and finds
+	# /boot/grub/grub.cfg on the partition it was loaded from.
+	cp "$shim" "$tmp/BOOTX64.EFI"
+	cp "$signedgrub" "$tmp/grubx64.efi"
+else
+	grub-mkimage -O x86_64-efi -o "$tmp/BOOTX64.EFI" -c "$tmp/early.cfg" -p /boot/grub $mods
+fi
 [ "$(stat -c %s "$tmp/core.img")" -le $((1024 * 1024)) ] || die "core.img is larger than its 1 MiB partition"
 
 cat >"$tmp/grub.cfg" <<CFG
+search --no-floppy --fs-uuid --set=root $uuid
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
@@ -90,7 +118,9 @@ menuentry "asr: restore this machine's internal disk from the stick (erases it)"
 CFG
 
 # Sizes in MiB: room to spare in the ESP for a bigger kernel later.
-esp=$(($(mib "$kernel" "$initrd" "$tmp/BOOTX64.EFI") + 16))
+efi=("$tmp/BOOTX64.EFI")
+[ $signed = 0 ] || efi+=("$tmp/grubx64.efi")
+esp=$(($(mib "$kernel" "$initrd" "${efi[@]}") + 16))
 [ $esp -ge 40 ] || esp=40
 data=$(($(mib "$@") * 105 / 100 + 16))
 total=$((1 + 1 + esp + data + 1))
@@ -99,6 +129,7 @@ mkfs.vfat -C -n ASRBOOT -i "$serial" "$tmp/esp.img" $((esp * 1024)) >/dev/null
 export MTOOLS_SKIP_CHECK=1
 mmd -i "$tmp/esp.img" ::/EFI ::/EFI/BOOT ::/boot ::/boot/grub ::/asr
 mcopy -i "$tmp/esp.img" "$tmp/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+[ $signed = 0 ] || mcopy -i "$tmp/esp.img" "$tmp/grubx64.efi" ::/EFI/BOOT/grubx64.efi
 mcopy -i "$tmp/esp.img" "$tmp/grub.cfg" ::/boot/grub/grub.cfg
 mcopy -i "$tmp/esp.img" "$kernel" ::/asr/vmlinuz
 mcopy -i "$tmp/esp.img" "$initrd" ::/asr/initramfs.cpio.gz
@@ -139,4 +170,6 @@ le "$core" 8 | dd of="$out" bs=1 seek=$((0x5c)) conv=notrunc status=none
 { le $((core + 1)) 8; le $((sectors - 1)) 2; le $((0x820)) 2; } |
 	dd of="$out" bs=1 seek=$((core * 512 + 500)) conv=notrunc status=none
 
-echo "mkusb: $out: $total MiB (boot $esp MiB, data $data MiB): $(cd "$tmp/data" && ls | paste -sd' ')"
+uefi="UEFI: unsigned GRUB (Secure Boot off)"
+[ $signed = 0 ] || uefi="UEFI: signed shim and GRUB (Secure Boot)"
+echo "mkusb: $out: $total MiB (boot $esp MiB, data $data MiB, $uefi): $(cd "$tmp/data" && ls | paste -sd' ')"

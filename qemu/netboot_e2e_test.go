@@ -53,18 +53,24 @@ func markerID(what string) string {
 // netbootLab is a lab (prefix n6a) whose host 198.18.0.1 runs dnsmasq with
 // the example configuration, with only its /srv/asr replaced by l.srvDir,
 // and nginx on port 80 serving l.srvDir: boot.ipxe (the example), the
-// appliance's kernel and initramfs, and iPXE for PXE ROMs (BIOS, UEFI).
+// appliance's kernel and initramfs, iPXE for BIOS PXE ROMs, and for UEFI
+// Debian's signed shim and network GRUB with the example grub.cfg.
 func netbootLab(t *testing.T, name string) *vmLab {
 	t.Helper()
 	testenv.Require(t, "dnsmasq", "nginx", "ip")
 	kernel, initrd := boot(t)
 	l := &vmLab{srvDir: t.TempDir(), dir: t.TempDir()}
+	if err := os.Mkdir(filepath.Join(l.srvDir, "grub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for link, target := range map[string]string{
 		"vmlinuz":               kernel,
 		"asr-initramfs.cpio.gz": initrd,
 		"boot.ipxe":             "../appliance/examples/boot.ipxe",
 		"undionly.kpxe":         "/usr/lib/ipxe/undionly.kpxe",
-		"ipxe.efi":              "/usr/lib/ipxe/ipxe.efi",
+		"shimx64.efi":           shimSigned,
+		"grubx64.efi":           grubNetSigned,
+		"grub/grub.cfg":         "../appliance/examples/grub.cfg",
 	} {
 		abs, err := filepath.Abs(target)
 		if err != nil {
@@ -325,6 +331,7 @@ func TestApplianceNoSource(t *testing.T) {
 // PXE-ROM path of a real PC.
 func TestExampleDnsmasqPXE(t *testing.T) {
 	testenv.Require(t, "curl")
+	requireSigned(t, shimSigned, grubNetSigned)
 	l := netbootLab(t, "pxe")
 	client := l.lab.AddHostT(t, "c", 2)
 	checkPXEAnswers(t, client, true)
@@ -366,7 +373,9 @@ func checkPXEAnswers(t *testing.T, client *netlab.Host, tftp bool) {
 		{"BIOS PXE ROM", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC))},
 			"undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe"},
 		{"UEFI x86-64 PXE", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64))},
-			"ipxe.efi", "/usr/lib/ipxe/ipxe.efi"},
+			"shimx64.efi", shimSigned},
+		{"UEFI x86-64 PXE (arch 9)", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_BC))},
+			"shimx64.efi", shimSigned},
 		// iPXE says so with option 175 (its features) and user class "iPXE".
 		{"iPXE", []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{0x13, 0x01, 0x01}),
 			dhcpv4.WithGeneric(dhcpv4.OptionUserClassInformation, []byte("iPXE"))},

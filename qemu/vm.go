@@ -18,7 +18,7 @@ import (
 // A VM is a QEMU virtual machine with raw virtio, NVMe or USB disks and,
 // optionally, a NIC on a tap of a Lab's bridge. It boots one of four ways:
 // a kernel and initramfs given to QEMU (WithKernel, WithInitramfs), the
-// network by its NIC's iPXE ROM (WithNetboot), its first disk by the BIOS
+// network by its firmware's PXE (WithNetboot), its first disk by the BIOS
 // (WithDiskBoot), or, given none of these, by its firmware (SeaBIOS, or
 // OVMF for UEFI with WithUEFI) from whichever disk it prefers (a USB stick
 // with bootindex 0). Its serial console is its Console. It runs under TCG
@@ -59,6 +59,8 @@ type config struct {
 	args      []string
 	uefiCode  string
 	uefiVars  string
+	secure    bool
+	noROM     bool
 }
 
 type disk struct {
@@ -129,6 +131,23 @@ func WithUEFI(code, vars string) Fn {
 	return func(c *config) error { c.uefiCode, c.uefiVars = code, vars; return nil }
 }
 
+// WithSecureBoot runs the UEFI firmware (WithUEFI) as Secure Boot needs it:
+// a q35 machine with SMM, whose flash only SMM code may write, so that the
+// guest cannot change the enrolled keys behind the firmware's back. Give
+// WithUEFI a firmware built for it (Debian's OVMF_CODE_4M.secboot.fd) and
+// variables with keys enrolled (OVMF_VARS_4M.ms.fd: Microsoft's, which
+// sign shim): Secure Boot is then on.
+func WithSecureBoot() Fn {
+	return func(c *config) error { c.secure = true; return nil }
+}
+
+// WithoutNICROM netboots (WithNetboot) by the firmware's own PXE: the NIC
+// has no option ROM (QEMU's is iPXE), as on a PC whose UEFI PXE is not
+// iPXE. Under UEFI only: SeaBIOS has no PXE of its own.
+func WithoutNICROM() Fn {
+	return func(c *config) error { c.noROM = true; return nil }
+}
+
 // WithMemory sets the guest's memory in MiB (default 1024).
 func WithMemory(mib int) Fn {
 	return func(c *config) error { c.memory = mib; return nil }
@@ -176,7 +195,8 @@ func WithNICModel(model string) Fn {
 // first disk (QEMU's -boot once=n), and the guest's reboot does not end QEMU,
 // so an appliance that restored the disk and rebooted boots what it wrote.
 // The BIOS and iPXE print on the serial console too. It needs WithNIC, and
-// no kernel.
+// no kernel. With WithUEFI, OVMF's PXE boots from the network every time
+// (it has no boot-once), and the guest's reboot ends QEMU.
 func WithNetboot() Fn {
 	return func(c *config) error { c.netboot = true; return nil }
 }
@@ -236,9 +256,9 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		// graphics=off: SeaBIOS (and iPXE, through it) print on the serial
 		// console, where a test sees why a boot failed.
 		args = append(args, "-machine", "graphics=off")
-		if c.netboot {
+		if c.netboot && c.uefiCode == "" {
 			args = append(args, "-boot", "order=c,once=n")
-		} else {
+		} else if !c.netboot {
 			args = append(args, "-no-reboot", "-boot", "order=c,reboot-timeout=1000")
 		}
 	case firmware:
@@ -253,12 +273,24 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "quiet"}, c.cmdline...), " "))
 	}
 	if c.uefiCode != "" {
-		if !firmware || c.netboot || c.diskboot {
-			return nil, fmt.Errorf("vm %s: UEFI firmware boots from disk by itself; give no kernel, WithNetboot or WithDiskBoot", name)
+		if !firmware || c.diskboot {
+			return nil, fmt.Errorf("vm %s: UEFI firmware boots from disk or the network by itself; give no kernel or WithDiskBoot", name)
 		}
-		args = append(args, "-machine", "q35",
+		machine := "q35"
+		if c.secure {
+			machine += ",smm=on"
+			args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
+		args = append(args, "-machine", machine,
 			"-drive", "if=pflash,format=raw,readonly=on,file="+c.uefiCode,
 			"-drive", "if=pflash,format=raw,file="+c.uefiVars)
+		if c.netboot {
+			// OVMF ignores -boot: the NIC's bootindex puts PXE first, every
+			// boot. A guest's reboot ends QEMU, as for a disk boot.
+			args = append(args, "-no-reboot")
+		}
+	} else if c.secure || c.noROM {
+		return nil, fmt.Errorf("vm %s: WithSecureBoot and WithoutNICROM need the UEFI firmware (WithUEFI)", name)
 	}
 	xhci := false
 	for i, d := range c.disks {
@@ -291,6 +323,12 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		if c.netboot {
 			// QEMU's own iPXE ROM for the model (Debian's ipxe-qemu).
 			rom = ""
+			if c.uefiCode != "" {
+				rom = ",bootindex=0"
+				if c.noROM {
+					rom += ",romfile="
+				}
+			}
 		}
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", v.tap),

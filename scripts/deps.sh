@@ -34,6 +34,13 @@ command -v grub-mkimage >/dev/null 2>&1 || need+=(grub-common)
 [ -f /usr/lib/grub/i386-pc/boot.img ] || need+=(grub-pc-bin)
 [ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+# Secure Boot (the stick and UEFI netboot, and their VM tests): Debian's
+# signed shim and GRUB; sbsigntool's sbattach makes the unsigned kernel the
+# tests expect the firmware's chain to refuse. OVMF's Secure Boot build and
+# Microsoft's keys (OVMF_CODE_4M.secboot.fd, OVMF_VARS_4M.ms.fd) are ovmf's.
+[ -f /usr/lib/shim/shimx64.efi.signed ] || need+=(shim-signed)
+[ -f /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed ] || need+=(grub-efi-amd64-signed)
+command -v sbattach >/dev/null 2>&1 || need+=(sbsigntool)
 # The filesystems bench/fsmap.sh compares (above). HFS+ would need
 # mkfs.hfsplus from hfsprogs, which Debian 12 does not ship: the benchmark
 # says so and skips it.

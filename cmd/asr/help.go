@@ -638,6 +638,20 @@ DESCRIPTION
     disk is touched: the console says which key IDs signed what it refused, and it
     stops. DNS-SD leaves out servers whose image no trusted key signed.
 
+SECURE BOOT
+    The appliance boots with UEFI Secure Boot on, from the USB stick (make usb-image)
+    or the network (appliance/examples: shim, GRUB and the appliance by TFTP), through
+    Debian's signed chain: the firmware checks shim (signed by Microsoft), shim checks
+    GRUB and GRUB, through shim, the kernel (signed by Debian), which then loads only
+    signed modules and locks itself down. Use Debian's signed kernel (linux-image-amd64):
+    an unsigned one is refused ("bad shim signature") and the disk is not touched.
+    That is all Secure Boot covers. Nobody checks the initramfs, which holds asr and its
+    trusted keys, nor the kernel command line (asr.source=, asr.target=...): whoever can
+    write the stick or the boot server can change the appliance. What keeps a machine
+    from restoring a foreign image is asr's own check of its signatures against the
+    keys baked in with TRUSTED_KEYS, so guard the stick and the boot server as well as
+    the signing key.
+
 KEYS
     Keys are minisign's: make a pair with
       minisign -G -p admin.pub -s admin.key          (asks for a password)
