@@ -429,7 +429,7 @@ func (r *run) write(ctx context.Context) error {
 		r.crcs = nil
 	}
 	if !r.req.NoVerify {
-		if _, err := r.w.readBackAsWritten(); err != nil {
+		if _, err := r.w.readBackAsWritten(r.workers); err != nil {
 			return err
 		}
 	}

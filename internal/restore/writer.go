@@ -49,6 +49,15 @@ type writer struct {
 	// cache, which the verify pass then reads whole after the final flush).
 	rb       *target.Reader
 	readBack atomic.Int64 // bytes read back and found equal as they were written
+	// rbq hands written chunks (a copy of the checked bytes, in a buffer
+	// of bufs) to the read-back goroutines, so that a put does not wait for
+	// its read: the source's workers go on decoding while earlier chunks are
+	// read back. Its capacity bounds the chunks waiting. rbErr is the first
+	// mismatch or read failure, returned by every later put and by finish.
+	rbq     chan readBack
+	rbWG    sync.WaitGroup
+	rbErr   atomic.Pointer[error]
+	rbClose sync.Once
 	// bufs are aligned chunk buffers: for read-back, and for data a source
 	// delivered unaligned (a raw image) on its way to a direct write.
 	bufs sync.Pool
@@ -100,14 +109,23 @@ func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
 	return w
 }
 
-// readBackAsWritten makes put read every chunk it writes back past the page
-// cache and compare it with the bytes it wrote: those were checked against
-// the image's SHA-256 by the source, so equal bytes are verified without a
-// second hashing pass, and the read comes while the next chunks are being
-// decoded. It reports false (and changes nothing) where the target cannot
-// be read past the cache (no O_DIRECT): there the verify pass reads it all
-// after the final flush and after dropping the cache.
-func (w *writer) readBackAsWritten() (bool, error) {
+// readBack is one written chunk waiting to be read back.
+type readBack struct {
+	i    int
+	off  int64
+	data *[]byte // from bufs, what was written
+	n    int
+}
+
+// readBackAsWritten makes the writer read every chunk it writes back past
+// the page cache and compare it with the bytes it wrote: those were checked
+// against the image's SHA-256 by the source, so equal bytes are verified
+// without a second hashing pass, and the reads (on workers goroutines) come
+// while the next chunks are being decoded and written. It reports false
+// (and changes nothing) where the target cannot be read past the cache (no
+// O_DIRECT): there the verify pass reads it all after the final flush and
+// after dropping the cache.
+func (w *writer) readBackAsWritten(workers int) (bool, error) {
 	r, err := w.tgt.OpenReader()
 	if err != nil {
 		return false, err
@@ -117,11 +135,56 @@ func (w *writer) readBackAsWritten() (bool, error) {
 		return false, nil
 	}
 	w.rb = r
+	w.rbq = make(chan readBack, workers)
+	for range workers {
+		w.rbWG.Go(func() {
+			got := w.bufs.Get().(*[]byte)
+			defer w.bufs.Put(got)
+			for j := range w.rbq {
+				if w.rbErr.Load() == nil {
+					if err := w.check(j, *got); err != nil {
+						w.rbErr.CompareAndSwap(nil, &err)
+					}
+				}
+				w.bufs.Put(j.data)
+			}
+		})
+	}
 	return true, nil
 }
 
-// close releases the read-back reader.
+// check reads chunk j back into buf and compares it with what was written.
+func (w *writer) check(j readBack, buf []byte) error {
+	got, err := w.rb.ReadAt(buf, j.n, j.off)
+	if err != nil {
+		return fmt.Errorf("verification: %s: %w", w.tgt.Path, err)
+	}
+	if !bytes.Equal(got, (*j.data)[:j.n]) {
+		return fmt.Errorf("verification failed: %s bytes %d to %d read back right after writing differ from what was written (chunk %d): the device does not hold what it was given", w.tgt.Path, j.off, j.off+int64(j.n), j.i)
+	}
+	w.sums[j.i].readBack = true
+	w.readBack.Add(int64(j.n))
+	return nil
+}
+
+// readBackDone waits for every read-back and returns the first failure.
+// Call it once no put can run: in finish, or after stop.
+func (w *writer) readBackDone() error {
+	if w.rbq == nil {
+		return nil
+	}
+	w.rbClose.Do(func() { close(w.rbq) })
+	w.rbWG.Wait()
+	if err := w.rbErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// close stops the writer, waits for the read-backs and releases the reader.
 func (w *writer) close() {
+	w.stop()
+	_ = w.readBackDone()
 	if w.rb != nil {
 		w.rb.Close()
 		w.rb = nil
@@ -234,22 +297,29 @@ func (w *writer) put(c source.Chunk) (int, error) {
 }
 
 // write puts one checked chunk at off: past the page cache where the target
-// allows it (copied into an aligned buffer first if the source's is not),
-// then, with read-back, reads it back and compares. Every syncStep bytes
-// the target is flushed.
+// allows it (from an aligned copy if the source's buffer is not aligned, or
+// when it is to be read back: the copy is what the read-back compares with,
+// after the source has reused its buffer), then hands it to the read-back.
+// Every syncStep bytes the target is flushed.
 func (w *writer) write(i int, data []byte, off int64) error {
 	if err := w.syncErr.Load(); err != nil {
 		return *err
 	}
+	if err := w.rbErr.Load(); err != nil {
+		return *err
+	}
 	out := data
-	if w.tgt.Direct() && !aligned.Is(data) {
-		b := w.bufs.Get().(*[]byte)
-		defer w.bufs.Put(b)
+	var b *[]byte
+	if w.rbq != nil || (w.tgt.Direct() && !aligned.Is(data)) {
+		b = w.bufs.Get().(*[]byte)
 		// (A chunk that is not whole logical blocks, the tail of an
 		// odd-sized image, is written through the cache by WriteAt.)
 		out = (*b)[:copy(*b, data)]
 	}
 	if _, err := w.tgt.WriteAt(out, off); err != nil {
+		if b != nil {
+			w.bufs.Put(b)
+		}
 		return err
 	}
 	if !w.tgt.Direct() {
@@ -258,20 +328,10 @@ func (w *writer) write(i int, data []byte, off int64) error {
 	if w.afterWrite != nil {
 		w.afterWrite(i)
 	}
-	if w.rb != nil {
-		b := w.bufs.Get().(*[]byte)
-		got, err := w.rb.ReadAt(*b, len(data), off)
-		if err == nil && !bytes.Equal(got, data) {
-			err = fmt.Errorf("verification failed: %s bytes %d to %d read back right after writing differ from what was written (chunk %d): the device does not hold what it was given", w.tgt.Path, off, off+int64(len(data)), i)
-		} else if err != nil {
-			err = fmt.Errorf("verification: %s: %w", w.tgt.Path, err)
-		}
+	if w.rbq != nil {
+		w.rbq <- readBack{i: i, off: off, data: b, n: len(data)}
+	} else if b != nil {
 		w.bufs.Put(b)
-		if err != nil {
-			return err
-		}
-		w.sums[i].readBack = true
-		w.readBack.Add(int64(len(data)))
 	}
 	if w.unsynced.Add(int64(len(data))) >= syncStep && w.syncing.CompareAndSwap(false, true) {
 		// One put flushes while the others go on writing.
@@ -293,6 +353,12 @@ func (w *writer) finish() error {
 		if !w.seen[i].Load() && !w.reused(i) {
 			return fmt.Errorf("source ended without chunk %d", i)
 		}
+	}
+	// Every written chunk read back equal before the first and last are
+	// written: a device that garbles writes never gets a valid-looking
+	// head.
+	if err := w.readBackDone(); err != nil {
+		return err
 	}
 	if err := w.tgt.Sync(); err != nil {
 		return err
