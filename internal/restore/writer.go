@@ -52,15 +52,17 @@ type writer struct {
 	// rbq hands written chunks (a copy of the checked bytes, in a buffer
 	// of bufs) to the read-back goroutines, so that a put does not wait for
 	// its read: the source's workers go on decoding while earlier chunks are
-	// read back. Its capacity bounds the chunks waiting. rbErr is the first
+	// read back. rbErr is the first
 	// mismatch or read failure, returned by every later put and by finish.
 	rbq     chan readBack
 	rbWG    sync.WaitGroup
 	rbErr   atomic.Pointer[error]
 	rbClose sync.Once
-	// bufs are aligned chunk buffers: for read-back, and for data a source
-	// delivered unaligned (a raw image) on its way to a direct write.
-	bufs sync.Pool
+	// bufs keeps aligned chunk buffers for reuse (for read-back, and for
+	// data a source delivered unaligned on its way to a direct write):
+	// allocated as needed, kept up to its capacity. Not a sync.Pool, which
+	// drops them at every garbage collection and has them allocated again.
+	bufs chan *[]byte
 	// unsynced counts bytes written since the last periodic flush; syncing
 	// is held by the one put that flushes. syncErr is a flush's failure,
 	// returned by every later put.
@@ -104,9 +106,28 @@ type sum struct {
 
 func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
 	n := int((info.Size + int64(info.ChunkSize) - 1) / int64(info.ChunkSize))
-	w := &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}, grow: grow}
-	w.bufs.New = func() any { b := aligned.Make(info.ChunkSize); return &b }
+	w := &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}, grow: grow,
+		bufs: make(chan *[]byte, 8)} // readBackAsWritten keeps more
 	return w
+}
+
+// getBuf returns an aligned buffer of a chunk's size.
+func (w *writer) getBuf() *[]byte {
+	select {
+	case b := <-w.bufs:
+		return b
+	default:
+		b := aligned.Make(w.info.ChunkSize)
+		return &b
+	}
+}
+
+// putBuf gives b back for reuse.
+func (w *writer) putBuf(b *[]byte) {
+	select {
+	case w.bufs <- b:
+	default:
+	}
 }
 
 // readBack is one written chunk waiting to be read back.
@@ -135,18 +156,22 @@ func (w *writer) readBackAsWritten(workers int) (bool, error) {
 		return false, nil
 	}
 	w.rb = r
-	w.rbq = make(chan readBack, workers)
+	// Unbuffered: a put hands its chunk to a free reader, or waits for one.
+	// In memory, a worker's share is then its copy of the chunk and a
+	// reader's two buffers (what was written, what was read).
+	w.rbq = make(chan readBack)
+	w.bufs = make(chan *[]byte, 3*workers)
 	for range workers {
 		w.rbWG.Go(func() {
-			got := w.bufs.Get().(*[]byte)
-			defer w.bufs.Put(got)
+			got := w.getBuf()
+			defer w.putBuf(got)
 			for j := range w.rbq {
 				if w.rbErr.Load() == nil {
 					if err := w.check(j, *got); err != nil {
 						w.rbErr.CompareAndSwap(nil, &err)
 					}
 				}
-				w.bufs.Put(j.data)
+				w.putBuf(j.data)
 			}
 		})
 	}
@@ -311,14 +336,14 @@ func (w *writer) write(i int, data []byte, off int64) error {
 	out := data
 	var b *[]byte
 	if w.rbq != nil || (w.tgt.Direct() && !aligned.Is(data)) {
-		b = w.bufs.Get().(*[]byte)
+		b = w.getBuf()
 		// (A chunk that is not whole logical blocks, the tail of an
 		// odd-sized image, is written through the cache by WriteAt.)
 		out = (*b)[:copy(*b, data)]
 	}
 	if _, err := w.tgt.WriteAt(out, off); err != nil {
 		if b != nil {
-			w.bufs.Put(b)
+			w.putBuf(b)
 		}
 		return err
 	}
@@ -331,7 +356,7 @@ func (w *writer) write(i int, data []byte, off int64) error {
 	if w.rbq != nil {
 		w.rbq <- readBack{i: i, off: off, data: b, n: len(data)}
 	} else if b != nil {
-		w.bufs.Put(b)
+		w.putBuf(b)
 	}
 	if w.unsynced.Add(int64(len(data))) >= syncStep && w.syncing.CompareAndSwap(false, true) {
 		// One put flushes while the others go on writing.
