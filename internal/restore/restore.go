@@ -318,12 +318,12 @@ func (r *run) openSource(ctx context.Context) error {
 		return r.fail(o.err)
 	}
 	r.src, r.info = o.src, o.src.Info()
-	// Each worker holds about five chunks (stored, decoded, the copy that
-	// is written, and its reader's two: written and read back): keep them
-	// within 96 MiB whatever the core count and chunk size, so a restore
-	// stays far below the appliance's 256 MiB budget (16 MiB chunks, the
-	// largest, take the two workers' 160 MiB).
-	r.workers = min(r.workers, max(2, (96<<20)/(5*max(r.info.ChunkSize, 1))))
+	// Each worker holds about four chunks (stored, decoded, the copy that
+	// is written, and half a reader's two: written and read back): keep
+	// them within 96 MiB whatever the core count and chunk size, so a
+	// restore stays below the appliance's 256 MiB budget (16 MiB chunks,
+	// the largest, take the two workers' 128 MiB).
+	r.workers = min(r.workers, max(2, (96<<20)/(4*max(r.info.ChunkSize, 1))))
 	if r.tgt != nil && r.info.Path != "" {
 		if bad, why := r.tgt.Overlaps(r.info.Path); bad {
 			return r.fail(fmt.Errorf("source %s and target %s: %s", r.req.Source, r.req.Target, why))

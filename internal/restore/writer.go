@@ -157,11 +157,12 @@ func (w *writer) readBackAsWritten(workers int) (bool, error) {
 	}
 	w.rb = r
 	// Unbuffered: a put hands its chunk to a free reader, or waits for one.
-	// In memory, a worker's share is then its copy of the chunk and a
-	// reader's two buffers (what was written, what was read).
+	// In memory: each worker's copy of its chunk, each reader's two
+	// buffers (what was written, what was read).
 	w.rbq = make(chan readBack)
-	w.bufs = make(chan *[]byte, 3*workers)
-	for range workers {
+	readers := max(1, workers/2) // a read costs far less than a decode
+	w.bufs = make(chan *[]byte, workers+2*readers)
+	for range readers {
 		w.rbWG.Go(func() {
 			got := w.getBuf()
 			defer w.putBuf(got)
@@ -200,6 +201,9 @@ func (w *writer) readBackDone() error {
 	}
 	w.rbClose.Do(func() { close(w.rbq) })
 	w.rbWG.Wait()
+	// The buffers are not needed any more: let the verify pass reuse
+	// their memory.
+	w.bufs = make(chan *[]byte, 8)
 	if err := w.rbErr.Load(); err != nil {
 		return *err
 	}
