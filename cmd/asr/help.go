@@ -111,7 +111,8 @@ STEPS
                           written; chunks that are free space in the image's filesystems
                           (see 'asr help imagescan') are left as the erase left them; the
                           first and last chunk (partition table, superblock, GPT backup)
-                          are written last, after a flush
+                          are written last, after a flush; block devices are written
+                          past the page cache (O_DIRECT) and flushed every 64 MiB
     Growing               with --grow: the filesystem is grown, after verification
     Verifying             see VERIFICATION
 
@@ -134,7 +135,7 @@ DELTA RESTORE
     first chunk is blanked before anything else is written and written last, even when
     it matched, so an interrupted delta restore leaves a disk that does not look valid
     (run it again); verification reads back every used chunk past the page cache, reused
-    or written: a written chunk is checked against its SHA-256, a reused one (matched
+    or written: a written chunk against the checked bytes written, a reused one (matched
     against its SHA-256 while comparing, not written since) against the CRC-32C it had
     then, which catches a stray write or a lost block at a fraction of the cost. The
     summary says how many chunks were reused, fetched (and their bytes) and written.
@@ -143,12 +144,17 @@ DELTA RESTORE
     the cost of one extra read of the target.
 
 VERIFICATION
-    After a flush, asr reads the whole restored range back from the target, bypassing
-    the page cache (O_DIRECT; on filesystems without O_DIRECT, after dropping the cached
-    pages), and checks each chunk: a zero chunk must read as zeros, every other chunk must
-    have the SHA-256 the source gave it (from the image's manifest, or computed while
-    reading a raw source). Free space of the image's filesystems was not written and is
-    not read: the summary then says "Verified N of used data". A GPT adjusted for a larger
+    Each chunk asr writes was checked against its SHA-256 first (from the image's
+    manifest, or computed while reading a raw source). Right after writing it, asr reads
+    it back from the target bypassing the page cache (O_DIRECT) and compares it byte for
+    byte with what it wrote, while the next chunks are read and decoded. After the final
+    flush it reads back the rest the same way: a zero chunk must read as zeros, the first
+    and last chunk (written last) and a reused chunk of --delta must have their digests.
+    Where the target cannot be read with O_DIRECT (a file on some filesystems), the
+    whole restored range is read back after the final flush and after dropping the
+    cached pages, and each chunk checked against its digest. Free space of the image's
+    filesystems was not written and is not read: the summary then says "Verified N of
+    used data". A GPT adjusted for a larger
     target is checked as written (its first chunk against its new digest, the moved
     backup byte for byte). A mismatch fails with the byte range, and the first chunk is
     blanked. Other bytes beyond the source's size are not read. --noverify skips this step

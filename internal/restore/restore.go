@@ -86,6 +86,10 @@ type Request struct {
 	// existing non-empty file), never for a new file.
 	Confirm func(question string) (bool, error)
 	Out     *progress.Printer
+
+	// afterWrite (tests only) runs between writing a chunk and reading it
+	// back: see writer.afterWrite.
+	afterWrite func(i int)
 }
 
 // Result is what a restore did.
@@ -103,6 +107,11 @@ type Result struct {
 	VerifyTime    time.Duration
 	VerifyDirect  bool  // verification bypassed the page cache with O_DIRECT
 	VerifiedBytes int64 // bytes read back and compared: all but UnusedBytes
+	// ReadBackBytes is the part of VerifiedBytes read back past the page
+	// cache right after it was written, during Elapsed, and compared with
+	// the checked bytes written; VerifyTime is the pass over the rest
+	// (zero chunks, the first and last chunk, a delta's kept chunks).
+	ReadBackBytes int64
 	// Unchecked says why nothing published checked the source's bytes (a
 	// raw download without a checksum): Verified then means the disk
 	// matches what was downloaded, no more. Empty when they were checked.
@@ -207,6 +216,9 @@ func (r *run) close() {
 	if r.src != nil {
 		r.src.Close()
 	}
+	if r.w != nil {
+		r.w.close()
+	}
 	if r.tgt != nil {
 		r.tgt.Close()
 	}
@@ -306,10 +318,12 @@ func (r *run) openSource(ctx context.Context) error {
 		return r.fail(o.err)
 	}
 	r.src, r.info = o.src, o.src.Info()
-	// Each worker holds about three chunks (stored, decoded, read back):
-	// keep them within 96 MiB whatever the core count and chunk size, so
-	// a restore stays far below the appliance's 256 MiB budget.
-	r.workers = min(r.workers, max(2, (96<<20)/(3*max(r.info.ChunkSize, 1))))
+	// Each worker holds about four chunks (stored, decoded, the copy that
+	// is written, and half a reader's two: written and read back): keep
+	// them within 96 MiB whatever the core count and chunk size, so a
+	// restore stays below the appliance's 256 MiB budget (16 MiB chunks,
+	// the largest, take the two workers' 128 MiB).
+	r.workers = min(r.workers, max(2, (96<<20)/(4*max(r.info.ChunkSize, 1))))
 	if r.tgt != nil && r.info.Path != "" {
 		if bad, why := r.tgt.Overlaps(r.info.Path); bad {
 			return r.fail(fmt.Errorf("source %s and target %s: %s", r.req.Source, r.req.Target, why))
@@ -409,10 +423,16 @@ func (r *run) erase(context.Context) error {
 func (r *run) write(ctx context.Context) error {
 	start := time.Now()
 	r.w = newWriter(r.tgt, r.info, r.req.Grow)
+	r.w.afterWrite = r.req.afterWrite
 	toWrite := r.info.Size
 	if r.req.Delta {
 		toWrite -= r.w.reuse(r.have, r.crcs, r.head)
 		r.crcs = nil
+	}
+	if !r.req.NoVerify {
+		if _, err := r.w.readBackAsWritten(r.workers); err != nil {
+			return err
+		}
 	}
 	r.out.Start("Restoring", toWrite)
 	done := make(chan error, 1)
@@ -472,6 +492,7 @@ func (r *run) verify(ctx context.Context) error {
 	res := r.res
 	res.Verified, res.VerifyTime, res.VerifyDirect = true, time.Since(start), direct
 	res.VerifiedBytes = r.info.Size - res.UnusedBytes
+	res.ReadBackBytes = r.w.readBack.Load()
 	return nil
 }
 

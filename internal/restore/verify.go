@@ -44,7 +44,8 @@ func verifyExtra(tgt *target.Target, extra []patch) error {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // verify reads every chunk of the restored range back past the page cache
-// and compares it with what the source said it holds: zero chunks must read
+// and compares it with what the source said it holds (but those the writer
+// read back and found equal as it wrote them): zero chunks must read
 // as zeros, every other chunk must match its SHA-256. Free space (unused
 // chunks) is not read: nothing was written there to check. A chunk a delta
 // restore kept was matched against its SHA-256 when it was compared and not
@@ -59,7 +60,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 	cs := info.ChunkSize
 	total := info.Size
 	for i, s := range sums {
-		if s.unused {
+		if s.unused || s.readBack {
 			total -= min(int64(cs), info.Size-int64(i)*int64(cs))
 		}
 	}
@@ -70,7 +71,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 	go func() {
 		defer close(next)
 		for i := range sums {
-			if sums[i].unused {
+			if sums[i].unused || sums[i].readBack {
 				continue
 			}
 			select {

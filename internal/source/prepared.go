@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/image"
 )
 
@@ -61,7 +62,9 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest, have func(int
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			var dst, scratch []byte
+			// Decoded into memory the target can write with O_DIRECT
+			// as it is, without a copy.
+			dst, scratch := aligned.Make(int(m.ChunkSize))[:0], []byte(nil)
 			for i := range next {
 				if m.Chunks[i].Codec.Stored() && !wanted(have, i) {
 					continue

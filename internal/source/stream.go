@@ -10,6 +10,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 )
@@ -349,7 +350,7 @@ func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			var dst []byte
+			dst := aligned.Make(int(m.ChunkSize))[:0] // see RunImage
 			for j := range jobs {
 				if ctx.Err() != nil {
 					if j.stored != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"unsafe"
 
+	"github.com/asrlinux/asr/internal/aligned"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,16 +42,7 @@ func (t *Target) OpenReader() (*Reader, error) {
 func (r *Reader) Close() error { return r.f.Close() }
 
 // NewBuffer returns a buffer of at least n bytes aligned for O_DIRECT.
-func NewBuffer(n int) []byte {
-	const align = 4096
-	n = (n + align - 1) &^ (align - 1)
-	b := make([]byte, n+align)
-	off := int(uintptr(unsafe.Pointer(&b[0])) & (align - 1))
-	if off != 0 {
-		off = align - off
-	}
-	return b[off : off+n : off+n]
-}
+func NewBuffer(n int) []byte { return aligned.Make(n) }
 
 // ReadAt fills buf[:n] from off. buf must come from NewBuffer and off must be
 // 4 KiB aligned; n may be unaligned at the end of the target.

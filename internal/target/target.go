@@ -17,6 +17,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
+
+	"github.com/asrlinux/asr/internal/aligned"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +52,13 @@ type Target struct {
 	sys  System
 	dev  uint64 // block: the device number; file: the device of its filesystem
 	ino  uint64 // file only
+	// direct is a block device opened a second time with O_DIRECT: writes
+	// through it skip the page cache (no copy into it, no dirty pages to
+	// flush at the end). nil for files and where the device refuses
+	// O_DIRECT; noDirect is set when a direct write was refused later.
+	direct   *os.File
+	noDirect atomic.Bool
+	lbs      int64 // the device's logical block size: direct I/O's unit
 	// Erased is set once Erase has left every byte of the erased range
 	// reading as zero, so zero chunks need no further work.
 	Erased bool
@@ -143,8 +153,35 @@ func openBlock(path string, dev uint64, sys System) (*Target, error) {
 		f.Close()
 		return nil, fmt.Errorf("target %s: reading its size: %w", path, err)
 	}
-	return &Target{Path: path, Kind: Block, Size: size, f: f, sys: sys, dev: dev}, nil
+	t := &Target{Path: path, Kind: Block, Size: size, f: f, sys: sys, dev: dev}
+	t.openDirect()
+	return t, nil
 }
+
+// openDirect opens the block device again with O_DIRECT for writing. The
+// exclusive claim of the first open is what keeps other programs out; this
+// second open (without O_EXCL) shares it. A device that refuses O_DIRECT
+// (EINVAL: some virtual and FUSE-backed devices) is written through the
+// page cache, as is every regular file: a file target's filesystem decides
+// whether O_DIRECT works (tmpfs refused it before Linux 6.6, FUSE mostly
+// does), and an image file is written once and left to that filesystem's
+// own write-back (see WriteBehind).
+func (t *Target) openDirect() {
+	lbs, err := unix.IoctlGetInt(int(t.f.Fd()), unix.BLKSSZGET)
+	if err != nil || lbs <= 0 || lbs > aligned.Align || aligned.Align%lbs != 0 {
+		return
+	}
+	f, err := os.OpenFile(t.Path, os.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	t.direct, t.lbs = f, int64(lbs)
+}
+
+// Direct reports whether WriteAt writes past the page cache, given a
+// buffer from aligned.Make and an offset and length that are whole
+// logical blocks.
+func (t *Target) Direct() bool { return t.direct != nil && !t.noDirect.Load() }
 
 func openFile(path string, st unix.Stat_t, sys System) (*Target, error) {
 	if loops := sys.loopBacking(path); len(loops) > 0 {
@@ -166,7 +203,12 @@ func openFile(path string, st unix.Stat_t, sys System) (*Target, error) {
 }
 
 // Close releases the target.
-func (t *Target) Close() error { return t.f.Close() }
+func (t *Target) Close() error {
+	if t.direct != nil {
+		t.direct.Close()
+	}
+	return t.f.Close()
+}
 
 // File is the open file, for positional writes.
 func (t *Target) File() *os.File { return t.f }
@@ -269,13 +311,37 @@ func (t *Target) ZeroRange(off, n int64) error {
 	return nil
 }
 
-// WriteAt writes p at off (pwrite).
+// WriteAt writes p at off (pwrite): past the page cache when Direct and p
+// is aligned (aligned.Make) and off and len(p) are whole logical blocks,
+// through it otherwise. A direct write returns once the device has the
+// bytes (in its own cache, if it has one: Sync flushes that).
 func (t *Target) WriteAt(p []byte, off int64) (int, error) {
+	if t.Direct() && aligned.Is(p) && off%t.lbs == 0 && int64(len(p))%t.lbs == 0 {
+		n, err := t.direct.WriteAt(p, off)
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
+			return n, fmt.Errorf("writing %s at byte %d: %w", t.Path, off, err)
+		}
+		// EINVAL: the device's alignment rules are stricter than its
+		// logical block size said; write through the cache from now on.
+		t.noDirect.Store(true)
+	}
 	n, err := t.f.WriteAt(p, off)
 	if err != nil {
 		return n, fmt.Errorf("writing %s at byte %d: %w", t.Path, off, err)
 	}
 	return n, nil
+}
+
+// WriteBehind starts writing [off, off+n) of the page cache to the device
+// without waiting for it (sync_file_range), so that data written through
+// the cache goes out as the restore proceeds rather than all in the final
+// Sync. Direct writes leave nothing in the cache; for them it does nothing.
+// It is advice: a failure is not an error (Sync reports real ones).
+func (t *Target) WriteBehind(off, n int64) {
+	_ = unix.SyncFileRange(int(t.f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
 
 // Sync flushes written data to the device.

@@ -92,3 +92,63 @@ func TestOpenBlockAndFile(t *testing.T) {
 		t.Errorf("Overlaps(%s, itself) = false, want true", dev)
 	}
 }
+
+// A block device is written past the page cache from aligned buffers and
+// through it otherwise (an unaligned buffer, a tail that is not whole
+// blocks); both reach the device, and the second, O_DIRECT handle does not
+// weaken the exclusive claim. A regular file is written through the cache.
+func TestDirectWritesReachTheDevice(t *testing.T) {
+	requireRoot(t)
+	dev, file := loop(t, 8<<20)
+	tgt, err := Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	if !tgt.Direct() {
+		t.Fatalf("%s: no O_DIRECT handle on a loop device", dev)
+	}
+	if _, err := Open(dev); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("a second Open of %s while it is held = %v, want a refusal", dev, err)
+	}
+	direct := NewBuffer(64 << 10)
+	for i := range direct {
+		direct[i] = byte(i*7 + 1)
+	}
+	odd := make([]byte, 1000) // not whole blocks, and likely not aligned
+	for i := range odd {
+		odd[i] = byte(i*13 + 5)
+	}
+	if _, err := tgt.WriteAt(direct, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if !tgt.Direct() {
+		t.Error("the aligned write was refused with O_DIRECT and fell back to the cache")
+	}
+	if _, err := tgt.WriteAt(odd, 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got[1<<20:1<<20+len(direct)]) != string(direct) || string(got[3<<20:3<<20+len(odd)]) != string(odd) {
+		t.Error("what was written (O_DIRECT and through the cache) is not in the loop device's backing file")
+	}
+
+	f := filepath.Join(t.TempDir(), "file.img")
+	if err := os.WriteFile(f, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ft, err := Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ft.Close()
+	if ft.Direct() {
+		t.Error("a regular file target is written with O_DIRECT: its filesystem decides, so it must not be")
+	}
+}

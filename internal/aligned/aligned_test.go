@@ -1,0 +1,18 @@
+package aligned
+
+import "testing"
+
+func TestMakeIsAlignedAndLargeEnough(t *testing.T) {
+	for _, n := range []int{1, 4095, 4096, 4097, 1 << 20, 1<<20 + 512} {
+		b := Make(n)
+		if !Is(b) {
+			t.Errorf("Make(%d) starts off a %d-byte boundary", n, Align)
+		}
+		if len(b) < n || len(b)%Align != 0 || cap(b) != len(b) {
+			t.Errorf("Make(%d): len %d cap %d, want a multiple of %d no smaller than %d, cap = len", n, len(b), cap(b), Align, n)
+		}
+	}
+	if b := Make(8192); Is(b[1:]) || Is(nil) {
+		t.Error("Is accepts a buffer off the boundary, or an empty one")
+	}
+}

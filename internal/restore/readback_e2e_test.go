@@ -1,0 +1,130 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/asrlinux/asr/internal/aligned"
+	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/source"
+	"github.com/asrlinux/asr/internal/testenv"
+)
+
+// dataSource delivers every chunk of data with its SHA-256, as a prepared
+// image does once it has checked them, in aligned buffers (as RunImage
+// decodes into) from two goroutines.
+type dataSource struct {
+	info source.Info
+	data []byte
+}
+
+func (s *dataSource) Info() source.Info { return s.info }
+func (s *dataSource) Close() error      { return nil }
+func (s *dataSource) Run(_ context.Context, _ int, fn func(source.Chunk) error) error {
+	cs := s.info.ChunkSize
+	n := (len(s.data) + cs - 1) / cs
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			buf := aligned.Make(cs)
+			for i := g; i < n; i += 2 {
+				d := buf[:copy(buf, s.data[i*cs:min(len(s.data), (i+1)*cs)])]
+				if errs[g] = fn(source.Chunk{Index: i, Data: d, Sum: sha256.Sum256(d)}); errs[g] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// A device that does not hold what it was given fails the restore when the
+// chunk is read back right after it was written: the error names the
+// chunk's bytes, no "Verified" result comes back, and the first chunk is
+// blank. Such a device cannot be made on demand, so the test makes one: a
+// loop device whose backing file the test changes, through the file, in the
+// moment between the write of a chunk and its read-back (the writer's test
+// hook). The read-back goes past the page cache of the loop device (O_DIRECT)
+// to the loop driver, which reads the backing file: it sees the changed
+// bytes exactly as it would see a disk that lost or garbled the write.
+// Unchanged, the same restore verifies every written chunk that way.
+func TestReadBackMismatchFailsTheRestore(t *testing.T) {
+	testenv.Require(t, "losetup")
+	const cs = 64 << 10
+	const chunks = 12
+	data := make([]byte, chunks*cs)
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	backing := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(backing, bytes.Repeat([]byte("old disk "), len(data)/9+1)[:len(data)], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := testenv.Loop(t, backing)
+	run := func(hook func(int)) (*Result, error) {
+		return Run(context.Background(), Request{
+			Source: "test", Target: dev, Erase: true, NoPrompt: true, Workers: 4,
+			OpenSource: func(string, int64) (source.Source, error) {
+				return &dataSource{info: source.Info{Kind: "test", Size: int64(len(data)), ChunkSize: cs}, data: data}, nil
+			},
+			Out:        progress.New(io.Discard, false),
+			afterWrite: hook,
+		})
+	}
+
+	// The intact device: every chunk but the held-back first and last was
+	// read back as it was written, and the disk holds the data.
+	res, err := run(nil)
+	if err != nil {
+		t.Fatalf("restore onto an intact device: %v", err)
+	}
+	if !res.Verified || res.ReadBackBytes != (chunks-2)*cs {
+		t.Fatalf("intact device: Verified %v, %d bytes read back as written, want true and %d", res.Verified, res.ReadBackBytes, (chunks-2)*cs)
+	}
+	if got, _ := os.ReadFile(backing); !bytes.Equal(got, data) {
+		t.Fatal("the intact device does not hold the data after a verified restore")
+	}
+
+	// The faulty one: chunk 5 changes under the writer's feet.
+	const bad = 5
+	var hit bool
+	res, err = run(func(i int) {
+		if i != bad {
+			return
+		}
+		f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte{^data[bad*cs+1234]}, bad*cs+1234); err != nil {
+			t.Error(err)
+		}
+		hit = true
+	})
+	if !hit {
+		t.Fatal("the hook never saw chunk 5 written: the test proves nothing")
+	}
+	want := "bytes 327680 to 393216 read back right after writing differ"
+	if err == nil || res != nil || !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore onto a device that changed chunk %d = %v, %v; want ErrIncomplete naming %q", bad, res, err, want)
+	}
+	t.Logf("Run = %v", err)
+	got, _ := os.ReadFile(backing)
+	if !bytes.Equal(got[:cs], make([]byte, cs)) {
+		t.Error("the first chunk is not blank after a failed read-back")
+	}
+}
