@@ -290,7 +290,7 @@ SYNOPSIS
 
 DESCRIPTION
     Reads DISK from start to end and writes IMAGE, a prepared image: the disk cut into
-    chunks (1 MiB by default), each compressed with zstd on all cores and named by the
+    chunks (8 MiB by default), each compressed with zstd on all cores and named by the
     SHA-256 of its bytes; chunks that are all zeros are not stored. A manifest at the
     front lists every chunk, and the SHA-256 of the manifest is the image's digest.
 
