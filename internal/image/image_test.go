@@ -376,7 +376,7 @@ func TestScanChunkSize(t *testing.T) {
 			if tt.ok {
 				want := tt.size
 				if want == 0 {
-					want = DefaultScanChunkSize
+					want = DefaultChunkSize
 				}
 				if err != nil || int(m.ChunkSize) != want {
 					t.Errorf("Scan(chunk size %d) = %v, want chunk size %d and no error", tt.size, err, want)

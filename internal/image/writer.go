@@ -19,7 +19,7 @@ import (
 
 // ScanOptions control how Scan builds an image.
 type ScanOptions struct {
-	ChunkSize int       // 0 means DefaultScanChunkSize
+	ChunkSize int       // 0 means DefaultChunkSize; imagescan passes ScanChunkSize
 	Workers   int       // compressing goroutines; 0 means one per CPU
 	Created   time.Time // recorded creation time; callers choose it so output can be reproducible
 	Name      string    // what was scanned, for `asr info`
@@ -57,7 +57,7 @@ func Scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions) (*
 func scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions, zl zstd.EncoderLevel) (*Manifest, Digest, error) {
 	cs := opts.ChunkSize
 	if cs == 0 {
-		cs = DefaultScanChunkSize
+		cs = DefaultChunkSize
 	}
 	if cs < MinChunkSize || cs > MaxChunkSize || cs%4096 != 0 {
 		return nil, Digest{}, fmt.Errorf("chunk size %d: must be a multiple of 4096 from %d to %d", cs, MinChunkSize, MaxChunkSize)
