@@ -31,6 +31,11 @@
 # the filesystem's checker must pass and, where it can be mounted
 # (kernel, FUSE, mtools), its files must equal the tree written.
 #
+# The small files are pieces of one 1.4 MB pool of text, so the same bytes
+# recur more than 1 MiB apart: the compression window decides much of the
+# image size (asr's 1 MiB chunks, each its own zstd frame, were 8-16% larger
+# than partclone | zstd -T0 here; imagescan's 8 MiB chunks are smaller).
+#
 # Settings: BENCH_DIR (/var/tmp/asr-bench), BENCH_FSMAP_SIZE (1G),
 # BENCH_FSMAP_FILL (30), BENCH_RUNS (5), BENCH_FSMAP_FS, BENCH_FSMAP_CACHE.
 # Exit status 1 if any step fails or restores a wrong filesystem; targets
