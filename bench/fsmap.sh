@@ -31,6 +31,11 @@
 # the filesystem's checker must pass and, where it can be mounted
 # (kernel, FUSE, mtools), its files must equal the tree written.
 #
+# The small files are pieces of one 1.4 MB pool of text, so the same bytes
+# recur more than 1 MiB apart: the compression window decides much of the
+# image size (asr's 1 MiB chunks, each its own zstd frame, were 8-16% larger
+# than partclone | zstd -T0 here; imagescan's 8 MiB chunks are smaller).
+#
 # Settings: BENCH_DIR (/var/tmp/asr-bench), BENCH_FSMAP_SIZE (1G),
 # BENCH_FSMAP_FILL (30), BENCH_RUNS (5), BENCH_FSMAP_FS, BENCH_FSMAP_CACHE.
 # Exit status 1 if any step fails or restores a wrong filesystem; targets
@@ -49,7 +54,7 @@ positive BENCH_RUNS "$runs"
 positive BENCH_FSMAP_FILL "$fill"
 [ "$fill" -le 90 ] || usage_die "BENCH_FSMAP_FILL must be at most 90"
 for c in $caches; do case $c in warm | cold) ;; *) usage_die "BENCH_FSMAP_CACHE: warm and/or cold, not $c" ;; esac; done
-need "loop devices, mkfs, drop_caches" partclone.restore zstd losetup blkdiscard openssl sha256sum numfmt awk
+need "loop devices, mkfs, drop_caches" partclone.restore zstd losetup blkdiscard unshare openssl sha256sum numfmt awk
 size=$(numfmt --from=iec "$size_arg") || usage_die "BENCH_FSMAP_SIZE $size_arg is not a size"
 [ "$size" -ge $((512 << 20)) ] || usage_die "BENCH_FSMAP_SIZE must be at least 512M (mkfs.xfs wants more than 300 MB; the benchmark is meant for 1G or more)"
 lock "$dir"
@@ -313,9 +318,22 @@ files_of() {
 	echo "$h"
 }
 
+# private_files_of FS DEV: files_of in a mount namespace of its own. This
+# machine's mounts are private, not shared: a namespace another program
+# creates while the check's mount exists (a test lab's dnsmasq, nginx) keeps
+# a copy of it, which holds DEV after our umount, and every later exclusive
+# open of it (asr restore's) fails as "in use". Mounted in a namespace of its
+# own, the mount is in no other, and goes with the namespace.
+private_files_of() {
+	unshare -m --propagation private bash -c "set -u; $(declare -f files_of tree_hash fuse_umount); made=; mkmnt() { made=\$(mktemp -d /tmp/asr-bench-fsmap.XXXXXX); printf -v \"\$1\" %s \"\$made\"; }; files_of \"\$1\" \"\$2\"; rmdir \"\$made\"" files_of "$1" "$2"
+}
+
 # --- setup -----------------------------------------------------------------------------
 
-key=$(cat "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)
+# The files and disks are kept between runs, keyed by the code that makes
+# them (not the whole script: a change to the timing or report code reuses
+# them).
+key=$(declare -f rand make_tree protofile make_disk | sha256sum | cut -c1-12)
 tree=$dir/tree-$size_arg-$fill-$key
 if [ ! -f "$tree.done" ]; then
 	rm -rf "$dir"/tree-* "$dir"/disk-*
@@ -373,12 +391,25 @@ declare -A times=() sizes=() checked=() verified=()
 failed=0 notes=()
 fail() { echo "bench-fsmap: $*" >&2; failed=1; }
 
+# discard_target: discards the target, waiting up to 10 s while something
+# else still holds it (udev probing it after the last close, a mount of the
+# check just released): blkdiscard without -f opens it exclusively, as asr
+# restore does, and asr would refuse a target in use.
+discard_target() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		blkdiscard "$tloop" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	blkdiscard -f "$tloop" 2>/dev/null || true
+}
+
 # step FS CACHE NAME RUN: one timed step.
 step() {
 	local fs=$1 cache=$2 name=$3 run=$4 log t0 t1 ok=1 pc
 	log=$dir/logs/$fs-$cache-$name-$run.log
 	pc=$(pc_of "$fs")
-	case $name in restore-*) blkdiscard -f "$tloop" 2>/dev/null || true ;; esac
+	case $name in restore-*) discard_target ;; esac
 	[ "$cache" = cold ] && drop_caches
 	t0=$(now)
 	case $name in
@@ -417,7 +448,7 @@ step() {
 				fi
 			fi
 			local got
-			got=$(files_of "$fs" "${ptgt[$fs]}" 2>/dev/null)
+			got=$(private_files_of "$fs" "${ptgt[$fs]}" 2>/dev/null)
 			if [ "$got" = - ] || [ "$fs" = hfsplus ]; then
 				verified[$fs]="checker only"
 			elif [ "$got" != "$want" ]; then

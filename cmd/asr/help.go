@@ -296,8 +296,11 @@ SYNOPSIS
 
 DESCRIPTION
     Reads DISK from start to end and writes IMAGE, a prepared image: the disk cut into
-    chunks (1 MiB by default), each compressed with zstd on all cores and named by the
-    SHA-256 of its bytes; chunks that are all zeros are not stored. A manifest at the
+    chunks, each compressed with zstd on all cores and named by the SHA-256 of its bytes;
+    chunks that are all zeros are not stored. Each chunk is compressed on its own, so
+    larger chunks compress better: a disk of 1 GiB or more gets 8 MiB chunks, a smaller
+    one at least 128 chunks of at least 1 MiB, and a disk whose size is not known in
+    advance 1 MiB chunks (--chunksize chooses). A manifest at the
     front lists every chunk, and the SHA-256 of the manifest is the image's digest.
 
     DISK is a raw disk image, a raw image compressed with gzip, xz or zstd, or a block

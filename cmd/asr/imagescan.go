@@ -24,7 +24,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	fs := newFlags("imagescan")
 	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, a VM disk image (qcow2, VMDK, VHD, VHDX, VDI) or a block device (required)")
 	output := fs.String("output", "", "the prepared `IMAGE` to write (required)")
-	chunk := fs.Int("chunksize", image.DefaultChunkSize, "chunk size in `BYTES`, a multiple of 4096 from 65536 to 16777216")
+	chunk := fs.Int("chunksize", image.DefaultChunkSize, "chunk size in `BYTES`, a multiple of 4096 from 65536 to 16777216 (default: 8 MiB for a disk of 1 GiB or more, see above)")
 	level := fs.String("level", "", "how hard to compress: `LEVEL` is fast (quickest scan, larger image), default (fastest restore), or best (smallest image, about 5x the scan time); see above")
 	overwrite := fs.Bool("overwrite", false, "replace IMAGE if it exists")
 	puppet := fs.Bool("puppetstrings", false, "machine-readable progress (see 'asr help restore')")
@@ -80,14 +80,13 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 		}
 	}
 
-	if explicit := flagSet(fs, "chunksize"); !explicit && st.Size > 0 {
-		// An image holds at most image.MaxChunks chunks: a disk larger
-		// than that many default chunks gets larger ones.
-		for st.Size > int64(image.MaxChunks)*int64(*chunk) && *chunk < image.MaxChunkSize {
-			*chunk *= 2
-		}
-		if *chunk != image.DefaultChunkSize {
-			out.Info("Chunk size %s: %s is too large for %d chunks of %s", restore.HumanBytes(int64(*chunk)), restore.HumanBytes(st.Size), image.MaxChunks, restore.HumanBytes(image.DefaultChunkSize))
+	if !flagSet(fs, "chunksize") {
+		// Larger chunks compress better (each is its own zstd frame); a
+		// small disk keeps 128 of them at least, and a disk larger than
+		// image.MaxChunks of them gets larger ones.
+		*chunk = image.ScanChunkSize(st.Size)
+		if *chunk > image.PreferredChunkSize {
+			out.Info("Chunk size %s: %s is too large for %d chunks of %s", restore.HumanBytes(int64(*chunk)), restore.HumanBytes(st.Size), image.MaxChunks, restore.HumanBytes(image.PreferredChunkSize))
 		}
 	}
 	if _, err := os.Stat(*output); err == nil && !*overwrite {

@@ -19,7 +19,7 @@ import (
 
 // ScanOptions control how Scan builds an image.
 type ScanOptions struct {
-	ChunkSize int       // 0 means DefaultChunkSize
+	ChunkSize int       // 0 means DefaultChunkSize; imagescan passes ScanChunkSize
 	Workers   int       // compressing goroutines; 0 means one per CPU
 	Created   time.Time // recorded creation time; callers choose it so output can be reproducible
 	Name      string    // what was scanned, for `asr info`
