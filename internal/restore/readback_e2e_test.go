@@ -17,6 +17,7 @@ import (
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // dataSource delivers every chunk of data with its SHA-256, as a prepared
@@ -126,5 +127,56 @@ func TestReadBackMismatchFailsTheRestore(t *testing.T) {
 	got, _ := os.ReadFile(backing)
 	if !bytes.Equal(got[:cs], make([]byte, cs)) {
 		t.Error("the first chunk is not blank after a failed read-back")
+	}
+}
+
+// On a target the erase left reading as zeros, the long runs of zero pages
+// inside a data chunk (free clusters between used ones) are not written,
+// the short ones are, and the target still holds every byte of the image.
+// The target is a file on the test's filesystem: the erase punches it whole,
+// so a run that was not written is still a hole, which SEEK_DATA shows.
+func TestZeroRunsInsideChunksAreNotWritten(t *testing.T) {
+	const cs = 1 << 20
+	const chunks = 6
+	data := make([]byte, chunks*cs)
+	rng := rand.New(rand.NewPCG(9, 10))
+	for i := range data {
+		data[i] = byte(rng.Uint32() | 1)
+	}
+	longGap := [2]int{2*cs + 256<<10, 2*cs + 768<<10}  // skipped: >= zeroGap
+	shortGap := [2]int{3*cs + 400<<10, 3*cs + 416<<10} // written: < zeroGap
+	clear(data[longGap[0]:longGap[1]])
+	clear(data[shortGap[0]:shortGap[1]])
+	target := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(target, bytes.Repeat([]byte("old disk "), len(data)/9+1)[:len(data)], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), Request{
+		Source: "test", Target: target, Erase: true, NoPrompt: true, Workers: 2,
+		OpenSource: func(string, int64) (source.Source, error) {
+			return &dataSource{info: source.Info{Kind: "test", Size: int64(len(data)), ChunkSize: cs}, data: data}, nil
+		},
+		Out: progress.New(io.Discard, false),
+	})
+	if err != nil || !res.Verified {
+		t.Fatalf("restore = %v, %v; want a verified restore", res, err)
+	}
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, data) {
+		t.Fatal("the target does not hold the image after a verified restore")
+	}
+	f, err := os.Open(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	next, err := unix.Seek(int(f.Fd()), int64(longGap[0]), unix.SEEK_DATA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next != int64(longGap[1]) {
+		t.Errorf("the 512 KiB zero run at byte %d: data found at byte %d, want the run left as a hole up to byte %d", longGap[0], next, longGap[1])
+	}
+	if next, err := unix.Seek(int(f.Fd()), int64(shortGap[0]), unix.SEEK_DATA); err != nil || next != int64(shortGap[0]) {
+		t.Errorf("the 16 KiB zero run at byte %d: SEEK_DATA = %d, %v; want it written with its neighbours", shortGap[0], next, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/asrlinux/asr/internal/aligned"
+	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/partition"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
@@ -345,7 +346,7 @@ func (w *writer) write(i int, data []byte, off int64) error {
 		// odd-sized image, is written through the cache by WriteAt.)
 		out = (*b)[:copy(*b, data)]
 	}
-	if _, err := w.tgt.WriteAt(out, off); err != nil {
+	if err := w.writeRuns(out, off); err != nil {
 		if b != nil {
 			w.putBuf(b)
 		}
@@ -371,6 +372,53 @@ func (w *writer) write(i int, data []byte, off int64) error {
 			return err
 		}
 		w.syncing.Store(false)
+	}
+	return nil
+}
+
+// zeroGap is the shortest run of zero pages inside a data chunk that
+// writeRuns leaves unwritten: shorter ones are written with their
+// neighbours, so that a chunk never turns into hundreds of small writes.
+const zeroGap = 64 << 10
+
+// writeRuns writes data at off. Onto a target that the erase left reading
+// as zeros (a full restore, not a delta), runs of zero pages of zeroGap
+// bytes or more are skipped: a filesystem's large chunks hold its used
+// blocks with free ones zeroed between them (NTFS leaves runs of free
+// clusters of megabytes inside an 8 MiB chunk), and writing those zeros
+// would write twice the used data, where partclone writes only used
+// blocks. The read-back and the verify pass still compare the whole chunk,
+// so a device that did not really read as zero fails the restore.
+func (w *writer) writeRuns(data []byte, off int64) error {
+	if !w.tgt.Erased || w.have != nil || len(data) < 2*zeroGap {
+		_, err := w.tgt.WriteAt(data, off)
+		return err
+	}
+	const page = 4096 // a multiple of every logical block size: pieces stay aligned
+	start := 0        // the first byte not yet written or skipped
+	for p := 0; p < len(data); {
+		if !blockmap.IsZero(data[p:min(p+page, len(data))]) {
+			p += page
+			continue
+		}
+		z := p // a run of zero pages starts at p
+		for p < len(data) && blockmap.IsZero(data[p:min(p+page, len(data))]) {
+			p += page
+		}
+		p = min(p, len(data))
+		if p-z < zeroGap {
+			continue
+		}
+		if z > start {
+			if _, err := w.tgt.WriteAt(data[start:z], off+int64(start)); err != nil {
+				return err
+			}
+		}
+		start = p
+	}
+	if start < len(data) {
+		_, err := w.tgt.WriteAt(data[start:], off+int64(start))
+		return err
 	}
 	return nil
 }
