@@ -36,7 +36,10 @@ func prepareGrow(rootDir string) error {
 func growFS(rootDir string, logf func(string, ...any)) func(context.Context, string, int64, int64) (string, error) {
 	return func(ctx context.Context, target string, off, size int64) (string, error) {
 		if m := mountedGrowModule(target, off); m != "" {
-			if err := LoadNamed(rootDir, m); err != nil {
+			// The crc32c checksum first: libcrc32c, which both
+			// need, fails to load without it (the kernel cannot
+			// ask a modprobe here for it).
+			if err := LoadNamed(rootDir, "crc32c_generic", m); err != nil {
 				// fsgrow then says that this kernel cannot mount it.
 				logf("asr.grow: loading the %s driver: %v", m, err)
 			}

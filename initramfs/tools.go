@@ -34,8 +34,11 @@ var GrowTools = []string{
 }
 
 // GrowModules are the kernel modules asr.grow loads: loop devices, and the
-// drivers of the filesystems that grow only mounted.
-var GrowModules = []string{"loop", "xfs", "btrfs"}
+// drivers of the filesystems that grow only mounted, with the crc32c
+// checksum they both use: libcrc32c asks the kernel for "crc32c" when it
+// loads, and with no modprobe in the initramfs to answer, fails (ENOENT)
+// unless crc32c_generic is loaded first.
+var GrowModules = []string{"loop", "crc32c_generic", "xfs", "btrfs"}
 
 // libDirs are where shared libraries are looked for, in the dynamic
 // loader's order without an ld.so.cache; %s is the multiarch triplet.
