@@ -62,8 +62,10 @@ type Options struct {
 	// checked here, so a wrong file fails the build, not the restore.
 	TrustedKeys []string
 	// NoGrowTools leaves out what asr.grow needs (GrowTools, their
-	// shared libraries, GrowModules): about 3.5 MiB of the compressed
-	// initramfs. The appliance then refuses asr.grow before writing.
+	// shared libraries, GrowModules): 5.6 MiB of the compressed
+	// initramfs (13.8 against 19.4 MiB with Debian 12's kernel; 2.1 MiB of
+	// it the xfs and btrfs drivers). The appliance then refuses asr.grow
+	// before writing.
 	NoGrowTools bool
 	// Log hears each step, one line each; nil is silent.
 	Log func(format string, a ...any)
