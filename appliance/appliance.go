@@ -15,6 +15,8 @@
 //  8. restore it with erase and verify, through the same engine as `asr
 //     restore`, reporting to asr.report= if given (Report); with trusted
 //     keys, an image no trusted key signed is refused before the erase;
+//     with asr.grow, then grow the last partition and its filesystem to
+//     fill a larger disk (its tools checked at step 4, before any write);
 //  9. print the result, then reboot (or power off, or open a shell).
 //
 // With asr.source=label:ASRDATA (the USB toolkit stick) steps 5 and 7 are
@@ -80,6 +82,10 @@ func Main(version string) {
 	// The DHCP client logs whole packets through the standard logger; the
 	// console gets one line per step from us instead.
 	log.SetOutput(io.Discard)
+	// The kernel starts init without a PATH; asr.grow runs programs.
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", DefaultPath)
+	}
 	fmt.Fprintf(out, "\nasr imaging appliance %s\n", version)
 	if err := MountAll(); err != nil {
 		stop(out, scr, logf, Config{}, err)
@@ -103,8 +109,8 @@ func Main(version string) {
 		st.Result = fmt.Sprintf("Restored %s to %s in %.0f s%s. Then: %s.", restore.HumanBytes(res.Size), res.Target,
 			(res.CompareTime + res.Elapsed + res.VerifyTime).Seconds(), verified(res), cfg.After)
 	})
-	fmt.Fprintf(out, "asr-appliance: RESULT success: restored %s to %s in %.1f s%s\n",
-		restore.HumanBytes(res.Size), res.Target, (res.CompareTime + res.Elapsed + res.VerifyTime).Seconds(), verified(res))
+	fmt.Fprintf(out, "asr-appliance: RESULT success: restored %s to %s in %.1f s%s%s\n",
+		restore.HumanBytes(res.Size), res.Target, (res.CompareTime + res.Elapsed + res.VerifyTime).Seconds(), verified(res), grown(res))
 	switch cfg.After {
 	case Shell:
 		logf("asr.after=shell: starting a shell")
@@ -130,6 +136,14 @@ func halt() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// grown is what asr.grow did, for the result line.
+func grown(r *restore.Result) string {
+	if r.Grown == "" {
+		return ""
+	}
+	return "; grew " + r.Grown
 }
 
 func verified(r *restore.Result) string {
@@ -193,6 +207,11 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	keys, err := LoadTrustedKeys(o.RootDir, logf)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Grow {
+		if err := prepareGrow(o.RootDir); err != nil {
+			return nil, err
+		}
 	}
 
 	if strings.HasPrefix(cfg.Source, StickScheme) {
@@ -268,6 +287,7 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
 	res, err = restore.Run(ctx, restore.Request{
 		Source: src, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, Delta: cfg.Delta, NoPrompt: true,
+		Grow: cfg.Grow, GrowFS: growFS(o.RootDir, logf),
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Timeout: cfg.Timeout, Retries: 5,
 				Name: o.Name, MAC: mac, Disk: tgt.String(), Log: logf, MaxSize: maxSize})
@@ -288,7 +308,17 @@ func Run(ctx context.Context, cfg Config, o Options) (res *restore.Result, err e
 	if stall := (*multicast.StallError)(nil); errors.As(err, &stall) {
 		err = fmt.Errorf("%w (asr.timeout)", err)
 	}
-	return res, err
+	return res, growHint(err)
+}
+
+// growHint names asr.grow in the engine's grow errors: the disk may hold a
+// complete, verified image whose filesystem was not grown, or there was
+// nothing to grow into and nothing was written.
+func growHint(err error) error {
+	if g := (*restore.GrowError)(nil); errors.As(err, &g) {
+		return fmt.Errorf("asr.grow: %w", err)
+	}
+	return err
 }
 
 // restoreFromStick restores the internal disk from an image on the toolkit
@@ -330,8 +360,9 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 	}
 	logf("source: %s from the stick", filepath.Base(img))
 	logf("restore starts %.1f s after power-on", Uptime().Seconds())
-	return restore.Run(ctx, restore.Request{
+	res, err := restore.Run(ctx, restore.Request{
 		Source: img, Target: tgt.Path, Erase: true, NoVerify: cfg.NoVerify, Delta: cfg.Delta, NoPrompt: true,
+		Grow: cfg.Grow, GrowFS: growFS(o.RootDir, logf),
 		OpenSource: func(s string, maxSize int64) (source.Source, error) {
 			src, err := sourceurl.Open(ctx, s, sourceurl.Options{Log: logf, MaxSize: maxSize})
 			if err != nil {
@@ -344,6 +375,7 @@ func restoreFromStick(ctx context.Context, cfg Config, o Options, keys []trust.K
 		},
 		Out: watched(progress.New(o.Console, false), scr),
 	})
+	return res, growHint(err)
 }
 
 // loadAllDrivers loads drivers until no new device asks for one: a

@@ -31,7 +31,10 @@ type Config struct {
 	Target   string // asr.target=: /dev/..., /dev/disk/by-id/..., or a disk serial
 	NoVerify bool   // asr.noverify
 	Delta    bool   // asr.delta: reuse the disk's chunks that match the image (asr restore --delta)
-	After    After  // asr.after=: reboot (default), poweroff, shell
+	// Grow is asr.grow: on a disk larger than the image, enlarge the last
+	// partition and grow its filesystem to fill it (asr restore --grow).
+	Grow  bool
+	After After // asr.after=: reboot (default), poweroff, shell
 	// OnFailure is asr.onfailure=: wait, poweroff, reboot or shell after
 	// a failure. "" (not given) is wait, or shell with asr.debug or
 	// asr.after=shell (FailureAction).
@@ -88,6 +91,12 @@ func ParseCmdline(cmdline string) (Config, error) {
 				return c, err
 			}
 			c.Delta = b
+		case "asr.grow":
+			b, err := flag(key, val, hasVal)
+			if err != nil {
+				return c, err
+			}
+			c.Grow = b
 		case "asr.debug":
 			b, err := flag(key, val, hasVal)
 			if err != nil {
@@ -122,7 +131,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 			}
 			c.Report = val
 		default:
-			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.delta, asr.after, asr.onfailure, asr.timeout, asr.debug, asr.image, asr.report)", safetext.Short(key, 64))
+			return c, fmt.Errorf("unknown kernel parameter %s (known: asr.source, asr.target, asr.noverify, asr.delta, asr.grow, asr.after, asr.onfailure, asr.timeout, asr.debug, asr.image, asr.report)", safetext.Short(key, 64))
 		}
 	}
 	return c, nil

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/safetext"
 	"github.com/asrlinux/asr/internal/source"
 )
@@ -257,7 +258,13 @@ func wrap(s string, width, n int) []string {
 // erased says whether the restore had begun to erase the disk.
 func whatToDo(stage Stage, erased bool, err error) string {
 	var stall *source.StallError
+	var grow *restore.GrowError
 	switch {
+	case errors.As(err, &grow) && erased:
+		// The engine grows only after the whole image is on the disk.
+		return "The image was restored, but the disk was not grown to fill it (see above): the system boots at the image's size. Grow it from that system, or remove asr.grow. Then switch the machine off and on."
+	case errors.As(err, &grow):
+		return "Nothing was written to the disk. asr.grow needs a disk larger than the image: remove asr.grow for this machine. Then switch the machine off and on."
 	case errors.As(err, &stall):
 		return "The server stopped sending. Check that asr server still runs and the network cable, or raise asr.timeout= if the server is only slow. Then switch the machine off and on."
 	case stage == StageStarting:

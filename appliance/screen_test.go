@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/asrlinux/asr/internal/progress"
+	"github.com/asrlinux/asr/internal/restore"
 	"github.com/asrlinux/asr/internal/source"
 )
 
@@ -131,6 +132,8 @@ func TestWhatToDo(t *testing.T) {
 		{StageRestoring, true, errors.New("chunk 3"), "its start was blanked"},
 		{StageVerifying, true, errors.New("chunk 3"), "its start was blanked"},
 		{StageRestoring, true, fmt.Errorf("x: %w", stall), "asr.timeout="},
+		{StageVerifying, true, fmt.Errorf("asr.grow: %w", &restore.GrowError{Err: errors.New("resize2fs: exit status 1")}), "the system boots at the image's size"},
+		{StageRestoring, false, fmt.Errorf("asr.grow: %w", &restore.GrowError{Err: errors.New("the target is exactly the image's size")}), "Nothing was written"},
 	} {
 		if got := whatToDo(c.stage, c.erased, c.err); !strings.Contains(got, c.want) {
 			t.Errorf("whatToDo(%v, %v, %v) = %q, want it to say %q", c.stage, c.erased, c.err, got, c.want)

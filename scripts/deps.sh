@@ -49,6 +49,9 @@ command -v script >/dev/null 2>&1 || need+=(bsdutils) # a pty for asr server's l
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 # HFS+: Debian 12 has no hfsprogs (mkfs.hfsplus, fsck.hfsplus); the tests make
 # HFS+ volumes with xorriso (above), whose libisofs writes one beside ISO 9660.
+# The real-system row of the VM matrix (testdata/mkrealsys.sh): mmdebstrap
+# builds a Debian 12 system from the archive.
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 # A kernel with its modules: the appliance's VMs boot it (make initramfs).
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 if [ ${#need[@]} -gt 0 ]; then

@@ -85,6 +85,11 @@ DESCRIPTION
     filesystems are not grown (exFAT, FAT and HFS+ have no tool that grows them): the
     restore still completes and is verified, and asr says so and exits 1.
 
+    The appliance grows the same way when its kernel command line has asr.grow: its
+    initramfs carries these tools with their libraries, and the loop, xfs and btrfs
+    drivers, so one small image fills each machine's larger disk. It checks the tools
+    before writing; a disk exactly the image's size is refused with nothing written.
+
     With --file PATH, asr writes a new sparse raw disk image file instead of a device.
 
 STEPS
