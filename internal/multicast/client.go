@@ -416,11 +416,12 @@ type run struct {
 	state  []atomic.Uint32 // per chunk: missing, decoding, done
 	jobs   chan job
 	rs     codecs
-	// shards holds free shard buffers (*[ShardSize]byte): the receive
-	// loop copies each shard it keeps into one, the decoders give them
-	// back once a chunk is decoded, so that the stream costs no
-	// allocation per packet.
-	shards sync.Pool
+	// shards holds free shard buffers: the receive loop copies each shard
+	// it keeps into one, the decoders give them back once a chunk is
+	// decoded, so that the stream costs no allocation per packet. They
+	// are at most what the assembly budget and the chunks being decoded
+	// hold.
+	shards shardPool
 	// retry carries chunks that failed their check from the decoders to
 	// the receive loop, which asks for them by repair.
 	retry      chan int
@@ -462,25 +463,40 @@ func (r *run) heartbeat(stop chan struct{}) {
 	}
 }
 
-// shard returns a free shard buffer.
-func (r *run) shard() []byte {
-	if b, ok := r.shards.Get().(*[ShardSize]byte); ok {
-		return b[:]
-	}
-	return make([]byte, ShardSize)
-}
-
 // freeShards gives the shard buffers of groups back, once nothing reads
 // them.
-func (r *run) freeShards(groups []groupShards) {
+func (r *run) freeShards(groups []groupShards) { r.shards.put(groups) }
+
+// shardPool is a free list of shard buffers, taken and given back many at
+// a time: one lock per chunk or per 256 shards, not per packet.
+type shardPool struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+// put takes the shard buffers of groups, and clears their places.
+func (p *shardPool) put(groups []groupShards) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, g := range groups {
 		for x, b := range g.shards {
 			if len(b) == ShardSize {
-				r.shards.Put((*[ShardSize]byte)(b))
+				p.free = append(p.free, b)
 			}
 			g.shards[x] = nil
 		}
 	}
+}
+
+// take moves up to n free buffers to dst.
+func (p *shardPool) take(dst [][]byte, n int) [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := max(0, len(p.free)-n)
+	dst = append(dst, p.free[k:]...)
+	clear(p.free[k:])
+	p.free = p.free[:k]
+	return dst
 }
 
 func (r *run) percent() int {
@@ -624,6 +640,21 @@ type receiver struct {
 	fallbackAfter         time.Duration
 	staleAfter            time.Duration
 	now                   time.Time // when the batch being handled came
+	stash                 [][]byte  // shard buffers taken from the pool
+}
+
+// shard returns a free shard buffer.
+func (r *receiver) shard() []byte {
+	if len(r.stash) == 0 {
+		r.stash = r.shards.take(r.stash, 256)
+		if len(r.stash) == 0 {
+			return make([]byte, ShardSize)
+		}
+	}
+	b := r.stash[len(r.stash)-1]
+	r.stash[len(r.stash)-1] = nil
+	r.stash = r.stash[:len(r.stash)-1]
+	return b
 }
 
 const (
@@ -867,10 +898,11 @@ func (r *receiver) packet(ctx context.Context, b []byte) error {
 			// Two different shards for one place: one is forged. Which
 			// cannot be told; the chunk comes by repair instead.
 			r.suspectForgery()
-			r.drop(a)
+			if r.drop(a) {
+				r.freeShards(a.groups)
+			}
 			r.lost = append(r.lost, i)
 			r.askRepair()
-			r.freeShards(a.groups)
 			return nil
 		}
 	case g.got < g.k:
@@ -903,8 +935,9 @@ func (r *receiver) packet(ctx context.Context, b []byte) error {
 // will not come this pass, and is asked for by unicast rather than waited
 // for a loop.
 func (r *receiver) evict(a *assembly) {
-	r.drop(a)
-	r.freeShards(a.groups)
+	if r.drop(a) {
+		r.freeShards(a.groups)
+	}
 	if r.state[a.i].Load() == missing {
 		r.lost = append(r.lost, a.i)
 		r.askRepair()
@@ -923,13 +956,16 @@ func (r *receiver) sweep(now time.Time) {
 	}
 }
 
-func (r *receiver) drop(a *assembly) {
+// drop forgets an assembly being built; it reports whether it was (one
+// handed to the decoders is not, and its shards are theirs).
+func (r *receiver) drop(a *assembly) bool {
 	if r.open[a.i] != a {
-		return
+		return false
 	}
 	delete(r.open, a.i)
 	r.recent.Remove(a.elem)
 	r.held -= a.cost
+	return true
 }
 
 // seen notes a packet of this stream: a full loop since joining is the
