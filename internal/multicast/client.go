@@ -816,7 +816,12 @@ func (r *receiver) check() error {
 	}
 	if now := time.Now(); now.Sub(r.lastSweep) >= r.staleAfter/2 {
 		r.lastSweep = now
-		r.sweep(now)
+		// Staleness is measured to the last packet that came, not to
+		// now: while the server or this client is held up (a loaded
+		// machine), the rest of a partial chunk is still on its way or
+		// waiting in the socket, and dropping what it holds would cost
+		// a repair.
+		r.sweep(r.now)
 	}
 	if time.Since(time.Unix(0, r.lastStream.Load())) > r.fallbackAfter && len(r.lost) == 0 {
 		if r.fallbackLogged.CompareAndSwap(false, true) {
@@ -944,7 +949,8 @@ func (r *receiver) evict(a *assembly) {
 	}
 }
 
-// sweep evicts the assemblies that got no shard for staleAfter.
+// sweep evicts the assemblies that got no shard for staleAfter before
+// now: the time of the last batch of packets.
 func (r *receiver) sweep(now time.Time) {
 	for e := r.recent.Back(); e != nil; {
 		a := e.Value.(*assembly)
