@@ -20,6 +20,12 @@
 #             nftables (BENCH_LOSS=0 leaves it out)
 #   asr-base  with BENCH_ASR_BASE=PATH, that asr binary (an older build, say
 #             of main) as server and clients: before and after, interleaved
+#   asr-seg   with BENCH_SEGMENTED=1, asr again with the server's link cutting
+#             its segmentation-offload sends into datagrams before the bridge
+#             (gso_max_segs 1), as a network card does: clients then receive
+#             one datagram at a time, as across a real switch. In the other
+#             cases the veth lab passes a server's 45-packet sends to the
+#             clients whole, which clients asking for UDP GRO take in one read.
 # BENCH_ASR=PATH runs that asr binary instead of bin/asr.
 # Runs are interleaved (for each run, every case in turn) and the table gives
 # medians of BENCH_RUNS runs. Both tools' clocks start alike: when the first
@@ -35,6 +41,7 @@ bench_init bench-multicast
 asr=${BENCH_ASR:-$asr}
 base=${BENCH_ASR_BASE:-}
 [ -z "$base" ] || [ -x "$base" ] || usage_die "BENCH_ASR_BASE: $base is not an executable"
+segmented=${BENCH_SEGMENTED:-0}
 dir=${BENCH_DIR:-/var/tmp/asr-bench}
 size_arg=${BENCH_SIZE:-1G}
 fill=${BENCH_FILL:-40}
@@ -234,6 +241,11 @@ for run in $(seq "$runs"); do
 		echo "$bench: run $run/$runs, $n client(s)" >&2
 		asr_case "$n" "$run" 0
 		[ -z "$base" ] || asr_case "$n" "$run" 0 "$base" asr-base
+		if [ "$segmented" = 1 ]; then
+			ip -n "${p}s" link set eth0 gso_max_segs 1
+			asr_case "$n" "$run" 0 "$asr" asr-seg
+			ip -n "${p}s" link set eth0 gso_max_segs 65535
+		fi
 		udp_case "$n" "$run" "$img" udp-asr
 		udp_case "$n" "$run" "$raw" udp-raw
 		if [ "$lossp" -gt 0 ]; then
@@ -282,6 +294,7 @@ rratio() { # LABEL CASE-A CASE-B: A / B for every column
 }
 row asr "asr (.asr image)"
 [ -z "$base" ] || row asr-base "asr, BENCH_ASR_BASE"
+[ "$segmented" != 1 ] || row asr-seg "asr, datagrams cut at the link"
 row udp-asr "udpcast, same .asr bytes"
 row udp-raw "udpcast, raw disk"
 [ "$lossp" -eq 0 ] || row asr-loss "asr, $lossp% loss"
@@ -291,6 +304,7 @@ rratio "asr / udpcast, raw disk" asr udp-raw
 [ "$lossp" -eq 0 ] || rratio "asr $lossp% loss / lossless" asr-loss asr
 [ -z "$base" ] || rratio "asr / BENCH_ASR_BASE" asr asr-base
 [ -z "$base" ] || rratio "BENCH_ASR_BASE / udpcast, same" asr-base udp-asr
+[ "$segmented" != 1 ] || rratio "asr, cut at the link / udpcast" asr-seg udp-asr
 
 scale=$(ratio "${v[asr,$many,wall_s]}" "${v[asr,1,wall_s]}")
 ccpu=$(ratio "${v[asr,1,client_cpu_s]}" "${v[udp-asr,1,client_cpu_s]}")
