@@ -18,6 +18,15 @@
 #             user's-choice figure (more bytes, no decompression)
 #   asr-loss  asr again, with BENCH_LOSS% of the clients' UDP dropped by
 #             nftables (BENCH_LOSS=0 leaves it out)
+#   asr-base  with BENCH_ASR_BASE=PATH, that asr binary (an older build, say
+#             of main) as server and clients: before and after, interleaved
+#   asr-seg   with BENCH_SEGMENTED=1, asr again with the server's link cutting
+#             its segmentation-offload sends into datagrams before the bridge
+#             (gso_max_segs 1), as a network card does: clients then receive
+#             one datagram at a time, as across a real switch. In the other
+#             cases the veth lab passes a server's 45-packet sends to the
+#             clients whole, which clients asking for UDP GRO take in one read.
+# BENCH_ASR=PATH runs that asr binary instead of bin/asr.
 # Runs are interleaved (for each run, every case in turn) and the table gives
 # medians of BENCH_RUNS runs. Both tools' clocks start alike: when the first
 # process of the transfer is launched (asr's server, whose start-up counts;
@@ -29,6 +38,10 @@
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 bench_init bench-multicast
+asr=${BENCH_ASR:-$asr}
+base=${BENCH_ASR_BASE:-}
+[ -z "$base" ] || [ -x "$base" ] || usage_die "BENCH_ASR_BASE: $base is not an executable"
+segmented=${BENCH_SEGMENTED:-0}
 dir=${BENCH_DIR:-/var/tmp/asr-bench}
 size_arg=${BENCH_SIZE:-1G}
 fill=${BENCH_FILL:-40}
@@ -162,11 +175,13 @@ record() {
 		' >>"$res"
 }
 
-# asr_case N RUN LOSS: a fresh server, N clients launched once it listens.
+# asr_case N RUN LOSS [BINARY NAME]: a fresh server, N clients launched once
+# it listens.
 asr_case() {
 	local n=$1 run=$2 t0 t1 i spid cp=() ok=""
-	local m=$dir/mc name=asr
+	local m=$dir/mc name=asr asr=${4:-$asr}
 	[ "$3" -eq 0 ] || name=asr-loss
+	[ -z "${5:-}" ] || name=$5
 	rm -f "$tdir"/* "$m"/*.time
 	t0=$(now)
 	launch s "$m/s.time" "$m/server.log" "$asr" server --source "$img" --config "$m/asrconfig.plist"
@@ -225,6 +240,12 @@ for run in $(seq "$runs"); do
 	for n in 1 "$many"; do
 		echo "$bench: run $run/$runs, $n client(s)" >&2
 		asr_case "$n" "$run" 0
+		[ -z "$base" ] || asr_case "$n" "$run" 0 "$base" asr-base
+		if [ "$segmented" = 1 ]; then
+			ip -n "${p}s" link set eth0 gso_max_segs 1
+			asr_case "$n" "$run" 0 "$asr" asr-seg
+			ip -n "${p}s" link set eth0 gso_max_segs 65535
+		fi
 		udp_case "$n" "$run" "$img" udp-asr
 		udp_case "$n" "$run" "$raw" udp-raw
 		if [ "$lossp" -gt 0 ]; then
@@ -272,6 +293,8 @@ rratio() { # LABEL CASE-A CASE-B: A / B for every column
 		"$(ratio "${v[$a,1,server_cpu_s]}" "${v[$b,1,server_cpu_s]}")" "" "$(ratio "${v[$a,$many,server_cpu_s]}" "${v[$b,$many,server_cpu_s]}")"
 }
 row asr "asr (.asr image)"
+[ -z "$base" ] || row asr-base "asr, BENCH_ASR_BASE"
+[ "$segmented" != 1 ] || row asr-seg "asr, datagrams cut at the link"
 row udp-asr "udpcast, same .asr bytes"
 row udp-raw "udpcast, raw disk"
 [ "$lossp" -eq 0 ] || row asr-loss "asr, $lossp% loss"
@@ -279,11 +302,18 @@ echo
 rratio "asr / udpcast, same bytes" asr udp-asr
 rratio "asr / udpcast, raw disk" asr udp-raw
 [ "$lossp" -eq 0 ] || rratio "asr $lossp% loss / lossless" asr-loss asr
+[ -z "$base" ] || rratio "asr / BENCH_ASR_BASE" asr asr-base
+[ -z "$base" ] || rratio "BENCH_ASR_BASE / udpcast, same" asr-base udp-asr
+[ "$segmented" != 1 ] || rratio "asr, cut at the link / udpcast" asr-seg udp-asr
 
 scale=$(ratio "${v[asr,$many,wall_s]}" "${v[asr,1,wall_s]}")
 ccpu=$(ratio "${v[asr,1,client_cpu_s]}" "${v[udp-asr,1,client_cpu_s]}")
 printf '\nasr, %d clients / 1 client:                  %s (target <= 1.10) %s\n' "$many" "$scale" "$(verdict "$scale" "<=" 1.10)"
 printf 'asr client CPU / udp-receiver, same bytes:  %s (target <= 1.50) %s\n' "$ccpu" "$(verdict "$ccpu" "<=" 1.50)"
+if [ -n "$base" ]; then
+	printf 'BENCH_ASR_BASE, %d clients / 1 client:       %s\n' "$many" "$(ratio "${v[asr-base,$many,wall_s]}" "${v[asr-base,1,wall_s]}")"
+	printf 'BENCH_ASR_BASE client CPU / udp-receiver:   %s\n' "$(ratio "${v[asr-base,1,client_cpu_s]}" "${v[udp-asr,1,client_cpu_s]}")"
+fi
 if [ "$lossp" -gt 0 ]; then
 	for n in 1 "$many"; do
 		l=$(ratio "$(med asr-loss "$n" wall_s)" "${v[asr,$n,wall_s]}")

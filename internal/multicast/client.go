@@ -363,7 +363,7 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 		c.report("joined", 0, "")
 		return nil
 	}
-	pc, err := c.join()
+	pc, gro, err := c.join()
 	if err != nil {
 		return err
 	}
@@ -390,7 +390,7 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 	}
 	go r.repairAnswers(ctx)
 
-	recvErr := c.receive(ctx, pc, r)
+	recvErr := c.receive(ctx, pc, gro, r)
 	close(r.jobs)
 	wg.Wait()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
@@ -416,6 +416,12 @@ type run struct {
 	state  []atomic.Uint32 // per chunk: missing, decoding, done
 	jobs   chan job
 	rs     codecs
+	// shards holds free shard buffers: the receive loop copies each shard
+	// it keeps into one, the decoders give them back once a chunk is
+	// decoded, so that the stream costs no allocation per packet. They
+	// are at most what the assembly budget and the chunks being decoded
+	// hold.
+	shards shardPool
 	// retry carries chunks that failed their check from the decoders to
 	// the receive loop, which asks for them by repair.
 	retry      chan int
@@ -457,6 +463,42 @@ func (r *run) heartbeat(stop chan struct{}) {
 	}
 }
 
+// freeShards gives the shard buffers of groups back, once nothing reads
+// them.
+func (r *run) freeShards(groups []groupShards) { r.shards.put(groups) }
+
+// shardPool is a free list of shard buffers, taken and given back many at
+// a time: one lock per chunk or per 256 shards, not per packet.
+type shardPool struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+// put takes the shard buffers of groups, and clears their places.
+func (p *shardPool) put(groups []groupShards) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, g := range groups {
+		for x, b := range g.shards {
+			if len(b) == ShardSize {
+				p.free = append(p.free, b)
+			}
+			g.shards[x] = nil
+		}
+	}
+}
+
+// take moves up to n free buffers to dst.
+func (p *shardPool) take(dst [][]byte, n int) [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := max(0, len(p.free)-n)
+	dst = append(dst, p.free[k:]...)
+	clear(p.free[k:])
+	p.free = p.free[:k]
+	return dst
+}
+
 func (r *run) percent() int {
 	return int(100 * (int64(r.stored) - r.remaining.Load()) / int64(r.stored))
 }
@@ -464,9 +506,10 @@ func (r *run) percent() int {
 // decoder rebuilds, decompresses, checks and hands over chunks.
 func (r *run) decoder() {
 	c, m := r.c, r.m
-	var dst []byte
+	var dst, scratch []byte
 	for j := range r.jobs {
-		data, err := c.decode(&r.rs, m, j, dst)
+		data, err := c.decode(&r.rs, m, j, dst, &scratch)
+		r.freeShards(j.groups)
 		if err != nil {
 			c.forged.Add(1)
 			c.opts.Log("chunk %d failed its check and was dropped: %v", j.i, err)
@@ -537,29 +580,33 @@ func (r *run) repairAnswers(ctx context.Context) {
 }
 
 // join opens a socket in the stream's group with a large receive buffer.
-func (c *Client) join() (*net.UDPConn, error) {
+func (c *Client) join() (pc *net.UDPConn, gro bool, err error) {
 	var ifi *net.Interface
 	if c.opts.Interface != "" {
-		var err error
 		if ifi, err = net.InterfaceByName(c.opts.Interface); err != nil {
-			return nil, &InterfaceError{Name: c.opts.Interface, Err: err}
+			return nil, false, &InterfaceError{Name: c.opts.Interface, Err: err}
 		}
 	}
 	group := &net.UDPAddr{IP: net.ParseIP(c.sess.Group), Port: c.sess.Port}
-	pc, err := net.ListenMulticastUDP("udp4", ifi, group)
+	pc, err = net.ListenMulticastUDP("udp4", ifi, group)
 	if err != nil {
-		return nil, fmt.Errorf("joining multicast group %s: %w", group, err)
+		return nil, false, fmt.Errorf("joining multicast group %s: %w", group, err)
 	}
 	// Bursts outrun a default-sized buffer while a disk write stalls the
-	// decoders; as root the limit can be raised past rmem_max.
+	// decoders; as root the limit can be raised past rmem_max. With UDP
+	// receive offload (GRO), the kernel may hand over a run of the
+	// server's packets as one buffer, cut at the size a control message
+	// gives: one pass through the stack and one copy out for many packets.
+	gro = false
 	if rc, err := pc.SyscallConn(); err == nil {
 		rc.Control(func(fd uintptr) {
 			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) != nil {
 				_ = pc.SetReadBuffer(32 << 20)
 			}
+			gro = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 		})
 	}
-	return pc, nil
+	return pc, gro, nil
 }
 
 // assembly gathers one chunk's shards, group by group.
@@ -592,6 +639,22 @@ type receiver struct {
 	repairedPass          uint32
 	fallbackAfter         time.Duration
 	staleAfter            time.Duration
+	now                   time.Time // when the batch being handled came
+	stash                 [][]byte  // shard buffers taken from the pool
+}
+
+// shard returns a free shard buffer.
+func (r *receiver) shard() []byte {
+	if len(r.stash) == 0 {
+		r.stash = r.shards.take(r.stash, 256)
+		if len(r.stash) == 0 {
+			return make([]byte, ShardSize)
+		}
+	}
+	b := r.stash[len(r.stash)-1]
+	r.stash[len(r.stash)-1] = nil
+	r.stash = r.stash[:len(r.stash)-1]
+	return b
 }
 
 const (
@@ -610,7 +673,7 @@ const (
 
 func newReceiver(run *run) *receiver {
 	r := &receiver{run: run, open: map[int]*assembly{}, recent: list.New(),
-		fallbackAfter: minFallback, staleAfter: minStale}
+		fallbackAfter: minFallback, staleAfter: minStale, now: time.Now()}
 	// A few chunk-times of the stream: a slow stream of large chunks takes
 	// a while to deliver one.
 	if rate := run.c.sess.Rate; rate > 0 {
@@ -622,14 +685,24 @@ func newReceiver(run *run) *receiver {
 }
 
 // receive reads packets, a batch per system call, until every chunk is in,
-// the context ends, or no chunk passed its check for the timeout.
-func (c *Client) receive(ctx context.Context, pc *net.UDPConn, run *run) error {
+// the context ends, or no chunk passed its check for the timeout. With gro,
+// one message may hold a run of packets.
+func (c *Client) receive(ctx context.Context, pc *net.UDPConn, gro bool, run *run) error {
 	r := newReceiver(run)
 	conn := ipv4.NewPacketConn(pc)
-	msgs := make([]ipv4.Message, 32)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, packetSize+1)}
+	// One more byte than a packet: a longer datagram is seen as one.
+	n, size := 32, packetSize+1
+	if gro {
+		n, size = 16, 1<<16
 	}
+	msgs := make([]ipv4.Message, n)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, size)}
+		if gro {
+			msgs[i].OOB = make([]byte, unix.CmsgSpace(4))
+		}
+	}
+	var deadline time.Time
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -637,7 +710,12 @@ func (c *Client) receive(ctx context.Context, pc *net.UDPConn, run *run) error {
 		if err := r.check(); err != nil {
 			return err
 		}
-		pc.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		// The deadline bounds the wait for a packet, so that check runs
+		// at least every 250 ms; moving it costs, so not every batch.
+		if now := time.Now(); deadline.Sub(now) < 150*time.Millisecond {
+			deadline = now.Add(250 * time.Millisecond)
+			pc.SetReadDeadline(deadline)
+		}
 		n, err := conn.ReadBatch(msgs, 0)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EINTR) {
@@ -645,17 +723,41 @@ func (c *Client) receive(ctx context.Context, pc *net.UDPConn, run *run) error {
 			}
 			return fmt.Errorf("receiving the stream: %w", err)
 		}
+		r.now = time.Now()
 		for i := range msgs[:n] {
-			buf := msgs[i].Buffers[0]
-			kept, err := r.packet(ctx, buf[:msgs[i].N])
-			if err != nil {
-				return nil // the context ended while handing over a chunk
+			b := msgs[i].Buffers[0][:msgs[i].N]
+			seg := len(b)
+			if gro {
+				if s := groSegment(msgs[i].OOB[:msgs[i].NN]); s > 0 {
+					seg = s
+				}
 			}
-			if kept { // an assembly holds this buffer now
-				msgs[i].Buffers[0] = make([]byte, packetSize+1)
+			for len(b) > 0 {
+				k := min(seg, len(b))
+				if r.packet(ctx, b[:k]) != nil {
+					return nil // the context ended while handing over a chunk
+				}
+				b = b[k:]
 			}
 		}
 	}
+}
+
+// groSegment is the segment size a UDP_GRO control message gives, or 0.
+func groSegment(oob []byte) int {
+	if len(oob) == 0 {
+		return 0
+	}
+	cms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, cm := range cms {
+		if cm.Header.Level == unix.IPPROTO_UDP && cm.Header.Type == unix.UDP_GRO && len(cm.Data) >= 4 {
+			return int(binary.NativeEndian.Uint32(cm.Data))
+		}
+	}
+	return 0
 }
 
 // InterfaceError is a network interface asr was told to use and cannot.
@@ -714,7 +816,12 @@ func (r *receiver) check() error {
 	}
 	if now := time.Now(); now.Sub(r.lastSweep) >= r.staleAfter/2 {
 		r.lastSweep = now
-		r.sweep(now)
+		// Staleness is measured to the last packet that came, not to
+		// now: while the server or this client is held up (a loaded
+		// machine), the rest of a partial chunk is still on its way or
+		// waiting in the socket, and dropping what it holds would cost
+		// a repair.
+		r.sweep(r.now)
 	}
 	if time.Since(time.Unix(0, r.lastStream.Load())) > r.fallbackAfter && len(r.lost) == 0 {
 		if r.fallbackLogged.CompareAndSwap(false, true) {
@@ -744,26 +851,28 @@ func (r *receiver) suspectForgery() {
 	}
 }
 
-// packet handles one datagram; kept says an assembly holds on to b.
-func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) {
+// packet handles one datagram; an assembly keeps a copy of its shard,
+// never b. The error is the context's, if it ended while a complete chunk
+// waited for a decoder.
+func (r *receiver) packet(ctx context.Context, b []byte) error {
 	c, m := r.c, r.m
 	h, err := parseHeader(b)
 	if err != nil {
 		c.bogus.Add(1)
-		return false, nil
+		return nil
 	}
 	if h.Stream != c.stream {
 		c.foreign.Add(1)
-		return false, nil
+		return nil
 	}
 	i := int(h.Chunk)
 	if i >= len(m.Chunks) || !m.Chunks[i].Codec.Stored() {
 		c.bogus.Add(1)
-		return false, nil
+		return nil
 	}
 	if r.state[i].Load() != missing {
 		r.seen(h)
-		return false, nil
+		return nil
 	}
 	a := r.open[i]
 	fresh := a == nil
@@ -778,7 +887,7 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 	// The header must agree with the layout the manifest implies.
 	if int(h.Group) >= len(a.groups) || int(h.K) != a.groups[h.Group].k || int(h.N) != a.groups[h.Group].k+a.groups[h.Group].m {
 		c.bogus.Add(1)
-		return false, nil
+		return nil
 	}
 	r.seen(h)
 	if fresh {
@@ -794,18 +903,20 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 			// Two different shards for one place: one is forged. Which
 			// cannot be told; the chunk comes by repair instead.
 			r.suspectForgery()
-			r.drop(a)
+			if r.drop(a) {
+				r.freeShards(a.groups)
+			}
 			r.lost = append(r.lost, i)
 			r.askRepair()
-			return false, nil
+			return nil
 		}
 	case g.got < g.k:
-		g.shards[h.Shard] = sh
+		g.shards[h.Shard] = r.shard()
+		copy(g.shards[h.Shard], sh)
 		g.got++
-		kept = true
-		a.used = time.Now()
-		a.cost += packetSize + 1
-		r.held += packetSize + 1
+		a.used = r.now
+		a.cost += ShardSize
+		r.held += ShardSize
 		r.recent.MoveToFront(a.elem)
 		if g.got == g.k {
 			a.short--
@@ -819,24 +930,27 @@ func (r *receiver) packet(ctx context.Context, b []byte) (kept bool, err error) 
 		select {
 		case r.jobs <- job{i: i, groups: a.groups}:
 		case <-ctx.Done():
-			return kept, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return kept, nil
+	return nil
 }
 
 // evict drops an assembly that the stream has passed: what it still lacks
 // will not come this pass, and is asked for by unicast rather than waited
 // for a loop.
 func (r *receiver) evict(a *assembly) {
-	r.drop(a)
+	if r.drop(a) {
+		r.freeShards(a.groups)
+	}
 	if r.state[a.i].Load() == missing {
 		r.lost = append(r.lost, a.i)
 		r.askRepair()
 	}
 }
 
-// sweep evicts the assemblies that got no shard for staleAfter.
+// sweep evicts the assemblies that got no shard for staleAfter before
+// now: the time of the last batch of packets.
 func (r *receiver) sweep(now time.Time) {
 	for e := r.recent.Back(); e != nil; {
 		a := e.Value.(*assembly)
@@ -848,13 +962,16 @@ func (r *receiver) sweep(now time.Time) {
 	}
 }
 
-func (r *receiver) drop(a *assembly) {
+// drop forgets an assembly being built; it reports whether it was (one
+// handed to the decoders is not, and its shards are theirs).
+func (r *receiver) drop(a *assembly) bool {
 	if r.open[a.i] != a {
-		return
+		return false
 	}
 	delete(r.open, a.i)
 	r.recent.Remove(a.elem)
 	r.held -= a.cost
+	return true
 }
 
 // seen notes a packet of this stream: a full loop since joining is the
@@ -940,10 +1057,15 @@ func (c *Client) requestRepair(chunks []int, limit int64) bool {
 }
 
 // decode turns a job into the chunk's checked bytes.
-func (c *Client) decode(rs *codecs, m *image.Manifest, j job, dst []byte) ([]byte, error) {
+// scratch is the caller's buffer for the stored bytes, kept between calls.
+func (c *Client) decode(rs *codecs, m *image.Manifest, j job, dst []byte, scratch *[]byte) ([]byte, error) {
 	storedBytes := j.stored
 	if storedBytes == nil {
-		storedBytes = make([]byte, 0, dataShards(int(m.Chunks[j.i].Length))*ShardSize)
+		storedBytes = (*scratch)[:0]
+		if n := dataShards(int(m.Chunks[j.i].Length)) * ShardSize; cap(storedBytes) < n {
+			storedBytes = make([]byte, 0, n)
+		}
+		*scratch = storedBytes
 		rebuilt := false
 		for _, g := range j.groups {
 			lost := false

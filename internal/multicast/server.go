@@ -244,11 +244,8 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 	m := s.im.Manifest
 	p := newPacer(s.rate)
 	idle := 0
-	out := ipv4.NewPacketConn(conn)
-	msgs := make([]ipv4.Message, 8)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{nil}
-	}
+	out := newBatchSender(conn, s.opts.Log)
+	burst := burstPackets(s.rate)
 	for {
 		// The stream starts when the first client asks, and pauses after
 		// Loop Suspend passes that nobody listened to.
@@ -311,18 +308,15 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 		}()
 		var sendErr error
 		for pkts := range ready {
-			// A few packets per system call (sendmmsg): the clock still
-			// runs per batch, a burst of well under a millisecond.
+			// A burst per tick of the pacer, in one system call.
 			for off := 0; off < len(pkts) && sendErr == nil; {
-				n := 0
-				for ; n < len(msgs) && off < len(pkts); n, off = n+1, off+packetSize {
-					msgs[n].Buffers[0] = pkts[off : off+packetSize]
-				}
-				if sendErr = p.wait(ctx, n*packetSize); sendErr != nil {
+				end := min(len(pkts), off+burst*packetSize)
+				if sendErr = p.wait(ctx, end-off); sendErr != nil {
 					break
 				}
-				sent += int64(n * packetSize)
-				wrote, err := out.WriteBatch(msgs[:n], 0)
+				sent += int64(end - off)
+				wrote, err := out.send(pkts[off:end])
+				off = end
 				s.ctr.packetSent.Add(int64(wrote))
 				s.ctr.bytesSent.Add(int64(wrote * packetSize))
 				if err != nil && ctx.Err() != nil {
