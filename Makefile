@@ -4,7 +4,7 @@
 #   make lab    the demo's lab left running (asr server, DHCP, a VM) until Ctrl-C
 #   make test   unit tests, loop-device end-to-end tests (as root), brief fuzzing
 #   make test-vm  the slow VM tier: the appliance on each kind of hardware (the TestMatrix* tests of ./qemu)
-#   make bench  restore benchmarks against dd, bmaptool, curl, udpcast, partclone, cp -a and rsync (root, ~20 min)
+#   make bench  restore benchmarks against dd, bmaptool, curl, udpcast, partclone, cp -a and rsync (root, 1-2 hours: every case warm and cold, 5 interleaved runs)
 #   make lint   gofmt, go vet, staticcheck
 #   make initramfs  the appliance: out/asr-initramfs.cpio.gz and out/vmlinuz (KVER=: which kernel's modules;
 #                   TRUSTED_KEYS="a.pub ...": restore only images those minisign keys signed)
