@@ -63,7 +63,7 @@ type config struct {
 
 type disk struct {
 	path   string
-	device string // QEMU's -device: "virtio-blk-pci", "nvme", "usb-storage"
+	device string // QEMU's -device: "virtio-blk-pci", "nvme", "usb-storage"; "usb-stick" is a removable usb-storage
 }
 
 // Fn configures a VM.
@@ -121,6 +121,19 @@ func WithUSBDisk(path string) Fn {
 	}
 }
 
+// WithUSBStick attaches a file as a USB stick that says it is removable
+// media (usb-storage,removable=on), as most flash drives do, unlike
+// WithUSBDisk's, which answers like a USB hard disk.
+func WithUSBStick(path string) Fn {
+	return func(c *config) error {
+		if strings.ContainsAny(path, ",") {
+			return fmt.Errorf("disk %q: QEMU's -drive cannot take a comma in a file name", path)
+		}
+		c.disks = append(c.disks, disk{path, "usb-stick"})
+		return nil
+	}
+}
+
 // WithUEFI boots the firmware OVMF (from code, a read-only OVMF_CODE file)
 // with its variables in vars, a writable copy of OVMF_VARS, on a q35
 // machine; without it, machines boot SeaBIOS. Only for VMs booted by their
@@ -165,7 +178,9 @@ func WithNIC(l *netlab.Lab, n int) Fn {
 }
 
 // WithNICModel sets the NIC's QEMU device model (default virtio-net-pci),
-// such as e1000e or e1000 to test the drivers of real NICs.
+// such as e1000e or e1000 to test the drivers of real NICs. A USB model
+// ("usb-net": a CDC Ethernet/RNDIS adapter, as a laptop's dongle) goes on
+// the VM's xHCI controller, the one its USB disks share.
 func WithNICModel(model string) Fn {
 	return func(c *config) error { c.nicModel = model; return nil }
 }
@@ -261,17 +276,23 @@ func Start(name string, fns ...Fn) (*VM, error) {
 			"-drive", "if=pflash,format=raw,file="+c.uefiVars)
 	}
 	xhci := false
+	addXHCI := func() {
+		if !xhci {
+			args = append(args, "-device", "qemu-xhci,id=xhci")
+			xhci = true
+		}
+	}
 	for i, d := range c.disks {
 		id := fmt.Sprintf("d%d", i)
 		dev := fmt.Sprintf("%s,drive=%s", d.device, id)
 		switch d.device {
 		case "nvme":
 			dev += ",serial=" + id // NVMe wants one
+		case "usb-stick":
+			addXHCI()
+			dev = fmt.Sprintf("usb-storage,drive=%s,bus=xhci.0,removable=on", id)
 		case "usb-storage":
-			if !xhci {
-				args = append(args, "-device", "qemu-xhci,id=xhci")
-				xhci = true
-			}
+			addXHCI()
 			dev += ",bus=xhci.0"
 			if firmware {
 				// The firmware boots the stick first; a kernel given
@@ -291,6 +312,11 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		if c.netboot {
 			// QEMU's own iPXE ROM for the model (Debian's ipxe-qemu).
 			rom = ""
+		}
+		if strings.HasPrefix(c.nicModel, "usb-") {
+			// A USB device has no option ROM to leave out.
+			addXHCI()
+			rom = ",bus=xhci.0"
 		}
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", v.tap),
