@@ -106,17 +106,25 @@ func readAliases(p string) ([]alias, error) {
 	return out, sc.Err()
 }
 
-// deviceAliases reads the modalias of every device the kernel has found.
+// deviceAliases reads the modalias of every device the kernel has found:
+// its modalias file, or, for buses that have none (MMC: an SD card or eMMC
+// says "mmc:block" only in its uevent, and mmc_block would never load),
+// the MODALIAS= line of its uevent.
 func deviceAliases(sysRoot string) []string {
-	files, _ := filepath.Glob(filepath.Join(sysRoot, "bus", "*", "devices", "*", "modalias"))
+	devs, _ := filepath.Glob(filepath.Join(sysRoot, "bus", "*", "devices", "*"))
 	seen := map[string]bool{}
 	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
+	for _, d := range devs {
+		a := ""
+		if b, err := os.ReadFile(filepath.Join(d, "modalias")); err == nil {
+			a = strings.TrimSpace(string(b))
+		} else if b, err := os.ReadFile(filepath.Join(d, "uevent")); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "MODALIAS="); ok {
+					a = strings.TrimSpace(v)
+				}
+			}
 		}
-		a := strings.TrimSpace(string(b))
 		if a != "" && !seen[a] {
 			seen[a] = true
 			out = append(out, a)

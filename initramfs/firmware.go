@@ -13,10 +13,19 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// DefaultFirmwareDir is where Debian's firmware-* packages put their files
-// (firmware-realtek for r8169 and r8152, firmware-bnx2x, firmware-misc-nonfree
-// for ice, bnxt_en and mlx5_core; all in the non-free-firmware component).
-const DefaultFirmwareDir = "/lib/firmware"
+// DefaultFirmwareDir is where firmware files are looked for, a list
+// separated by ':' as $PATH is (the first directory holding a file gives
+// it): where Debian's firmware-* packages install their files, then
+// FirmwareCacheDir.
+const DefaultFirmwareDir = "/lib/firmware:" + FirmwareCacheDir
+
+// FirmwareCacheDir is where scripts/deps.sh unpacks Debian's firmware
+// packages the drivers need (firmware-realtek for r8169 and r8152,
+// firmware-bnx2x for bnx2x, firmware-misc-nonfree for tg3 and ice; all
+// from the non-free-firmware component) without installing them: the
+// build machine's apt sources need not enable that component, and the
+// machine's own /lib/firmware stays as its packages left it.
+const FirmwareCacheDir = "/var/cache/asr/firmware/lib/firmware"
 
 // moduleFirmware lists the firmware files a module may ask for: the
 // "firmware=" entries of its .modinfo section (what `modinfo -F firmware`
@@ -53,11 +62,12 @@ type firmwareFile struct {
 	Data []byte
 }
 
-// findFirmware reads each wanted firmware file from dir, plain or .xz (as
-// newer Debian packages ship them). Names not installed are returned as
-// missing: a driver without its firmware still loads, and only the
-// hardware that needs that file stays dark, so it is a note, not an error.
-func findFirmware(dir string, names []string) (found []firmwareFile, missing []string, err error) {
+// findFirmware reads each wanted firmware file from the first of dirs (a
+// list separated by ':') that has it, plain or .xz (as newer Debian
+// packages ship them). Names found nowhere are returned as missing: a
+// driver without its firmware still loads, and only the hardware that
+// needs that file stays dark, so it is a note, not an error.
+func findFirmware(dirs string, names []string) (found []firmwareFile, missing []string, err error) {
 	seen := map[string]bool{}
 	sort.Strings(names)
 	for _, n := range names {
@@ -67,15 +77,24 @@ func findFirmware(dir string, names []string) (found []firmwareFile, missing []s
 		seen[n] = true
 		clean := path.Clean(n)
 		if path.IsAbs(clean) || strings.HasPrefix(clean, "../") || clean == ".." {
-			return nil, nil, fmt.Errorf("firmware name %q leaves %s", n, dir)
+			return nil, nil, fmt.Errorf("firmware name %q leaves %s", n, dirs)
 		}
-		p := filepath.Join(dir, filepath.FromSlash(clean))
-		b, err := os.ReadFile(p)
-		if os.IsNotExist(err) {
-			b, err = readXZ(p + ".xz")
+		var b []byte
+		for _, dir := range filepath.SplitList(dirs) {
+			if dir == "" {
+				continue
+			}
+			p := filepath.Join(dir, filepath.FromSlash(clean))
+			b, err = os.ReadFile(p)
+			if os.IsNotExist(err) {
+				b, err = readXZ(p + ".xz")
+			}
+			if !os.IsNotExist(err) {
+				break
+			}
 		}
 		switch {
-		case os.IsNotExist(err):
+		case b == nil && (err == nil || os.IsNotExist(err)):
 			missing = append(missing, clean)
 			continue
 		case err != nil:
@@ -104,9 +123,10 @@ func readXZ(p string) ([]byte, error) {
 }
 
 // AddFirmware puts into the set the firmware files its modules name that
-// are installed under dir, and returns the names that are not, as
-// "module: file" for the build's log.
-func (s *ModuleSet) AddFirmware(dir string) (missing []string, err error) {
+// are under one of dirs (a list separated by ':', the first that has a
+// file gives it), and returns the names that are not, as "module: file"
+// for the build's log.
+func (s *ModuleSet) AddFirmware(dirs string) (missing []string, err error) {
 	owner := map[string]string{}
 	var names []string
 	for _, m := range s.Modules {
@@ -125,7 +145,7 @@ func (s *ModuleSet) AddFirmware(dir string) (missing []string, err error) {
 			}
 		}
 	}
-	found, miss, err := findFirmware(dir, names)
+	found, miss, err := findFirmware(dirs, names)
 	if err != nil {
 		return nil, err
 	}

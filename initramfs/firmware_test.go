@@ -1,13 +1,16 @@
 package initramfs
 
 import (
+	"bytes"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/asrlinux/asr/internal/testenv"
+	"github.com/u-root/mkuimage/cpio"
 )
 
 // TestAddFirmware takes the installed kernel's r8169 (whose RTL8168 and
@@ -87,4 +90,93 @@ func TestFindFirmwareStaysInside(t *testing.T) {
 			t.Errorf("findFirmware(%q): no error", n)
 		}
 	}
+}
+
+// TestBuildCarriesDriverFirmware builds the appliance's initramfs from the
+// installed kernel with the default firmware directories (scripts/deps.sh
+// unpacks Debian's firmware-realtek, firmware-bnx2x and
+// firmware-misc-nonfree into FirmwareCacheDir): the firmware of r8169,
+// r8152, bnx2x, tg3 and ice is in lib/firmware, byte for byte as Debian
+// ships it, and nothing is there that no carried module names.
+func TestBuildCarriesDriverFirmware(t *testing.T) {
+	k, err := FindKernel("/", "")
+	if err != nil {
+		testenv.Unavailable(t, "needs an installed kernel: %v", err)
+	}
+	// One file of each package; each is named by a module the kernel has.
+	want := []string{
+		"rtl_nic/rtl8168h-2.fw",       // r8169, firmware-realtek
+		"rtl_nic/rtl8153a-4.fw",       // r8152, firmware-realtek
+		"bnx2x/bnx2x-e2-7.13.21.0.fw", // bnx2x, firmware-bnx2x
+		"tigon/tg3_tso5.bin",          // tg3, firmware-misc-nonfree
+		"intel/ice/ddp/ice.pkg",       // ice, firmware-misc-nonfree
+	}
+	onDisk := map[string][]byte{}
+	found, missing, err := findFirmware(DefaultFirmwareDir, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		testenv.Unavailable(t, "firmware %s is in none of %s: run scripts/deps.sh, which fetches Debian's firmware packages", strings.Join(missing, ", "), DefaultFirmwareDir)
+	}
+	for _, f := range found {
+		onDisk[f.Name] = f.Data
+	}
+
+	p := filepath.Join(t.TempDir(), "initramfs.cpio.gz")
+	res, err := Build(Options{Output: p, Kernel: k, Version: "fw-test", Log: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := readArchive(t, gz)
+	for _, name := range want {
+		f, ok := files[path.Join("lib/firmware", name)]
+		switch {
+		case !ok:
+			t.Errorf("lib/firmware/%s is not in the initramfs", name)
+		case !bytes.Equal(f.data, onDisk[name]):
+			t.Errorf("lib/firmware/%s differs from Debian's file (%d bytes, want %d)", name, len(f.data), len(onDisk[name]))
+		}
+	}
+
+	// Only what the carried modules name: the set the build carried.
+	set, err := Modules(k.ModulesDir, DefaultModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]bool{}
+	for _, m := range set.Modules {
+		b, err := m.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fw, err := moduleFirmware(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fw {
+			named[path.Clean(f)] = true
+		}
+	}
+	carried, bytesFW := 0, 0
+	for name, f := range files {
+		fw, ok := strings.CutPrefix(name, "lib/firmware/")
+		if !ok || f.Mode&cpio.S_IFMT != cpio.S_IFREG {
+			continue
+		}
+		carried++
+		bytesFW += len(f.data)
+		if !named[fw] {
+			t.Errorf("lib/firmware/%s is in the initramfs, but no carried module names it", fw)
+		}
+	}
+	if carried != len(res.Firmware) {
+		t.Errorf("%d firmware files in the archive, the build says %d", carried, len(res.Firmware))
+	}
+	t.Logf("initramfs %.1f MiB, %d module files, %d firmware files (%.1f MiB plain) of the %d the modules name; not found: %d",
+		float64(res.Size)/(1<<20), len(res.Modules), carried, float64(bytesFW)/(1<<20), len(named), len(res.MissingFirmware))
 }

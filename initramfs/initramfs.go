@@ -38,9 +38,10 @@ type Options struct {
 	Output  string   // the .cpio.gz to write; replaced only once complete
 	Kernel  Kernel   // whose modules to include (FindKernel)
 	Modules []string // module names; nil means DefaultModules
-	// FirmwareDir is where the modules' firmware files are looked for;
-	// "" means DefaultFirmwareDir. Files not there are left out
-	// (Result.MissingFirmware): only the hardware needing them stays dark.
+	// FirmwareDir is where the modules' firmware files are looked for,
+	// directories separated by ':'; "" means DefaultFirmwareDir. Files
+	// not there are left out (Result.MissingFirmware): only the hardware
+	// needing them stays dark.
 	FirmwareDir string
 	Version     string // stamped into /init as main.Version
 	// Init is the Go package built as /init; "" means InitPackage.
@@ -88,9 +89,9 @@ type Result struct {
 	// Firmware are the firmware files carried, under lib/firmware.
 	Firmware []string
 	// MissingFirmware are "module: file" pairs of firmware the modules
-	// name and the build machine does not have (install Debian's
-	// firmware-realtek, firmware-bnx2x, firmware-misc-nonfree from
-	// non-free-firmware to carry them).
+	// name and the build machine does not have (scripts/deps.sh fetches
+	// Debian's firmware-realtek, firmware-bnx2x and firmware-misc-nonfree
+	// from non-free-firmware into FirmwareCacheDir to carry them).
 	MissingFirmware []string
 	// TrustedKeys are the key IDs baked in (trust.FormatID), in order.
 	TrustedKeys []string

@@ -38,7 +38,10 @@ var DefaultModules = []string{
 	"usbnet", "cdc_ether", "cdc_ncm", "r8152", "ax88179_178a", "asix", "rndis_host",
 	// wired network
 	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "bnxt_en", "bnx2x", "tg3",
-	"mlx4_en", "mlx5_core", "atlantic", "r8169", "8139too",
+	"mlx4_en", "mlx5_core", "atlantic", "r8169",
+	// RTL8139: 8139too refuses the C+ chips (revision 0x20 and later, as
+	// QEMU's rtl8139), which are 8139cp's; both answer the same PCI ID.
+	"8139too", "8139cp",
 	// the toolkit stick's data partition (ext4 wants crc32c loaded first)
 	"ext4", "crc32c_generic",
 }

@@ -230,51 +230,6 @@ func TestApplianceRestoresOverHTTP(t *testing.T) {
 	sameBytes(t, disk, target)
 }
 
-// TestApplianceRestoresNVMeOverE1000e restores as on a typical PC: an NVMe
-// disk and an Intel NIC, whose drivers the initramfs must carry.
-func TestApplianceRestoresNVMeOverE1000e(t *testing.T) {
-	testenv.RequireVM(t)
-	l := newVMLab(t, "pc")
-	l.nginx(t)
-	disk, _ := image(t, l.srvDir, 32<<20, 106)
-	target := emptyDisk(t, l.dir, "nvme.img", 32<<20)
-
-	vm := qemu.StartT(t, "pc", vmOpts(t,
-		qemu.WithNVMeDisk(target), qemu.WithNIC(l.lab, 13), qemu.WithNICModel("e1000e"),
-		qemu.WithAppend("asr.source=http://198.18.0.1:8080/disk.asr"))...)
-	if _, err := vm.Console.Expect(`target: /dev/nvme0n1 `, 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	expectSuccess(t, vm, 4*time.Minute)
-	sameBytes(t, disk, target)
-}
-
-// TestApplianceRestoresRAIDServer restores as on a server behind a RAID
-// controller: the disk is a MegaRAID logical disk (megaraid_sas, QEMU's
-// megasas) and the NIC an Intel e1000e. The appliance must load the RAID
-// driver by its PCI alias and take the logical disk like any internal disk.
-func TestApplianceRestoresRAIDServer(t *testing.T) {
-	testenv.RequireVM(t)
-	l := newVMLab(t, "raid")
-	l.nginx(t)
-	disk, _ := image(t, l.srvDir, 32<<20, 108)
-	target := emptyDisk(t, l.dir, "raid.img", 32<<20)
-
-	vm := qemu.StartT(t, "raid", vmOpts(t,
-		qemu.WithQEMUArgs("-device", "megasas,id=raid0",
-			"-drive", "file="+target+",if=none,id=ld0,format=raw,cache=unsafe",
-			"-device", "scsi-hd,drive=ld0,bus=raid0.0"),
-		qemu.WithNIC(l.lab, 14), qemu.WithNICModel("e1000e"),
-		qemu.WithAppend("asr.source=http://198.18.0.1:8080/disk.asr"))...)
-	if _, err := vm.Console.Expect(`target: /dev/sda \(.*, scsi megaraid_sas`, 3*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	guest, wall := restoreStarts(t, vm, 2*time.Minute)
-	t.Logf("restore starts %.1f s after power-on (guest clock), %.1f s after QEMU started", guest, wall)
-	expectSuccess(t, vm, 4*time.Minute)
-	sameBytes(t, disk, target)
-}
-
 func TestApplianceRefusesTwoDisks(t *testing.T) {
 	testenv.RequireVM(t)
 	dir := t.TempDir()

@@ -65,7 +65,7 @@ type config struct {
 
 type disk struct {
 	path   string
-	device string // QEMU's -device: "virtio-blk-pci", "nvme", "usb-storage"
+	device string // QEMU's -device: "virtio-blk-pci", "nvme", "usb-storage"; "usb-stick" is a removable usb-storage
 }
 
 // Fn configures a VM.
@@ -119,6 +119,19 @@ func WithUSBDisk(path string) Fn {
 			return fmt.Errorf("disk %q: QEMU's -drive cannot take a comma in a file name", path)
 		}
 		c.disks = append(c.disks, disk{path, "usb-storage"})
+		return nil
+	}
+}
+
+// WithUSBStick attaches a file as a USB stick that says it is removable
+// media (usb-storage,removable=on), as most flash drives do, unlike
+// WithUSBDisk's, which answers like a USB hard disk.
+func WithUSBStick(path string) Fn {
+	return func(c *config) error {
+		if strings.ContainsAny(path, ",") {
+			return fmt.Errorf("disk %q: QEMU's -drive cannot take a comma in a file name", path)
+		}
+		c.disks = append(c.disks, disk{path, "usb-stick"})
 		return nil
 	}
 }
@@ -184,7 +197,9 @@ func WithNIC(l *netlab.Lab, n int) Fn {
 }
 
 // WithNICModel sets the NIC's QEMU device model (default virtio-net-pci),
-// such as e1000e or e1000 to test the drivers of real NICs.
+// such as e1000e or e1000 to test the drivers of real NICs. A USB model
+// ("usb-net": a CDC Ethernet/RNDIS adapter, as a laptop's dongle) goes on
+// the VM's xHCI controller, the one its USB disks share.
 func WithNICModel(model string) Fn {
 	return func(c *config) error { c.nicModel = model; return nil }
 }
@@ -293,17 +308,23 @@ func Start(name string, fns ...Fn) (*VM, error) {
 		return nil, fmt.Errorf("vm %s: WithSecureBoot and WithoutNICROM need the UEFI firmware (WithUEFI)", name)
 	}
 	xhci := false
+	addXHCI := func() {
+		if !xhci {
+			args = append(args, "-device", "qemu-xhci,id=xhci")
+			xhci = true
+		}
+	}
 	for i, d := range c.disks {
 		id := fmt.Sprintf("d%d", i)
 		dev := fmt.Sprintf("%s,drive=%s", d.device, id)
 		switch d.device {
 		case "nvme":
 			dev += ",serial=" + id // NVMe wants one
+		case "usb-stick":
+			addXHCI()
+			dev = fmt.Sprintf("usb-storage,drive=%s,bus=xhci.0,removable=on", id)
 		case "usb-storage":
-			if !xhci {
-				args = append(args, "-device", "qemu-xhci,id=xhci")
-				xhci = true
-			}
+			addXHCI()
 			dev += ",bus=xhci.0"
 			if firmware {
 				// The firmware boots the stick first; a kernel given
@@ -329,6 +350,11 @@ func Start(name string, fns ...Fn) (*VM, error) {
 					rom += ",romfile="
 				}
 			}
+		}
+		if strings.HasPrefix(c.nicModel, "usb-") {
+			// A USB device has no option ROM to leave out.
+			addXHCI()
+			rom = ",bus=xhci.0"
 		}
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", v.tap),

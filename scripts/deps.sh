@@ -74,6 +74,52 @@ if [ ${#need[@]} -gt 0 ]; then
 		systemctl stop docker-registry.service >/dev/null 2>&1 || true
 	fi
 fi
+# Driver firmware for the appliance's initramfs (initramfs/firmware.go):
+# r8169's and r8152's rtl_nic/ files (firmware-realtek), bnx2x's
+# (firmware-bnx2x), tg3's tigon/ and ice's DDP package (firmware-misc-nonfree).
+# Debian ships them in the non-free-firmware component, which this machine's
+# apt sources need not enable, and they are left so: apt-get fetches the
+# packages through a sources list, lists and cache of its own in a temporary
+# directory (verified against the Debian archive key as usual), and dpkg-deb
+# unpacks them into a cache that the initramfs build reads. Nothing is
+# installed: packages from a component the machine's sources lack would
+# never be upgraded, and the machine's own /lib/firmware stays its packages'.
+# The build carries only the files its modules name (modinfo -F firmware).
+fwcache=/var/cache/asr/firmware
+fwpkgs=(firmware-realtek firmware-bnx2x firmware-misc-nonfree)
+if [ "$(cat "$fwcache/.packages" 2>/dev/null)" != "${fwpkgs[*]}" ]; then
+	echo "deps: fetching ${fwpkgs[*]} (non-free-firmware) into $fwcache"
+	# set -e holds in the subshell only when its status is not tested.
+	set +e
+	(
+		set -e
+		. /etc/os-release
+		tmp=$(mktemp -d)
+		trap 'rm -rf "$tmp"' EXIT
+		mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs" "$tmp/root"
+		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian ${VERSION_CODENAME:-bookworm} non-free-firmware" >"$tmp/sources.list"
+		apto=(-o Dir::Etc::SourceList="$tmp/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+			-o Dir::State::Lists="$tmp/lists" -o Dir::Cache="$tmp/cache" -o Dir::State::status=/dev/null
+			-o APT::Sandbox::User=root)
+		apt-get "${apto[@]}" -qq update
+		cd "$tmp/debs"
+		apt-get "${apto[@]}" -qq download "${fwpkgs[@]}"
+		for d in *.deb; do
+			dpkg-deb -x "$d" "$tmp/root"
+			dpkg-deb -f "$d" Package Version | paste -sd' ' >>"$tmp/root/.versions"
+		done
+		echo "${fwpkgs[*]}" >"$tmp/root/.packages"
+		mkdir -p "$(dirname "$fwcache")"
+		rm -rf "$fwcache.old"
+		[ ! -e "$fwcache" ] || mv "$fwcache" "$fwcache.old"
+		mv "$tmp/root" "$fwcache"
+		chmod 755 "$fwcache"
+		rm -rf "$fwcache.old"
+	)
+	fwrc=$?
+	set -e
+	[ $fwrc -eq 0 ] || echo "deps: could not fetch the driver firmware from non-free-firmware: the initramfs will lack it (see initramfs/firmware.go)" >&2
+fi
 gobin=$(go env GOPATH)/bin
 if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$gobin/staticcheck" ]; then
 	echo "deps: installing staticcheck"
