@@ -305,8 +305,11 @@ DESCRIPTION
     chunks that are all zeros are not stored. Each chunk is compressed on its own, so
     larger chunks compress better: a disk of 1 GiB or more gets 8 MiB chunks, a smaller
     one at least 128 chunks of at least 1 MiB, and a disk whose size is not known in
-    advance 1 MiB chunks (--chunksize chooses). A manifest at the
-    front lists every chunk, and the SHA-256 of the manifest is the image's digest.
+    advance 1 MiB chunks (--chunksize chooses). The chunk is also what a --delta restore
+    fetches when any byte of it changed: for images mostly re-imaged by delta, smaller
+    chunks (--chunksize 1048576) fetch less after scattered changes, at a few percent of
+    image size. A manifest at the front lists every chunk, and the SHA-256 of the
+    manifest is the image's digest.
 
     DISK is a raw disk image, a raw image compressed with gzip, xz or zstd, or a block
     device (a whole disk with its partitions, or one partition). Unmount it, or mount it
