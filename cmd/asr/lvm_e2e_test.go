@@ -35,6 +35,24 @@ type lvmEnv struct {
 	dir string
 }
 
+// lvmVG makes dir/lvm.img, 128 MiB of random bytes (seed) with one GPT
+// partition that is an LVM physical volume of volume group vg (4 MiB
+// extents), and returns the disk, the partition's loop device and offset,
+// and the LVM environment that sees it.
+func lvmVG(t *testing.T, dir, vg string, seed uint64) (disk, dev string, poff int64, l *lvmEnv) {
+	t.Helper()
+	disk = filepath.Join(dir, "lvm.img")
+	fillRandom(t, disk, 128<<20, seed)
+	sh(t, "sgdisk", "-Z", disk)
+	sh(t, "sgdisk", "-n1:2048:0", "-t1:8e00", disk)
+	poff, psize := firstPartition(t, disk)
+	dev = partLoop(t, disk, poff, psize, false)
+	l = newLVMEnv(t, dev)
+	l.run("pvcreate", "-q", dev)
+	l.run("vgcreate", "-q", "-s", "4M", vg, dev)
+	return disk, dev, poff, l
+}
+
 func newLVMEnv(t *testing.T, devs ...string) *lvmEnv {
 	t.Helper()
 	dir := t.TempDir()
@@ -188,15 +206,7 @@ func copySegments(t *testing.T, lvFile, disk string, poff int64, segs []lvSegmen
 func lvmDisk(t *testing.T, dir, vg string) (string, map[string][]lvSegment, map[string][]string) {
 	t.Helper()
 	testenv.Require(t, "losetup", "sgdisk", "mkfs.ext4", "e2fsck", "pvcreate", "vgcreate", "lvcreate", "lvextend", "lvs", "pvs", "mount")
-	disk := filepath.Join(dir, "lvm.img")
-	fillRandom(t, disk, 128<<20, 77)
-	sh(t, "sgdisk", "-Z", disk)
-	sh(t, "sgdisk", "-n1:2048:0", "-t1:8e00", disk)
-	poff, psize := firstPartition(t, disk)
-	dev := partLoop(t, disk, poff, psize, false)
-	l := newLVMEnv(t, dev)
-	l.run("pvcreate", "-q", dev)
-	l.run("vgcreate", "-q", "-s", "4M", vg, dev)
+	disk, dev, poff, l := lvmVG(t, dir, vg, 77)
 	l.run("lvcreate", "-q", "-an", "-Zn", "-L", "20M", "-n", "one", vg)
 	l.run("lvcreate", "-q", "-an", "-Zn", "-L", "24M", "-n", "two", vg)
 	l.run("lvextend", "-q", "-L", "+8M", vg+"/one")
