@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/asrlinux/asr/internal/fsgrow"
 )
@@ -35,7 +34,7 @@ func prepareGrow(rootDir string) error {
 // raid6_pq, whose speed test at load costs seconds under emulation.
 func growFS(rootDir string, logf func(string, ...any)) func(context.Context, string, int64, int64) (string, error) {
 	return func(ctx context.Context, target string, off, size int64) (string, error) {
-		if m := mountedGrowModule(target, off); m != "" {
+		if m := fsgrow.MountedKind(target, off); m != "" {
 			// The crc32c checksum first: libcrc32c, which both
 			// need, fails to load without it (the kernel cannot
 			// ask a modprobe here for it).
@@ -46,26 +45,4 @@ func growFS(rootDir string, logf func(string, ...any)) func(context.Context, str
 		}
 		return fsgrow.Grow(ctx, target, off, size)
 	}
-}
-
-// mountedGrowModule names the kernel module of the filesystem at off of
-// path when it is one that grows only mounted (XFS, btrfs), by the same
-// magic numbers fsgrow reads; "" otherwise.
-func mountedGrowModule(path string, off int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	head := make([]byte, 0x10048)
-	if _, err := f.ReadAt(head, off); err != nil {
-		return ""
-	}
-	switch {
-	case string(head[:4]) == "XFSB":
-		return "xfs"
-	case string(head[0x10040:0x10048]) == "_BHRfS_M":
-		return "btrfs"
-	}
-	return ""
 }

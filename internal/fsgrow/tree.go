@@ -20,26 +20,51 @@ import (
 // treeGrower returns the grower for the XFS, btrfs or F2FS filesystem at
 // off of path, or nil when there is none of them.
 func treeGrower(path string, off int64) (func(context.Context, string, int64, int64) (string, error), error) {
+	kind, err := treeKind(path, off)
+	switch kind {
+	case "xfs":
+		return growXFS, err
+	case "btrfs":
+		return growBtrfs, err
+	case "f2fs":
+		return growF2FS, err
+	}
+	return nil, err
+}
+
+// MountedKind names the filesystem at off of path when it is one that
+// grows only mounted, by its kernel module ("xfs", "btrfs"); "" for any
+// other or none. The appliance loads that module before Grow.
+func MountedKind(path string, off int64) string {
+	if kind, _ := treeKind(path, off); kind == "xfs" || kind == "btrfs" {
+		return kind
+	}
+	return ""
+}
+
+// treeKind names the XFS, btrfs or F2FS filesystem at off of path by its
+// magic number ("xfs", "btrfs", "f2fs"), or "" when there is none of them.
+func treeKind(path string, off int64) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer f.Close()
 	head := make([]byte, 0x10048)
 	if _, err := f.ReadAt(head, off); err != nil {
 		// A range too small to hold a btrfs superblock holds none of
 		// them; ext is checked by its own reader.
-		return nil, nil
+		return "", nil
 	}
 	switch {
 	case string(head[:4]) == "XFSB":
-		return growXFS, nil
+		return "xfs", nil
 	case string(head[0x10040:0x10048]) == "_BHRfS_M":
-		return growBtrfs, nil
+		return "btrfs", nil
 	case binary.LittleEndian.Uint32(head[1024:]) == 0xF2F52010:
-		return growF2FS, nil
+		return "f2fs", nil
 	}
-	return nil, nil
+	return "", nil
 }
 
 // needTool reports a missing tool with the package that has it.
