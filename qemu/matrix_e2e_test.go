@@ -59,13 +59,14 @@ var matrixRows = []matrixRow{{
 	target:  `/dev/sda \(32\.0 MiB, scsi megaraid_sas, QEMU HARDDISK`,
 	drivers: []string{"megaraid_sas", "e1000e"},
 }, {
-	// VMware's paravirtual SCSI controller and NIC. Not its LSI Logic SAS
-	// (QEMU's mptsas1068): under QEMU 7.2 the Debian 12 kernel's mptsas
-	// brings the controller up ("ioc0: LSISAS1068 A0, FwRev=01329200h,
-	// Ports=8") but is told of no end device, whatever the scsi-hd's
-	// scsi-id or the machine type, so no disk ever appears. The driver
-	// stays in the initramfs for the real controller.
-	name: "vmware", disks: []matrixDisk{{"pvscsi", true}}, nic: "vmxnet3",
+	// A VMware guest as the issue has it: the LSI Logic SAS controller
+	// (QEMU's mptsas1068, Linux's mptsas) and vmxnet3.
+	name: "vmware", disks: []matrixDisk{{"mptsas", true}}, nic: "vmxnet3",
+	target:  `/dev/sda \(32\.0 MiB, scsi mptsas, QEMU HARDDISK`,
+	drivers: []string{"mptsas", "vmxnet3"},
+}, {
+	// VMware's paravirtual SCSI controller, the other one its guests get.
+	name: "pvscsi", disks: []matrixDisk{{"pvscsi", true}}, nic: "vmxnet3",
 	target:  `/dev/sda \(32\.0 MiB, scsi vmw_pvscsi, QEMU HARDDISK`,
 	drivers: []string{"vmw_pvscsi", "vmxnet3"},
 }, {
@@ -110,6 +111,15 @@ func attachDisk(kind, p string, i int) qemu.Fn {
 			"-drive", drive, "-device", fmt.Sprintf("ide-hd,drive=m%d,bus=ahci%d.0", i, i))
 	case "megasas", "pvscsi", "lsi53c895a":
 		return scsi(kind)
+	case "mptsas":
+		// A SAS disk needs a SAS address: QEMU's mptsas1068 reports the
+		// scsi-hd's wwn as the address of the end device on its phy, and
+		// without wwn= that is 0, which Linux's mptsas takes for no device
+		// (it forms no port for a phy whose attached address is 0), so no
+		// disk would ever appear. A real SAS disk always has one; this is
+		// NAA 5 with QEMU's OUI 52:54:00, one per disk.
+		return qemu.WithQEMUArgs("-device", fmt.Sprintf("mptsas1068,id=hba%d", i),
+			"-drive", drive, "-device", fmt.Sprintf("scsi-hd,drive=m%d,bus=hba%d.0,wwn=0x5525400%09x", i, i, i+1))
 	case "sd":
 		// The card goes on the controller's sd-bus, the only one.
 		return qemu.WithQEMUArgs("-device", fmt.Sprintf("sdhci-pci,id=sdhci%d", i),
