@@ -57,7 +57,10 @@ fi
 tmp=$(mktemp -d "$cache/tmp.XXXXXX")
 loop=
 cleanup() {
-	[ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
+	# The partitions first: partx added them, and a loop device detached
+	# with them still registered keeps them, so the next user of that loop
+	# device fails to add its own ("error adding partitions").
+	[ -n "$loop" ] && { partx -d "$loop" 2>/dev/null; losetup -d "$loop" 2>/dev/null; }
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -143,7 +146,13 @@ EOF
 	umount "$mnt/sys" "$mnt/proc" "$mnt/dev"
 	rm -f "$mnt/etc/machine-id" && touch "$mnt/etc/machine-id"
 	df -B1 "$mnt" | tail -n 1 >&2
-	umount "$mnt"
+	# Once seen "target is busy" on a loaded machine, though every chroot
+	# command had ended: a few tries, then name what holds it.
+	for try in 1 2 3 4 5 6 7 8 9 10; do
+		umount "$mnt" 2>/dev/null && break
+		[ "$try" = 10 ] && { fuser -vm "$mnt" >&2 || true; umount "$mnt"; }
+		sleep 1
+	done
 ' mkrealsys "$loop" "$rootdev" "$uuid" "$rootfs" "$tmp/mnt"
 e2fsck -f -n "$rootdev" >/dev/null 2>&1
 partx -d "$loop" 2>/dev/null || true
