@@ -35,6 +35,7 @@ func realSystemCache() string {
 // size the booted system reports (statfs) both show it grown.
 func TestMatrixRealSystem(t *testing.T) {
 	testenv.RequireVM(t, "mmdebstrap", "qemu-img", "sgdisk", "partx", "losetup", "mkfs.ext4", "unshare", "nginx", "dnsmasq")
+	watch := tailOnFailure(t)
 	dir := t.TempDir()
 
 	// The system, built once and cached (3-15 minutes cold, most of it
@@ -75,6 +76,7 @@ func TestMatrixRealSystem(t *testing.T) {
 		// no_timer_check: a busy host can make TCG miss the ticks the
 		// kernel counts at boot, and panic it ("IO-APIC + timer").
 		qemu.WithAppend("asr.source=http://198.18.0.1:8080/realsys.asr", "asr.grow", "asr.after=poweroff", "no_timer_check"))...)
+	watch(vm)
 	guest, wall := restoreStarts(t, vm, 5*time.Minute)
 	t.Logf("appliance: restore starts %.1f s after power-on (guest clock), %.1f s after QEMU started", guest, wall)
 	m, err := vm.Console.Expect(`asr-appliance: RESULT success: .*, verified; grew partition 2 to ([^:]+): filesystem resized to (\d+) blocks`, 20*time.Minute)
@@ -107,6 +109,7 @@ func TestMatrixRealSystem(t *testing.T) {
 	// The restored disk boots: GRUB, Debian's kernel and initramfs,
 	// systemd to multi-user.target, whose unit reports the root size.
 	boot := qemu.StartT(t, "hr-realsys-boot", qemu.WithDiskBoot(), qemu.WithDisk(target))
+	watch(boot)
 	// systemd stops printing its status lines once the serial getty has
 	// the console, so "Reached target multi-user.target" may not show: the
 	// unit, ordered after multi-user.target, asks systemctl instead.
@@ -186,4 +189,23 @@ func indent(s string) string {
 		return ""
 	}
 	return "\n    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// tailOnFailure makes the last lines of each watched VM's console the very
+// last thing a failed test prints. CI shows only the end of a failed
+// test's output, where the lab's server logs (printed after the consoles,
+// their cleanups having been registered first) would otherwise hide what
+// the machine said. Call it before anything else registers a cleanup.
+func tailOnFailure(t *testing.T) (watch func(*qemu.VM)) {
+	var vms []*qemu.VM
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, vm := range vms {
+			lines := strings.Split(strings.TrimRight(vm.Console.Log(), "\n"), "\n")
+			t.Logf("the end of %s's console:\n%s", vm.Name, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+		}
+	})
+	return func(vm *qemu.VM) { vms = append(vms, vm) }
 }
