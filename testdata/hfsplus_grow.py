@@ -24,50 +24,82 @@ import struct
 import sys
 
 
+def hfs_partition(f):
+    """The byte offset of the Apple_HFS partition in xorriso's Apple
+    partition map (after the ISO 9660 tree, which grows with the files)."""
+    head = f.read(64 << 10)
+    if head[:2] != b"ER":
+        return None
+    bsz = struct.unpack(">H", head[2:4])[0] or 512
+    for i in range(1, 64):
+        e = head[i * bsz:(i + 1) * bsz]
+        if len(e) < 80 or e[:2] != b"PM":
+            return None
+        if e[48:80].rstrip(b"\0") == b"Apple_HFS":
+            start = struct.unpack(">I", e[8:12])[0] * bsz
+            f.seek(start + 1024)
+            return start if f.read(2) == b"H+" else None
+    return None
+
+
 def main():
     iso, out, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # Read in pieces: the bench's volumes are GiBs.
     with open(iso, "rb") as f:
-        b = f.read()
-    off = next((o for o in range(0, len(b) - 1536, 512) if b[o + 1024:o + 1026] == b"H+"), None)
-    if off is None:
-        sys.exit("hfsplus_grow: no HFS+ volume header in %s" % iso)
-    h = bytearray(b[off + 1024:off + 1536])
-    bs, total, free = struct.unpack(">III", h[0x28:0x34])
-    if bs != 2048 or free != 0:
-        sys.exit("hfsplus_grow: %s: block size %d, %d free: not the libisofs volume this expects" % (iso, bs, free))
-    astart, acount = struct.unpack(">II", h[0x70 + 16:0x70 + 24])
-    new = size // bs
-    if new < total or new > acount * bs * 8:
-        sys.exit("hfsplus_grow: %d blocks of %d do not fit between the volume's %d blocks and its allocation file's %d bits"
-                 % (new, bs, total, acount * bs * 8))
-    vol = bytearray(b[off:off + total * bs])
-    del b
-    vol.extend(bytes((new - total) * bs))
-    bm = astart * bs
+        off = hfs_partition(f)
+        if off is None:
+            sys.exit("hfsplus_grow: %s has no Apple_HFS partition in its Apple partition map" % iso)
+        f.seek(off + 1024)
+        h = bytearray(f.read(512))
+        bs, total, free = struct.unpack(">III", h[0x28:0x34])
+        if bs != 2048 or free != 0:
+            sys.exit("hfsplus_grow: %s: block size %d, %d free: not the libisofs volume this expects" % (iso, bs, free))
+        astart, acount = struct.unpack(">II", h[0x70 + 16:0x70 + 24])
+        new = size // bs
+        if new < total or new > acount * bs * 8:
+            sys.exit("hfsplus_grow: %d blocks of %d do not fit between the volume's %d blocks and its allocation file's %d bits"
+                     % (new, bs, total, acount * bs * 8))
+        f.seek(off)
+        with open(out, "wb") as o:
+            left = total * bs
+            while left > 0:
+                chunk = f.read(min(left, 8 << 20))
+                if not chunk:
+                    sys.exit("hfsplus_grow: %s ends inside its HFS+ volume" % iso)
+                o.write(chunk)
+                left -= len(chunk)
+            o.truncate(new * bs)
+    with open(out, "r+b") as o:
+        o.seek(astart * bs)
+        bm = bytearray(o.read(acount * bs))
 
-    def setbit(n, on):
-        if on:
-            vol[bm + n // 8] |= 0x80 >> (n % 8)
-        else:
-            vol[bm + n // 8] &= ~(0x80 >> (n % 8)) & 0xFF
+        def setbit(n, on):
+            if on:
+                bm[n // 8] |= 0x80 >> (n % 8)
+            else:
+                bm[n // 8] &= ~(0x80 >> (n % 8)) & 0xFF
 
-    for n in range(astart, astart + acount):
-        setbit(n, True)
-    setbit(total - 1, False)
-    vol[total * bs - 1024:total * bs - 512] = bytes(512)
-    for n in range(total, new):
-        setbit(n, False)
-    setbit(new - 1, True)
-    used = sum(bin(x).count("1") for x in vol[bm:bm + new // 8])
-    used += sum(1 for n in range(new // 8 * 8, new) if vol[bm + n // 8] & (0x80 >> (n % 8)))
-    attrs = struct.unpack(">I", h[4:8])[0] & ~(1 << 15)
-    struct.pack_into(">I", h, 4, attrs)
-    struct.pack_into(">II", h, 0x2C, new, new - used)
-    struct.pack_into(">Q", h, 0x70, (new + 7) // 8)
-    vol[1024:1536] = h
-    vol[new * bs - 1024:new * bs - 512] = h
-    with open(out, "wb") as f:
-        f.write(vol)
+        for n in range(astart, astart + acount):
+            setbit(n, True)
+        setbit(total - 1, False)
+        for n in range(total, new):
+            setbit(n, False)
+        setbit(new - 1, True)
+        used = sum(bin(x).count("1") for x in bm[:new // 8])
+        used += sum(1 for n in range(new // 8 * 8, new) if bm[n // 8] & (0x80 >> (n % 8)))
+        attrs = struct.unpack(">I", h[4:8])[0] & ~(1 << 15)
+        struct.pack_into(">I", h, 4, attrs)
+        struct.pack_into(">II", h, 0x2C, new, new - used)
+        struct.pack_into(">Q", h, 0x70, (new + 7) // 8)
+        o.seek(astart * bs)
+        o.write(bm)
+        # The old alternate header is gone; the new one is 1024 bytes
+        # before the new end.
+        o.seek(total * bs - 1024)
+        o.write(bytes(512))
+        for at in (1024, new * bs - 1024):
+            o.seek(at)
+            o.write(h)
     print("blocks=%d free=%d block-size=%d" % (new, new - used, bs))
 
 
