@@ -31,7 +31,7 @@ kernel=${HFSPLUS_VM_KERNEL:-$(ls -1v /boot/vmlinuz-* 2>/dev/null | tail -n 1)}
 ver=${kernel##*/vmlinuz-}
 mods=/lib/modules/$ver/kernel
 [ -d "$mods" ] || die "no modules for $ver in /lib/modules"
-file -L "$(command -v busybox)" | grep -q 'statically linked' || die "busybox is not static (install busybox-static)"
+! ldd "$(command -v busybox)" >/dev/null 2>&1 || die "busybox is not static (install busybox-static; scripts/deps.sh does)"
 
 work=$(mktemp -d /tmp/hfsplus-vm.XXXXXX)
 trap 'rm -rf "$work"' EXIT
