@@ -33,8 +33,10 @@
 # discarded first; after each contender's first restore of a filesystem,
 # the filesystem's checker must pass and, where it can be mounted
 # (kernel, FUSE, mtools), its files must equal the tree written. HFS+ has
-# no checker here: the guest's kernel mounts the restored volume and hashes
-# its files (which the guest's kernel must find equal to the tree written).
+# no checker here (no fsck.hfsplus in Debian 12): the guest's kernel mounts
+# the restored volume and hashes every file, which must equal the tree
+# written. The HFS+ disk's cache key does not cover testdata/hfsplus_*:
+# delete BENCH_DIR's disk-hfsplus-* after changing them.
 #
 # The small files are pieces of one 1.4 MB pool of text, so the same bytes
 # recur more than 1 MiB apart: the compression window decides much of the
