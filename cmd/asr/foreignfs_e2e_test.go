@@ -250,11 +250,11 @@ func TestE2EExFATImageKeepsOnlyUsedData(t *testing.T) {
 	checkFreeNotCopied(t, vol, tfile)
 }
 
-// TestE2EHFSPlusImageKeepsOnlyUsedData: Debian 12 has no mkfs.hfsplus,
-// fsck.hfsplus or hfsplus module, and libhfsp's tools cannot open a volume
-// on this machine, so the volume is xorriso's (libisofs writes a real HFS+
-// beside its ISO 9660 tree) and nothing here can write to it. Its free
-// space is made by hand: one file's blocks are cleared in the allocation
+// TestE2EHFSPlusImageKeepsOnlyUsedData: Debian 12 has no mkfs.hfsplus or
+// fsck.hfsplus, the host no hfsplus module, and libhfsp's tools cannot open
+// a volume on this machine, so the volume is xorriso's (libisofs writes a
+// real HFS+ beside its ISO 9660 tree), without a guest to change it (that
+// is TestE2EHFSPlusKernelWrittenRestore). Its free space is made by hand: one file's blocks are cleared in the allocation
 // file (and counted free in the header), leaving its data behind as old
 // data. Every other file's data must come back where it was, byte for
 // byte; no block of the freed file may.

@@ -328,7 +328,10 @@ DESCRIPTION
     metadata: the partition table (MBR or GPT, both GPT copies kept), and in each
     partition its filesystem's allocation maps: ext2/3/4 block bitmaps (flex_bg, meta_bg
     and uninitialised groups included), the FAT of FAT12/16/32, NTFS's $Bitmap, exFAT's
-    allocation bitmap, the HFS+/HFSX allocation file, the header of a Linux swap area. Free space is not stored, whatever old data it holds: chunks with no used
+    allocation bitmap, the HFS+/HFSX allocation file (a volume not cleanly unmounted,
+    marked inconsistent or with a journal to replay is kept whole: Debian 12 packages no
+    HFS+ checker, fsck.hfsplus, to repair it; macOS's fsck_hfs, or a clean mount and
+    unmount, does), the header of a Linux swap area. Free space is not stored, whatever old data it holds: chunks with no used
     byte are marked unused, and free bytes inside used chunks are stored as zeros. A
     restore then leaves free space as the erase left it, and verification checks the
     used data only. Areas asr cannot map (other filesystems, bytes outside any

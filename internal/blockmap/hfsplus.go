@@ -81,7 +81,9 @@ func mapHFSPlus(r io.ReaderAt, size int64, head []byte) (*fsMap, error) {
 	case attrs&hfsAttrUnmounted == 0:
 		return nil, fallback("%s: not cleanly unmounted (or mounted)", kind)
 	case attrs&hfsAttrInconsistent != 0:
-		return nil, fallback("%s: marked inconsistent: run fsck.hfsplus first", kind)
+		// Debian 12 packages no HFS+ checker (hfsprogs' fsck.hfsplus):
+		// the message names the tools that exist elsewhere.
+		return nil, fallback("%s: marked inconsistent: check it first with fsck.hfsplus (hfsprogs, not in Debian 12) or macOS's fsck_hfs", kind)
 	}
 	if attrs&hfsAttrJournaled != 0 {
 		if err := hfsJournalEmpty(r, kind, h, bs, total); err != nil {
@@ -176,7 +178,7 @@ func hfsJournalEmpty(r io.ReaderAt, kind string, h []byte, bs, total int64) erro
 		return fallback("%s: journal header at byte %d has no JNLx magic", kind, off)
 	}
 	if start, end := order.Uint64(jh[8:]), order.Uint64(jh[16:]); start != end {
-		return fallback("%s: the journal holds transactions not yet replayed: mount it once, or run fsck.hfsplus", kind)
+		return fallback("%s: the journal holds transactions not yet replayed: mount it once (macOS, or Linux's hfsplus) or run fsck.hfsplus or fsck_hfs", kind)
 	}
 	return nil
 }
