@@ -70,8 +70,8 @@ type writer struct {
 	syncing  atomic.Bool
 	syncErr  atomic.Pointer[error]
 
-	// afterWrite, when set (tests only), runs between writing chunk i and
-	// reading it back: it stands for a device that loses or changes a
+	// afterWrite, when set (tests only), runs between writing (or, for a
+	// zero chunk, zeroing) chunk i and reading it back: it stands for a device that loses or changes a
 	// write, which cannot be caused on demand for real.
 	afterWrite func(i int)
 }
@@ -298,6 +298,9 @@ func (w *writer) put(c source.Chunk) (int, error) {
 			if err := w.tgt.ZeroRange(off, int64(n)); err != nil {
 				return 0, err
 			}
+		}
+		if w.afterWrite != nil {
+			w.afterWrite(c.Index)
 		}
 		if w.rb != nil {
 			// Read now, alongside the writes, rather than in the verify
