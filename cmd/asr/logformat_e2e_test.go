@@ -79,7 +79,7 @@ func TestE2ERestoreJSONLog(t *testing.T) {
 			progress[rec.Phase] = append(progress[rec.Phase], rec.num("percent"))
 			// Restoring counts the whole disk; the verify pass counts only
 			// what it reads: the chunks not read back as they were written
-			// (the first and the last, zero ones), so less than the disk.
+			// (the first and the last), so less than the disk.
 			switch total := rec.num("total"); {
 			case rec.Phase == "restoring" && total != diskSize:
 				t.Errorf("restoring progress totals %v, want the disk's %d bytes: %v", total, diskSize, rec.all)

@@ -22,7 +22,8 @@ import (
 
 // dataSource delivers every chunk of data with its SHA-256, as a prepared
 // image does once it has checked them, in aligned buffers (as RunImage
-// decodes into) from two goroutines.
+// decodes into) from two goroutines; a chunk of zeros comes as a zero chunk,
+// with no data, as a prepared image delivers it.
 type dataSource struct {
 	info source.Info
 	data []byte
@@ -40,7 +41,11 @@ func (s *dataSource) Run(_ context.Context, _ int, fn func(source.Chunk) error) 
 			buf := aligned.Make(cs)
 			for i := g; i < n; i += 2 {
 				d := buf[:copy(buf, s.data[i*cs:min(len(s.data), (i+1)*cs)])]
-				if errs[g] = fn(source.Chunk{Index: i, Data: d, Sum: sha256.Sum256(d)}); errs[g] != nil {
+				c := source.Chunk{Index: i, Data: d, Sum: sha256.Sum256(d)}
+				if len(bytes.Trim(d, "\x00")) == 0 {
+					c = source.Chunk{Index: i, Zero: true} // as a prepared image has it
+				}
+				if errs[g] = fn(c); errs[g] != nil {
 					return
 				}
 			}
@@ -179,4 +184,73 @@ func TestZeroRunsInsideChunksAreNotWritten(t *testing.T) {
 	if next, err := unix.Seek(int(f.Fd()), int64(shortGap[0]), unix.SEEK_DATA); err != nil || next != int64(shortGap[0]) {
 		t.Errorf("the 16 KiB zero run at byte %d: SEEK_DATA = %d, %v; want it written with its neighbours", shortGap[0], next, err)
 	}
+}
+
+// A zero chunk is not written (the erase left it reading as zeros) but it is
+// read back as it comes, like a written one: a device where it does not
+// read as zeros (here: a byte put into the backing file behind the loop
+// device, between the erase and the read-back) fails the restore, naming
+// the chunk's bytes. Intact, the zero chunk counts among the bytes read
+// back as written.
+func TestReadBackOfZeroChunk(t *testing.T) {
+	testenv.Require(t, "losetup")
+	const cs = 64 << 10
+	const chunks = 8
+	const zero = 6
+	data := make([]byte, chunks*cs)
+	rng := rand.New(rand.NewPCG(11, 12))
+	for i := range data {
+		data[i] = byte(rng.Uint32() | 1)
+	}
+	clear(data[zero*cs : (zero+1)*cs])
+	backing := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(backing, bytes.Repeat([]byte("old disk "), len(data)/9+1)[:len(data)], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := testenv.Loop(t, backing)
+	run := func(hook func(int)) (*Result, error) {
+		return Run(context.Background(), Request{
+			Source: "test", Target: dev, Erase: true, NoPrompt: true, Workers: 2,
+			OpenSource: func(string, int64) (source.Source, error) {
+				return &dataSource{info: source.Info{Kind: "test", Size: int64(len(data)), ChunkSize: cs}, data: data}, nil
+			},
+			Out:        progress.New(io.Discard, false),
+			afterWrite: hook,
+		})
+	}
+	res, err := run(nil)
+	if err != nil {
+		t.Fatalf("restore onto an intact device: %v", err)
+	}
+	if !res.Verified || res.ZeroChunks != 1 || res.ReadBackBytes != (chunks-2)*cs {
+		t.Fatalf("intact device: Verified %v, %d zero chunks, %d bytes read back as written; want true, 1 and %d", res.Verified, res.ZeroChunks, res.ReadBackBytes, (chunks-2)*cs)
+	}
+	if got, _ := os.ReadFile(backing); !bytes.Equal(got, data) {
+		t.Fatal("the intact device does not hold the data after a verified restore")
+	}
+
+	var hit bool
+	res, err = run(func(i int) {
+		if i != zero {
+			return
+		}
+		f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte{0x5a}, zero*cs+4321); err != nil {
+			t.Error(err)
+		}
+		hit = true
+	})
+	if !hit {
+		t.Fatal("the hook never saw the zero chunk: the test proves nothing")
+	}
+	want := "bytes 393216 to 458752 (chunk 6), zeros in the image, do not read as zeros"
+	if err == nil || res != nil || !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore onto a device where the zero chunk reads back non-zero = %v, %v; want ErrIncomplete naming %q", res, err, want)
+	}
+	t.Logf("Run = %v", err)
 }

@@ -318,8 +318,10 @@ func (r *run) openSource(ctx context.Context) error {
 		return r.fail(o.err)
 	}
 	r.src, r.info = o.src, o.src.Info()
-	// Each worker holds about four chunks (stored, decoded, the copy that
-	// is written, and half a reader's two: written and read back): keep
+	// Each worker holds up to three chunks (stored, decoded, and an
+	// aligned copy when its source's buffer is not aligned) and a 1 MiB
+	// read-back piece; counted as four, which leaves room for the
+	// held-back first and last chunks and the decoder's own memory: keep
 	// them within 96 MiB whatever the core count and chunk size, so a
 	// restore stays below the appliance's 256 MiB budget (16 MiB chunks,
 	// the largest, take the two workers' 128 MiB).

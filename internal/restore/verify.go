@@ -46,7 +46,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // verify reads every chunk of the restored range back past the page cache
 // and compares it with what the source said it holds (but those the writer
 // read back and found equal as it wrote them): zero chunks must read
-// as zeros, every other chunk must match its SHA-256. Free space (unused
+// as zeros, the held-back first and last chunk as they were written, every
+// other chunk must match its SHA-256. Free space (unused
 // chunks) is not read: nothing was written there to check. A chunk a delta
 // restore kept was matched against its SHA-256 when it was compared and not
 // written since: it must read as it did then (its CRC-32C), which catches a
@@ -98,6 +99,8 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 				switch {
 				case s.zero:
 					ok = blockmap.IsZero(data)
+				case s.held != nil:
+					ok = bytes.Equal(data, s.held)
 				case s.kept:
 					ok = crc32.Checksum(data, castagnoli) == s.crc
 				default:

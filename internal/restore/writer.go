@@ -48,21 +48,20 @@ type writer struct {
 	// rb reads each chunk back past the page cache right after it is
 	// written (nil: --noverify, or a target that cannot be read past the
 	// cache, which the verify pass then reads whole after the final flush).
+	// The put that wrote the chunk reads it, in pieces of readPiece bytes,
+	// and compares each with the source's own buffer, which it still holds:
+	// no copy of the chunk is made, and each piece is compared while it is
+	// still in the CPU's cache. The other workers go on decoding and writing
+	// meanwhile, so reads and writes of different chunks overlap.
 	rb       *target.Reader
 	readBack atomic.Int64 // bytes read back and found equal as they were written
-	// rbq hands written chunks (a copy of the checked bytes, in a buffer
-	// of bufs) to the read-back goroutines, so that a put does not wait for
-	// its read: the source's workers go on decoding while earlier chunks are
-	// read back. rbErr is the first
-	// mismatch or read failure, returned by every later put and by finish.
-	rbq     chan readBack
-	rbWG    sync.WaitGroup
-	rbErr   atomic.Pointer[error]
-	rbClose sync.Once
-	// bufs keeps aligned chunk buffers for reuse (for read-back, and for
-	// data a source delivered unaligned on its way to a direct write):
-	// allocated as needed, kept up to its capacity. Not a sync.Pool, which
-	// drops them at every garbage collection and has them allocated again.
+	// pieces keeps readPiece-sized aligned buffers for the read-backs,
+	// one for each put reading at once.
+	pieces chan []byte
+	// bufs keeps aligned chunk buffers for data a source delivered
+	// unaligned on its way to a direct write: allocated as needed, kept up
+	// to its capacity. Not a sync.Pool, which drops them at every garbage
+	// collection and has them allocated again.
 	bufs chan *[]byte
 	// unsynced counts bytes written since the last periodic flush; syncing
 	// is held by the one put that flushes. syncErr is a flush's failure,
@@ -71,8 +70,8 @@ type writer struct {
 	syncing  atomic.Bool
 	syncErr  atomic.Pointer[error]
 
-	// afterWrite, when set (tests only), runs between writing chunk i and
-	// reading it back: it stands for a device that loses or changes a
+	// afterWrite, when set (tests only), runs between writing (or, for a
+	// zero chunk, zeroing) chunk i and reading it back: it stands for a device that loses or changes a
 	// write, which cannot be caused on demand for real.
 	afterWrite func(i int)
 }
@@ -103,12 +102,17 @@ type sum struct {
 	// readBack: written and read back equal right away (see
 	// readBackAsWritten); the verify pass skips it.
 	readBack bool
+	// held is a held-back chunk (the first or the last) as it was written,
+	// after the final flush: the verify pass compares it byte for byte,
+	// which costs less than hashing it again (its SHA-256 was checked, or,
+	// for a first chunk whose partition table was adjusted, computed).
+	held []byte
 }
 
 func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
 	n := int((info.Size + int64(info.ChunkSize) - 1) / int64(info.ChunkSize))
 	w := &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}, grow: grow,
-		bufs: make(chan *[]byte, 8)} // readBackAsWritten keeps more
+		bufs: make(chan *[]byte, 8)}
 	return w
 }
 
@@ -131,22 +135,20 @@ func (w *writer) putBuf(b *[]byte) {
 	}
 }
 
-// readBack is one written chunk waiting to be read back.
-type readBack struct {
-	i    int
-	off  int64
-	data *[]byte // from bufs, what was written
-	n    int
-}
+// readPiece is how much of a chunk is read back at a time: small enough
+// that the piece is still in the CPU's cache when it is compared (the copy
+// into it, by the kernel, is what brought it there), large enough that the
+// reads stay few (a loop device or a disk splits larger requests anyway).
+const readPiece = 1 << 20
 
 // readBackAsWritten makes the writer read every chunk it writes back past
 // the page cache and compare it with the bytes it wrote: those were checked
 // against the image's SHA-256 by the source, so equal bytes are verified
-// without a second hashing pass, and the reads (on workers goroutines) come
-// while the next chunks are being decoded and written. It reports false
-// (and changes nothing) where the target cannot be read past the cache (no
-// O_DIRECT): there the verify pass reads it all after the final flush and
-// after dropping the cache.
+// without a second hashing pass. Zero chunks, which the erase or a zeroing
+// left on the target, are read back as they come too and must read as
+// zeros. It reports false (and changes nothing) where the target cannot be
+// read past the cache (no O_DIRECT): there the verify pass reads it all
+// after the final flush and after dropping the cache.
 func (w *writer) readBackAsWritten(workers int) (bool, error) {
 	r, err := w.tgt.OpenReader()
 	if err != nil {
@@ -157,64 +159,59 @@ func (w *writer) readBackAsWritten(workers int) (bool, error) {
 		return false, nil
 	}
 	w.rb = r
-	// Unbuffered: a put hands its chunk to a free reader, or waits for one.
-	// In memory: each worker's copy of its chunk, each reader's two
-	// buffers (what was written, what was read).
-	w.rbq = make(chan readBack)
-	readers := max(1, workers/2) // a read costs far less than a decode
-	w.bufs = make(chan *[]byte, workers+2*readers)
-	for range readers {
-		w.rbWG.Go(func() {
-			got := w.getBuf()
-			defer w.putBuf(got)
-			for j := range w.rbq {
-				if w.rbErr.Load() == nil {
-					if err := w.check(j, *got); err != nil {
-						w.rbErr.CompareAndSwap(nil, &err)
-					}
-				}
-				w.putBuf(j.data)
-			}
-		})
-	}
+	w.pieces = make(chan []byte, workers+1)
 	return true, nil
 }
 
-// check reads chunk j back into buf and compares it with what was written.
-func (w *writer) check(j readBack, buf []byte) error {
-	got, err := w.rb.ReadAt(buf, j.n, j.off)
-	if err != nil {
-		return fmt.Errorf("verification: %s: %w", w.tgt.Path, err)
+// getPiece returns an aligned read-back buffer of readPiece bytes.
+func (w *writer) getPiece() []byte {
+	select {
+	case b := <-w.pieces:
+		return b
+	default:
+		return aligned.Make(readPiece)
 	}
-	if !bytes.Equal(got, (*j.data)[:j.n]) {
-		return fmt.Errorf("verification failed: %s bytes %d to %d read back right after writing differ from what was written (chunk %d): the device does not hold what it was given", w.tgt.Path, j.off, j.off+int64(j.n), j.i)
+}
+
+// putPiece gives b back for reuse.
+func (w *writer) putPiece(b []byte) {
+	select {
+	case w.pieces <- b:
+	default:
 	}
-	w.sums[j.i].readBack = true
-	w.readBack.Add(int64(j.n))
+}
+
+// check reads chunk i, just written at off, back past the page cache and
+// compares it with data, what was written; want names what data is in the
+// error ("read back right after writing differ from what was written").
+// A nil data stands for zeros: the chunk must read as zeros.
+func (w *writer) check(i int, data []byte, n int, off int64) error {
+	buf := w.getPiece()
+	defer w.putPiece(buf)
+	for p := 0; p < n; p += readPiece {
+		k := min(readPiece, n-p)
+		got, err := w.rb.ReadAt(buf, k, off+int64(p))
+		if err != nil {
+			return fmt.Errorf("verification: %s: %w", w.tgt.Path, err)
+		}
+		if data == nil {
+			if !blockmap.IsZero(got) {
+				return fmt.Errorf("verification failed: %s bytes %d to %d (chunk %d), zeros in the image, do not read as zeros after the erase: the device does not hold what it was given", w.tgt.Path, off, off+int64(n), i)
+			}
+			continue
+		}
+		if !bytes.Equal(got, data[p:p+k]) {
+			return fmt.Errorf("verification failed: %s bytes %d to %d read back right after writing differ from what was written (chunk %d): the device does not hold what it was given", w.tgt.Path, off, off+int64(n), i)
+		}
+	}
+	w.sums[i].readBack = true
+	w.readBack.Add(int64(n))
 	return nil
 }
 
-// readBackDone waits for every read-back and returns the first failure.
-// Call it once no put can run: in finish, or after stop.
-func (w *writer) readBackDone() error {
-	if w.rbq == nil {
-		return nil
-	}
-	w.rbClose.Do(func() { close(w.rbq) })
-	w.rbWG.Wait()
-	// The buffers are not needed any more: let the verify pass reuse
-	// their memory.
-	w.bufs = make(chan *[]byte, 8)
-	if err := w.rbErr.Load(); err != nil {
-		return *err
-	}
-	return nil
-}
-
-// close stops the writer, waits for the read-backs and releases the reader.
+// close stops the writer and releases the reader.
 func (w *writer) close() {
 	w.stop()
-	_ = w.readBackDone()
 	if w.rb != nil {
 		w.rb.Close()
 		w.rb = nil
@@ -302,6 +299,16 @@ func (w *writer) put(c source.Chunk) (int, error) {
 				return 0, err
 			}
 		}
+		if w.afterWrite != nil {
+			w.afterWrite(c.Index)
+		}
+		if w.rb != nil {
+			// Read now, alongside the writes, rather than in the verify
+			// pass after them: nothing writes this range again.
+			if err := w.check(c.Index, nil, n, off); err != nil {
+				return 0, err
+			}
+		}
 		return n, nil
 	}
 	if len(c.Data) != n {
@@ -327,29 +334,26 @@ func (w *writer) put(c source.Chunk) (int, error) {
 }
 
 // write puts one checked chunk at off: past the page cache where the target
-// allows it (from an aligned copy if the source's buffer is not aligned, or
-// when it is to be read back: the copy is what the read-back compares with,
-// after the source has reused its buffer), then hands it to the read-back.
-// Every syncStep bytes the target is flushed.
+// allows it (from an aligned copy if the source's buffer is not aligned),
+// then reads it back (see readBackAsWritten). Every syncStep bytes the
+// target is flushed.
 func (w *writer) write(i int, data []byte, off int64) error {
 	if err := w.syncErr.Load(); err != nil {
 		return *err
 	}
-	if err := w.rbErr.Load(); err != nil {
-		return *err
-	}
 	out := data
 	var b *[]byte
-	if w.rbq != nil || (w.tgt.Direct() && !aligned.Is(data)) {
+	if w.tgt.Direct() && !aligned.Is(data) {
 		b = w.getBuf()
 		// (A chunk that is not whole logical blocks, the tail of an
 		// odd-sized image, is written through the cache by WriteAt.)
 		out = (*b)[:copy(*b, data)]
 	}
-	if err := w.writeRuns(out, off); err != nil {
-		if b != nil {
-			w.putBuf(b)
-		}
+	err := w.writeRuns(out, off)
+	if b != nil {
+		w.putBuf(b)
+	}
+	if err != nil {
 		return err
 	}
 	if !w.tgt.Direct() {
@@ -358,10 +362,12 @@ func (w *writer) write(i int, data []byte, off int64) error {
 	if w.afterWrite != nil {
 		w.afterWrite(i)
 	}
-	if w.rbq != nil {
-		w.rbq <- readBack{i: i, off: off, data: b, n: len(data)}
-	} else if b != nil {
-		w.putBuf(b)
+	if w.rb != nil {
+		// Compared with the source's buffer: the bytes its SHA-256
+		// was checked on.
+		if err := w.check(i, data, len(data), off); err != nil {
+			return err
+		}
 	}
 	if w.unsynced.Add(int64(len(data))) >= syncStep && w.syncing.CompareAndSwap(false, true) {
 		// One put flushes while the others go on writing.
@@ -431,12 +437,9 @@ func (w *writer) finish() error {
 			return fmt.Errorf("source ended without chunk %d", i)
 		}
 	}
-	// Every written chunk read back equal before the first and last are
-	// written: a device that garbles writes never gets a valid-looking
-	// head.
-	if err := w.readBackDone(); err != nil {
-		return err
-	}
+	// Every written chunk read back equal (each put read its chunk back
+	// before it returned) before the first and last are written: a device
+	// that garbles writes never gets a valid-looking head.
 	if err := w.tgt.Sync(); err != nil {
 		return err
 	}
@@ -449,6 +452,7 @@ func (w *writer) finish() error {
 				return err
 			}
 			w.written.Add(1)
+			w.sums[i].held = d
 			delete(w.deferred, i)
 		}
 	}
