@@ -7,17 +7,13 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 
@@ -25,7 +21,9 @@ import (
 )
 
 // fuseTree mounts dev read-only with a FUSE mount helper and lists every
-// entry under it with its type, size and content hash, sorted.
+// entry under it with its type, size and content hash, sorted: the
+// permissions are left out, since these drivers make them up from their
+// mount options.
 func fuseTree(t *testing.T, dev, mountCmd string) []string {
 	t.Helper()
 	mnt := t.TempDir()
@@ -33,38 +31,7 @@ func fuseTree(t *testing.T, dev, mountCmd string) []string {
 		t.Fatalf("%s %s: %v: %s", mountCmd, dev, err, out)
 	}
 	defer exec.Command("umount", mnt).Run()
-	var lines []string
-	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(mnt, p)
-		line := fmt.Sprintf("%s %v %d", rel, fi.Mode().Type(), fi.Size())
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			line += " " + hex.EncodeToString(h.Sum(nil))
-		}
-		lines = append(lines, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("reading the files on %s: %v", dev, err)
-	}
-	sort.Strings(lines)
-	return lines
+	return listTree(t, dev, mnt, func(fi fs.FileInfo) fs.FileMode { return fi.Mode().Type() })
 }
 
 // fillFUSE mounts dev with mountCmd and writes, as a user's disk gets it:
@@ -133,10 +100,7 @@ func TestE2ENTFSGrow(t *testing.T) {
 	mustAsr(t, "imagescan", "--source", disk, "--output", img)
 	want := fuseTree(t, src, "mount.ntfs-3g")
 	size := 2 * fileSize(t, disk)
-	tfile := filepath.Join(dir, "big.img")
-	fillRandom(t, tfile, size, 7)
-	dev := loop(t, tfile)
-	r := mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt", "--grow")
+	r, tfile, _ := restoreOver(t, img, size, 7, "--grow")
 	if !strings.Contains(r.stdout, "with ntfsresize") {
 		t.Errorf("restore --grow did not say ntfsresize grew the volume; got:\n%s", r.stdout)
 	}
@@ -145,9 +109,7 @@ func TestE2ENTFSGrow(t *testing.T) {
 		t.Fatalf("partition 1 is %d bytes with --grow, want it to reach the end of the %d-byte disk", nsize, size)
 	}
 	part := partLoop(t, tfile, noff, nsize, false)
-	if out, err := exec.Command("ntfsfix", "-n", part).CombinedOutput(); err != nil || strings.Contains(string(out), "FAILED") {
-		t.Fatalf("ntfsfix -n on the grown partition: %v\n%s", err, out)
-	}
+	fsCheck(t, part, "the grown partition", "ntfsfix", "-n")
 	boot := make([]byte, 512)
 	f, err := os.Open(part)
 	if err != nil {
@@ -204,16 +166,8 @@ func TestE2ENTFSImageKeepsOnlyUsedData(t *testing.T) {
 		t.Errorf("image is %d bytes, want under 20 MiB: the volume holds about 8 MiB of files and 60 MiB of deleted data", st)
 	}
 	dst := partLoop(t, tfile, poff, psize, false)
-	if out, err := exec.Command("ntfsfix", "-n", dst).CombinedOutput(); err != nil || strings.Contains(string(out), "FAILED") {
-		t.Fatalf("ntfsfix -n on the restored partition: %v\n%s", err, out)
-	}
-	want, got := fuseTree(t, src, "mount.ntfs-3g"), fuseTree(t, dst, "mount.ntfs-3g")
-	if len(want) < 25 {
-		t.Fatalf("source holds only %d entries: the test volume is not what this test needs", len(want))
-	}
-	if diff := firstDiff(want, got); diff != "" {
-		t.Errorf("restored files differ from the source's: %s", diff)
-	}
+	fsCheck(t, dst, "the restored partition", "ntfsfix", "-n")
+	checkSameFiles(t, fuseTree(t, src, "mount.ntfs-3g"), fuseTree(t, dst, "mount.ntfs-3g"), 25)
 	checkFreeNotCopied(t, disk, tfile)
 }
 
@@ -237,16 +191,8 @@ func TestE2EExFATImageKeepsOnlyUsedData(t *testing.T) {
 	if st := fileSize(t, img); st > 20<<20 {
 		t.Errorf("image is %d bytes, want under 20 MiB: the volume holds about 8 MiB of files and 60 MiB of deleted data", st)
 	}
-	if out, err := exec.Command("fsck.exfat", "-n", dev).CombinedOutput(); err != nil {
-		t.Fatalf("fsck.exfat -n on the restored volume: %v\n%s", err, out)
-	}
-	want, got := fuseTree(t, src, "mount.exfat-fuse"), fuseTree(t, dev, "mount.exfat-fuse")
-	if len(want) < 25 {
-		t.Fatalf("source holds only %d entries: the test volume is not what this test needs", len(want))
-	}
-	if diff := firstDiff(want, got); diff != "" {
-		t.Errorf("restored files differ from the source's: %s", diff)
-	}
+	fsCheck(t, dev, "the restored volume", "fsck.exfat", "-n")
+	checkSameFiles(t, fuseTree(t, src, "mount.exfat-fuse"), fuseTree(t, dev, "mount.exfat-fuse"), 25)
 	checkFreeNotCopied(t, vol, tfile)
 }
 

@@ -74,6 +74,15 @@ func treeDigest(t *testing.T, dev, fstype string) []string {
 		t.Fatalf("mount %s: %v: %s", dev, err, out)
 	}
 	defer exec.Command("umount", mnt).Run()
+	return listTree(t, dev, mnt, fs.FileInfo.Mode)
+}
+
+// listTree lists every entry under mnt, where dev is mounted, with its
+// path, mode (as mode gives it: all of it, or only its type where the
+// filesystem's driver makes up the permissions), size and content hash,
+// one line each, sorted.
+func listTree(t *testing.T, dev, mnt string, mode func(fs.FileInfo) fs.FileMode) []string {
+	t.Helper()
 	var lines []string
 	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -84,7 +93,7 @@ func treeDigest(t *testing.T, dev, fstype string) []string {
 			return err
 		}
 		rel, _ := filepath.Rel(mnt, p)
-		line := fmt.Sprintf("%s %v %d", rel, fi.Mode(), fi.Size())
+		line := fmt.Sprintf("%s %v %d", rel, mode(fi), fi.Size())
 		if fi.Mode().IsRegular() {
 			f, err := os.Open(p)
 			if err != nil {
@@ -106,6 +115,43 @@ func treeDigest(t *testing.T, dev, fstype string) []string {
 	}
 	sort.Strings(lines)
 	return lines
+}
+
+// checkSameFiles fails the test if got, the listing of a restored volume,
+// differs from want, its source's. want must hold at least minEntries, else
+// the source is too empty for the comparison to prove anything.
+func checkSameFiles(t *testing.T, want, got []string, minEntries int) {
+	t.Helper()
+	if len(want) < minEntries {
+		t.Fatalf("source holds only %d entries: the test volume is not what this test needs", len(want))
+	}
+	if diff := firstDiff(want, got); diff != "" {
+		t.Errorf("restored files differ from the source's: %s", diff)
+	}
+}
+
+// fsCheck runs a filesystem's own checker read-only on dev (check is its
+// command line, without the device) and stops the test if it finds a
+// fault; where names dev in the message. ntfsfix -n exits 0 even when a
+// check fails, and says FAILED: for it that counts as a fault too.
+func fsCheck(t *testing.T, dev, where string, check ...string) {
+	t.Helper()
+	out, err := exec.Command(check[0], append(check[1:], dev)...).CombinedOutput()
+	if err != nil || check[0] == "ntfsfix" && strings.Contains(string(out), "FAILED") {
+		t.Fatalf("%s on %s: %v\n%s", strings.Join(check, " "), where, err, out)
+	}
+}
+
+// restoreOver restores img with --erase --noprompt and flags onto a loop
+// device over a new file of size bytes full of random data from seed, as a
+// used target disk is. It returns restore's result, the file and the device.
+func restoreOver(t *testing.T, img string, size int64, seed uint64, flags ...string) (r result, tfile, dev string) {
+	t.Helper()
+	tfile = filepath.Join(t.TempDir(), "target.img")
+	fillRandom(t, tfile, size, seed)
+	dev = loop(t, tfile)
+	r = mustAsr(t, append([]string{"restore", "--source", img, "--target", dev, "--erase", "--noprompt"}, flags...)...)
+	return r, tfile, dev
 }
 
 // freeSpace returns the bytes of disk that its filesystems call free,
@@ -203,24 +249,13 @@ func TestE2EExt4ImageKeepsOnlyUsedData(t *testing.T) {
 		t.Errorf("image is %d bytes, more than the %d bytes the filesystem uses", st, used)
 	}
 
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, disk), 9)
-	dev := loop(t, tfile)
-	r = mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
+	r, tfile, _ := restoreOver(t, img, fileSize(t, disk), 9)
 	if !strings.Contains(r.stdout, "free space not copied") || !strings.Contains(r.stdout, "of used data") {
 		t.Errorf("restore did not say free space was skipped and used data verified; got:\n%s", r.stdout)
 	}
 	dst := partLoop(t, tfile, poff, psize, false)
-	if out, err := exec.Command("e2fsck", "-fn", dst).CombinedOutput(); err != nil {
-		t.Fatalf("e2fsck -fn on the restored partition: %v\n%s", err, out)
-	}
-	want, got := treeDigest(t, src, "ext4"), treeDigest(t, dst, "ext4")
-	if len(want) < 100 {
-		t.Fatalf("source holds only %d entries: the test disk is not what this test needs", len(want))
-	}
-	if diff := firstDiff(want, got); diff != "" {
-		t.Errorf("restored files differ from the source's: %s", diff)
-	}
+	fsCheck(t, dst, "the restored partition", "e2fsck", "-fn")
+	checkSameFiles(t, treeDigest(t, src, "ext4"), treeDigest(t, dst, "ext4"), 100)
 	checkFreeNotCopied(t, disk, tfile)
 }
 
@@ -250,21 +285,14 @@ func TestE2EFATImageKeepsOnlyUsedData(t *testing.T) {
 		files[name] = testenv.Hash(t, p, 0, fileSize(t, p))
 	}
 
-	img := vol + ".asr"
-	r := mustAsr(t, "imagescan", "--source", vol, "--output", img)
-	if !strings.Contains(r.stdout, "Mapped whole disk") || !strings.Contains(r.stdout, "by FAT32") {
-		t.Errorf("imagescan did not say the volume was mapped by its FAT; got:\n%s", r.stdout)
+	scanned, img, tfile, dev := scanRestore(t, vol, 4)
+	if !strings.Contains(scanned, "Mapped whole disk") || !strings.Contains(scanned, "by FAT32") {
+		t.Errorf("imagescan did not say the volume was mapped by its FAT; got:\n%s", scanned)
 	}
 	if st := fileSize(t, img); st > 8<<20 {
 		t.Errorf("image is %d bytes, want under 8 MiB: the volume holds about 5 MiB of files and 40 MiB of deleted data", st)
 	}
-	tfile := filepath.Join(dir, "target.img")
-	fillRandom(t, tfile, fileSize(t, vol), 4)
-	dev := loop(t, tfile)
-	mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
-	if out, err := exec.Command("fsck.fat", "-n", dev).CombinedOutput(); err != nil {
-		t.Fatalf("fsck.fat -n on the restored volume: %v\n%s", err, out)
-	}
+	fsCheck(t, dev, "the restored volume", "fsck.fat", "-n")
 	for name, want := range files {
 		out := filepath.Join(dir, "out")
 		os.Remove(out)
@@ -310,19 +338,7 @@ func TestE2EDamagedMetadataFallsBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.Close()
-			img := bad + ".asr"
-			r := mustAsr(t, "imagescan", "--source", bad, "--output", img)
-			if !strings.Contains(r.stdout, tt.expect) {
-				t.Errorf("imagescan output lacks %q; got:\n%s", tt.expect, r.stdout)
-			}
-			tfile := filepath.Join(t.TempDir(), "target.img")
-			fillRandom(t, tfile, fileSize(t, bad), 5)
-			dev := loop(t, tfile)
-			mustAsr(t, "restore", "--source", img, "--target", dev, "--erase", "--noprompt")
-			n := fileSize(t, bad)
-			if got, want := hashRange(t, dev, 0, n), hashRange(t, bad, 0, n); got != want {
-				t.Errorf("restored disk has sha256 %s, want %s (the damaged source, byte for byte)", got, want)
-			}
+			checkRestoredExact(t, bad, tt.expect)
 		})
 	}
 }
@@ -419,16 +435,10 @@ func TestE2EWholeDiskToLargerDisk(t *testing.T) {
 	poff, psize := firstPartition(t, disk)
 	want := treeDigest(t, partLoop(t, disk, poff, psize, true), "ext4")
 	size := 2 * fileSize(t, disk)
-	for _, grow := range []bool{false, true} {
+	for _, flags := range [][]string{nil, {"--grow"}} {
+		grow := len(flags) > 0
 		t.Run(fmt.Sprintf("grow=%v", grow), func(t *testing.T) {
-			tfile := filepath.Join(t.TempDir(), "big.img")
-			fillRandom(t, tfile, size, 7)
-			dev := loop(t, tfile)
-			args := []string{"restore", "--source", img, "--target", dev, "--erase", "--noprompt"}
-			if grow {
-				args = append(args, "--grow")
-			}
-			r := mustAsr(t, args...)
+			r, tfile, dev := restoreOver(t, img, size, 7, flags...)
 			if !strings.Contains(r.stdout, "GPT backup moved to the end") {
 				t.Errorf("restore did not say it moved the GPT backup; got:\n%s", r.stdout)
 			}
@@ -445,9 +455,7 @@ func TestE2EWholeDiskToLargerDisk(t *testing.T) {
 				t.Errorf("partition 1 is %d bytes with --grow, want it to reach the end of the %d-byte disk", nsize, size)
 			}
 			part := partLoop(t, tfile, noff, nsize, false)
-			if out, err := exec.Command("e2fsck", "-fn", part).CombinedOutput(); err != nil {
-				t.Fatalf("e2fsck -fn on the restored partition: %v\n%s", err, out)
-			}
+			fsCheck(t, part, "the restored partition", "e2fsck", "-fn")
 			if grow {
 				if fs := usedBytes(t, part) + freeBytes(t, part); fs < nsize-(1<<20) {
 					t.Errorf("filesystem is %d bytes after --grow, want it to fill the %d-byte partition", fs, nsize)
@@ -476,19 +484,11 @@ func TestE2EVolumeImage(t *testing.T) {
 	}
 	want := treeDigest(t, vol, "ext4")
 
-	for _, grow := range []bool{false, true} {
+	for _, flags := range [][]string{nil, {"--grow"}} {
+		grow := len(flags) > 0
 		t.Run(fmt.Sprintf("larger,grow=%v", grow), func(t *testing.T) {
-			tfile := filepath.Join(t.TempDir(), "part.img")
-			fillRandom(t, tfile, psize+24<<20, 8)
-			dev := loop(t, tfile)
-			args := []string{"restore", "--source", img, "--target", dev, "--erase", "--noprompt"}
-			if grow {
-				args = append(args, "--grow")
-			}
-			mustAsr(t, args...)
-			if out, err := exec.Command("e2fsck", "-fn", dev).CombinedOutput(); err != nil {
-				t.Fatalf("e2fsck -fn on the restored volume: %v\n%s", err, out)
-			}
+			_, _, dev := restoreOver(t, img, psize+24<<20, 8, flags...)
+			fsCheck(t, dev, "the restored volume", "e2fsck", "-fn")
 			fs := usedBytes(t, dev) + freeBytes(t, dev)
 			switch {
 			case !grow && fs > psize:
@@ -526,16 +526,10 @@ func TestE2ECloneSkipsFreeSpace(t *testing.T) {
 	poff, psize := firstPartition(t, disk)
 	want := treeDigest(t, partLoop(t, disk, poff, psize, true), "ext4")
 	n := fileSize(t, disk)
-	for _, all := range []bool{false, true} {
+	for _, flags := range [][]string{nil, {"--allblocks"}} {
+		all := len(flags) > 0
 		t.Run(fmt.Sprintf("allblocks=%v", all), func(t *testing.T) {
-			tfile := filepath.Join(t.TempDir(), "target.img")
-			fillRandom(t, tfile, n, 11)
-			dev := loop(t, tfile)
-			args := []string{"restore", "--source", disk, "--target", dev, "--erase", "--noprompt"}
-			if all {
-				args = append(args, "--allblocks")
-			}
-			mustAsr(t, args...)
+			_, tfile, dev := restoreOver(t, disk, n, 11, flags...)
 			if all {
 				if got, want := hashRange(t, dev, 0, n), hashRange(t, disk, 0, n); got != want {
 					t.Errorf("clone with --allblocks: target sha256 %s, want %s (the source)", got, want)
@@ -543,9 +537,7 @@ func TestE2ECloneSkipsFreeSpace(t *testing.T) {
 				return
 			}
 			part := partLoop(t, tfile, poff, psize, false)
-			if out, err := exec.Command("e2fsck", "-fn", part).CombinedOutput(); err != nil {
-				t.Fatalf("e2fsck -fn on the clone: %v\n%s", err, out)
-			}
+			fsCheck(t, part, "the clone", "e2fsck", "-fn")
 			if diff := firstDiff(want, treeDigest(t, part, "ext4")); diff != "" {
 				t.Errorf("cloned files differ from the source's: %s", diff)
 			}

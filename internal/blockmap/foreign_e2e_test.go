@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -19,50 +17,12 @@ import (
 // xorriso writes it (Debian 12 has no mkfs.hfsplus and no hfsplus module).
 
 // populateFUSE writes the test files to the filesystem in img through the
-// FUSE mount helper mountCmd, deletes every third one, and returns what df
-// says is free; as populate does for kernel filesystems.
+// FUSE mount helper mountCmd and deletes every third one, as populate does
+// for kernel filesystems.
 func populateFUSE(t *testing.T, img, mountCmd string, seed uint64) population {
 	t.Helper()
 	files, kept := testFiles(seed)
-	pop := population{keptSectors: kept}
-	dev := testenv.Loop(t, img)
-	mnt := t.TempDir()
-	testenv.Run(t, mountCmd, dev, mnt)
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			exec.Command("umount", mnt).Run()
-		}
-	})
-	for i, b := range files {
-		if err := os.WriteFile(filepath.Join(mnt, fmt.Sprintf("f%02d", i)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	testenv.Run(t, "sync", "-f", mnt)
-	for i := range files {
-		if deleted(i) {
-			if err := os.Remove(filepath.Join(mnt, fmt.Sprintf("f%02d", i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	testenv.Run(t, "sync", "-f", mnt)
-	out := strings.Fields(testenv.Run(t, "df", "-B1", "--output=size,used", mnt))
-	if len(out) != 4 {
-		t.Fatalf("df output %q, want a header and two figures", out)
-	}
-	size, err1 := strconv.ParseInt(out[2], 10, 64)
-	used, err2 := strconv.ParseInt(out[3], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("df output %q: want two numbers", out)
-	}
-	pop.free = size - used
-	// A FUSE filesystem's unmount returns once the daemon has written
-	// everything: the image is whole after it.
-	testenv.Run(t, "umount", mnt)
-	mounted = false
-	return pop
+	return population{keptSectors: kept, free: populateMount(t, img, files, mountCmd)}
 }
 
 func TestFUSEFilesystems(t *testing.T) {
@@ -89,21 +49,7 @@ func TestFUSEFilesystems(t *testing.T) {
 			p := fsImage(t, tt.size, tt.mkfs...)
 			pop := populateFUSE(t, p, tt.mount, uint64(len(tt.name)))
 			m := buildFile(t, p)
-			r := fsRegion(t, m)
-			if r.Method != tt.method || r.Off != 0 {
-				t.Errorf("Build(%s) region = %s at %d, want %s at 0%s", tt.name, r.Method, r.Off, tt.method, describe(m))
-			}
-			if kept := checkMarks(t, m, p, false); kept != pop.keptSectors {
-				t.Errorf("found %d sectors of kept files in the image, want %d", kept, pop.keptSectors)
-			}
-			got, want := r.UsedBytes(), r.Len-pop.free
-			t.Logf("%s: map used %d, filesystem %d less %d free = %d (%+d)", tt.name, got, r.Len, pop.free, want, got-want)
-			if d := got - want; d < -tt.slack-64<<10 || d > 0 {
-				t.Errorf("map used %d bytes, filesystem %d less %d free = %d: off by %d", got, r.Len, pop.free, want, d)
-			}
-			if got > r.Len/2 {
-				t.Errorf("map used %d of %d bytes: most of the free space is marked used", got, r.Len)
-			}
+			r := checkFSMap(t, tt.name, m, p, tt.method, pop, tt.slack)
 			if tt.method == MethodNTFS && !allUsed(m, r.End()-512, 512) {
 				t.Errorf("the backup boot sector at %d is free in the map", r.End()-512)
 			}
@@ -304,16 +250,7 @@ func TestForeignCorrupt(t *testing.T) {
 		t.Run(tt.fs+" "+tt.name, func(t *testing.T) {
 			b := bytes.Clone(images[tt.fs])
 			tt.mutate(b)
-			m, err := Build(bytes.NewReader(b), int64(len(b)))
-			if err != nil {
-				t.Fatalf("Build(%s with %s) = %v, want a map", tt.fs, tt.name, err)
-			}
-			if err := m.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			if len(m.Regions) != 1 || !m.Regions[0].NonZero || !strings.Contains(m.Regions[0].Note, tt.note) {
-				t.Errorf("Build(%s with %s) = %s; want one non-zero region noting %q", tt.fs, tt.name, describe(m), tt.note)
-			}
+			m := checkFallsBack(t, tt.fs, tt.name, b, tt.note)
 			if strings.Contains(tt.note, ":") && !m.Regions[0].Fallback {
 				t.Errorf("Build(%s with %s): region not marked Fallback, so no warning is given", tt.fs, tt.name)
 			}

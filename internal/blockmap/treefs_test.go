@@ -440,24 +440,7 @@ func TestTreeReadsOnlyMetadata(t *testing.T) {
 		{"F2FS", []string{"mkfs.f2fs", "-q", "-f", "-t", "0"}, 2 << 20},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			testenv.Require(t, tt.mkfs[0])
-			const size = 2 << 30
-			p := fsImage(t, size, tt.mkfs...)
-			f, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			c := &countingReader{r: f}
-			m, err := Build(c, size)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := fsRegion(t, m)
-			t.Logf("2 GiB %s: read %d bytes in %d reads; %d bytes used", tt.name, c.n, c.reads, r.UsedBytes())
-			if c.n > tt.limit {
-				t.Errorf("Build read %d bytes of a 2 GiB %s, want at most %d: metadata only", c.n, tt.name, tt.limit)
-			}
+			checkReadsOnlyMetadata(t, tt.name, tt.limit, tt.mkfs...)
 		})
 	}
 }
