@@ -25,8 +25,9 @@ import (
 // check runs before the first write, the first chunk is blanked first and
 // written last (from memory when it matched, so an interrupted delta still
 // leaves a disk that does not look valid), and verification reads back
-// every used chunk, reused or written: a written one is checked against its
-// SHA-256, a reused one against the CRC-32C it had when its SHA-256 matched.
+// every written chunk; a reused chunk was verified by its SHA-256 matching
+// on an O_DIRECT read in this run, and is read again (against the CRC-32C
+// it had then) only next to a range the run changed: see markRechecks.
 //
 // Free space ends as a full restore leaves it: chunks the image stores as
 // zeros read as zeros (punched or zeroed out where that is cheap; where it
@@ -96,6 +97,9 @@ func (r *run) compare(ctx context.Context) error {
 	}
 	defer rd.Close()
 	r.have = newChunkSet(len(m.Chunks))
+	// Only a read past the page cache verifies what the device holds:
+	// otherwise every kept chunk is read again after the writes.
+	r.compareDirect = rd.Direct
 	// 4 bytes a chunk, for verification (see verify): dropped once the
 	// writer holds them.
 	r.crcs = make([]uint32, len(m.Chunks))
