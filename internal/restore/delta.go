@@ -101,8 +101,20 @@ func (r *run) compare(ctx context.Context) error {
 	// otherwise every kept chunk is read again after the writes.
 	r.compareDirect = rd.Direct
 	// 4 bytes a chunk, for verification (see verify): dropped once the
-	// writer holds them.
-	r.crcs = make([]uint32, len(m.Chunks))
+	// writer holds them. Only a kept chunk that will be read again needs
+	// one; which those are is known once every chunk was compared (see
+	// markRechecks), so it is computed for each chunk that may be one
+	// whatever the comparison finds: next to the first chunk (always
+	// rewritten) or to a chunk the image does not store (zeroed or
+	// discarded), or the last (the GPT backup may move past it); for all
+	// when this pass cannot read past the page cache. A kept chunk next
+	// only to a stored chunk that did not match is read again against its
+	// SHA-256 instead: a few chunks, where computing the CRC-32C of every
+	// chunk on the target cost more.
+	r.crcs, r.crcd = make([]uint32, len(m.Chunks)), newChunkSet(len(m.Chunks))
+	last := len(m.Chunks) - 1
+	changes := func(j int) bool { return j == 0 || (j > 0 && j <= last && !m.Chunks[j].Codec.Stored()) }
+	wantCRC := func(i int) bool { return !rd.Direct || i == last || changes(i-1) || changes(i+1) }
 	r.out.Start("Comparing", total)
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -135,7 +147,10 @@ func (r *run) compare(ctx context.Context) error {
 				}
 				c := m.Chunks[i]
 				if c.Codec.Stored() && sha256.Sum256(data) == c.Sum {
-					r.crcs[i] = crc32.Checksum(data, castagnoli)
+					if wantCRC(i) {
+						r.crcs[i] = crc32.Checksum(data, castagnoli)
+						r.crcd.add(i)
+					}
 					r.have.add(i)
 					reused.Add(1)
 					if i == 0 {

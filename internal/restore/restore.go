@@ -157,6 +157,7 @@ type run struct {
 	// first chunk when it matched, how many stored chunks matched.
 	have        chunkSet
 	crcs        []uint32
+	crcd        chunkSet // the chunks crcs holds a CRC-32C of
 	head        []byte
 	reused      int
 	compareTime time.Duration
@@ -434,8 +435,8 @@ func (r *run) write(ctx context.Context) error {
 	r.w.afterWrite = r.req.afterWrite
 	toWrite := r.info.Size
 	if r.req.Delta {
-		toWrite -= r.w.reuse(r.have, r.crcs, r.head)
-		r.crcs = nil
+		toWrite -= r.w.reuse(r.have, r.crcs, r.crcd, r.head)
+		r.crcs, r.crcd = nil, nil
 	}
 	if !r.req.NoVerify {
 		if _, err := r.w.readBackAsWritten(r.workers); err != nil {

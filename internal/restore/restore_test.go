@@ -40,7 +40,9 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 		case i >= 3:
 			sums[i] = sum{zero: true}
 		case i == 2: // kept by a delta restore, next to a write: checked by its CRC-32C
-			sums[i] = sum{kept: true, recheck: true, crc: crc32.Checksum(c, castagnoli)}
+			sums[i] = sum{kept: true, recheck: true, hasCRC: true, crc: crc32.Checksum(c, castagnoli)}
+		case i == 1: // kept, next to a chunk that did not match: no CRC-32C, its SHA-256
+			sums[i] = sum{kept: true, recheck: true, sha: sha256.Sum256(c)}
 		default:
 			sums[i] = sum{sha: sha256.Sum256(c)}
 		}
@@ -54,7 +56,7 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	if _, err := verify(context.Background(), tgt, info, sums, 4, out); err != nil {
 		t.Fatalf("verify(intact) = %v", err)
 	}
-	for _, off := range []int64{cs + 17, 2*cs + 9, 4*cs + 3} { // a data chunk, a kept one, a zero chunk
+	for _, off := range []int64{5, cs + 17, 2*cs + 9, 4*cs + 3} { // a written chunk, two kept ones, a zero chunk
 		f, _ := os.OpenFile(p, os.O_RDWR, 0)
 		f.WriteAt([]byte{0xAA}, off)
 		f.Close()

@@ -56,8 +56,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // restore kept was matched against its SHA-256 when it was compared and not
 // written since: it is read again only next to a range this run changed
 // (see writer.markRechecks for why that is enough), and must then read as it
-// did (its CRC-32C), which catches a write that ran past its range, for a
-// fraction of the hashing.
+// did (its CRC-32C where compare computed one, else its SHA-256), which
+// catches a write that ran past its range.
 func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []sum, workers int, out *progress.Printer) (bool, error) {
 	r, err := tgt.OpenReader()
 	if err != nil {
@@ -105,7 +105,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 				switch {
 				case s.zero:
 					ok = blockmap.IsZero(data)
-				case s.kept:
+				case s.kept && s.hasCRC:
 					ok = crc32.Checksum(data, castagnoli) == s.crc
 				default:
 					ok = sha256.Sum256(data) == s.sha

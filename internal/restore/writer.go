@@ -97,10 +97,11 @@ type sum struct {
 	// kept is a chunk a delta restore found matching and did not write.
 	// Its SHA-256 matched on an O_DIRECT read of the target in this run;
 	// it is read again only when recheck is set (see markRechecks), and
-	// must then read as it did, which crc (CRC-32C) shows at a fraction
-	// of SHA-256's cost.
+	// must then read as it did, which crc (CRC-32C, when hasCRC) shows at
+	// a fraction of SHA-256's cost; without one, sha does.
 	kept    bool
 	recheck bool
+	hasCRC  bool
 	crc     uint32
 	sha     [32]byte
 	// readBack: written and read back equal right away (see
@@ -235,16 +236,17 @@ func (w *writer) chunkLen(i int) int {
 // chunks the image does not store were dealt with by eraseDelta. It
 // returns the bytes that will not come from the source.
 //
-// crcs are the CRC-32C of the matching chunks as compare read them: what
-// verification expects of the chunks left as they were. The first chunk
-// is written, so it is verified by its SHA-256 like every written chunk.
-func (w *writer) reuse(have chunkSet, crcs []uint32, head []byte) int64 {
+// crcs are the CRC-32C of the matching chunks in crcd as compare read
+// them: what verification expects of those left as they were (the others
+// are read again, if at all, against their SHA-256). The first chunk is
+// written, so it is verified by its SHA-256 like every written chunk.
+func (w *writer) reuse(have chunkSet, crcs []uint32, crcd chunkSet, head []byte) int64 {
 	w.have = have
 	m := w.info.Manifest
 	var n int64
 	for i, c := range m.Chunks {
 		if c.Codec.Stored() && have.has(i) {
-			w.sums[i] = sum{sha: c.Sum, kept: i != 0 || head == nil, crc: crcs[i]}
+			w.sums[i] = sum{sha: c.Sum, kept: i != 0 || head == nil, crc: crcs[i], hasCRC: crcd.has(i)}
 			n += int64(w.chunkLen(i))
 		}
 	}
