@@ -139,10 +139,12 @@ DELTA RESTORE
     filesystems is discarded where the device can. The safety story is unchanged: the
     first chunk is blanked before anything else is written and written last, even when
     it matched, so an interrupted delta restore leaves a disk that does not look valid
-    (run it again); verification reads back every used chunk past the page cache, reused
-    or written: a written chunk against the checked bytes written, a reused one (matched
-    against its SHA-256 while comparing, not written since) against the CRC-32C it had
-    then, which catches a stray write or a lost block at a fraction of the cost. The
+    (run it again); verification reads back every written chunk past the page cache
+    against the checked bytes written. A reused chunk was verified by the comparison
+    (its SHA-256, on a read past the page cache, before anything was written); the ones
+    next to a range the restore wrote, zeroed or discarded are read again and must still
+    have the CRC-32C they had then, which catches a write that ran past its range; the
+    others are not read twice, as a full restore does not read a chunk twice. The
     summary says how many chunks were reused, fetched (and their bytes) and written.
     --delta needs a prepared image (a raw image or a device has no digests to compare)
     and an existing --target; onto an empty or unrelated disk it is a full restore with
@@ -154,7 +156,8 @@ VERIFICATION
     it back from the target bypassing the page cache (O_DIRECT) and compares it byte for
     byte with what it wrote, while the next chunks are read and decoded. After the final
     flush it reads back the rest the same way: a zero chunk must read as zeros, the first
-    and last chunk (written last) and a reused chunk of --delta must have their digests.
+    and last chunk (written last) must have their digests, and so must a reused chunk of
+    --delta that lies next to a written one (see --delta above).
     Where the target cannot be read with O_DIRECT (a file on some filesystems), the
     whole restored range is read back after the final flush and after dropping the
     cached pages, and each chunk checked against its digest. Free space of the image's

@@ -159,11 +159,20 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 			res.Unchecked, restore.HumanBytes(res.VerifiedBytes), secs(res.VerifyTime), secs(total))
 	} else if res.Verified {
 		how := "read back with O_DIRECT"
-		switch {
-		case res.ReadBackBytes > 0:
+		var early []string
+		if res.ReadBackBytes > 0 {
 			// The time shown is the pass over what was not read back
 			// as it was written: the rest is in the restore's time.
-			how = fmt.Sprintf("read back with O_DIRECT: %s as each chunk was written, the rest after the final flush", restore.HumanBytes(res.ReadBackBytes))
+			early = append(early, restore.HumanBytes(res.ReadBackBytes)+" as each chunk was written")
+		}
+		if res.KeptBytes > 0 {
+			// Reused chunks far from every write: their SHA-256 matched
+			// when they were compared, in CompareTime.
+			early = append(early, restore.HumanBytes(res.KeptBytes)+" of reused chunks when they were compared")
+		}
+		switch {
+		case len(early) > 0:
+			how = "read back with O_DIRECT: " + strings.Join(early, ", ") + ", the rest after the final flush"
 		case !res.VerifyDirect:
 			how = "read back after dropping the page cache"
 		}

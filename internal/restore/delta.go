@@ -25,8 +25,9 @@ import (
 // check runs before the first write, the first chunk is blanked first and
 // written last (from memory when it matched, so an interrupted delta still
 // leaves a disk that does not look valid), and verification reads back
-// every used chunk, reused or written: a written one is checked against its
-// SHA-256, a reused one against the CRC-32C it had when its SHA-256 matched.
+// every written chunk; a reused chunk was verified by its SHA-256 matching
+// on an O_DIRECT read in this run, and is read again (against the CRC-32C
+// it had then) only next to a range the run changed: see markRechecks.
 //
 // Free space ends as a full restore leaves it: chunks the image stores as
 // zeros read as zeros (punched or zeroed out where that is cheap; where it
@@ -96,9 +97,24 @@ func (r *run) compare(ctx context.Context) error {
 	}
 	defer rd.Close()
 	r.have = newChunkSet(len(m.Chunks))
+	// Only a read past the page cache verifies what the device holds:
+	// otherwise every kept chunk is read again after the writes.
+	r.compareDirect = rd.Direct
 	// 4 bytes a chunk, for verification (see verify): dropped once the
-	// writer holds them.
-	r.crcs = make([]uint32, len(m.Chunks))
+	// writer holds them. Only a kept chunk that will be read again needs
+	// one; which those are is known once every chunk was compared (see
+	// markRechecks), so it is computed for each chunk that may be one
+	// whatever the comparison finds: next to the first chunk (always
+	// rewritten) or to a chunk the image does not store (zeroed or
+	// discarded), or the last (the GPT backup may move past it); for all
+	// when this pass cannot read past the page cache. A kept chunk next
+	// only to a stored chunk that did not match is read again against its
+	// SHA-256 instead: a few chunks, where computing the CRC-32C of every
+	// chunk on the target cost more.
+	r.crcs, r.crcd = make([]uint32, len(m.Chunks)), newChunkSet(len(m.Chunks))
+	last := len(m.Chunks) - 1
+	changes := func(j int) bool { return j == 0 || (j > 0 && j <= last && !m.Chunks[j].Codec.Stored()) }
+	wantCRC := func(i int) bool { return !rd.Direct || i == last || changes(i-1) || changes(i+1) }
 	r.out.Start("Comparing", total)
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -131,7 +147,10 @@ func (r *run) compare(ctx context.Context) error {
 				}
 				c := m.Chunks[i]
 				if c.Codec.Stored() && sha256.Sum256(data) == c.Sum {
-					r.crcs[i] = crc32.Checksum(data, castagnoli)
+					if wantCRC(i) {
+						r.crcs[i] = crc32.Checksum(data, castagnoli)
+						r.crcd.add(i)
+					}
 					r.have.add(i)
 					reused.Add(1)
 					if i == 0 {

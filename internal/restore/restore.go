@@ -110,8 +110,14 @@ type Result struct {
 	// ReadBackBytes is the part of VerifiedBytes read back past the page
 	// cache right after it was written, during Elapsed, and compared with
 	// the checked bytes written; VerifyTime is the pass over the rest
-	// (zero chunks, the first and last chunk, a delta's kept chunks).
+	// (zero chunks, the first and last chunk, a delta's kept chunks next
+	// to a write).
 	ReadBackBytes int64
+	// KeptBytes is the part of VerifiedBytes a delta restore kept and
+	// verified by comparing it (its SHA-256, on an O_DIRECT read of the
+	// target before anything was written), far from every write of the
+	// run and so not read a second time (see writer.markRechecks).
+	KeptBytes int64
 	// Unchecked says why nothing published checked the source's bytes (a
 	// raw download without a checksum): Verified then means the disk
 	// matches what was downloaded, no more. Empty when they were checked.
@@ -151,9 +157,12 @@ type run struct {
 	// first chunk when it matched, how many stored chunks matched.
 	have        chunkSet
 	crcs        []uint32
+	crcd        chunkSet // the chunks crcs holds a CRC-32C of
 	head        []byte
 	reused      int
 	compareTime time.Duration
+	// compareDirect: compare read the target with O_DIRECT.
+	compareDirect bool
 }
 
 // Run performs a restore: validate, confirm, erase, write, verify.
@@ -428,8 +437,8 @@ func (r *run) write(ctx context.Context) error {
 	r.w.afterWrite = r.req.afterWrite
 	toWrite := r.info.Size
 	if r.req.Delta {
-		toWrite -= r.w.reuse(r.have, r.crcs, r.head)
-		r.crcs = nil
+		toWrite -= r.w.reuse(r.have, r.crcs, r.crcd, r.head)
+		r.crcs, r.crcd = nil, nil
 	}
 	if !r.req.NoVerify {
 		if _, err := r.w.readBackAsWritten(r.workers); err != nil {
@@ -484,6 +493,7 @@ func (r *run) verify(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
+	kept := r.w.markRechecks(!r.compareDirect)
 	direct, err := verify(ctx, r.tgt, r.info, r.w.sums, r.workers, r.out)
 	if err == nil {
 		err = verifyExtra(r.tgt, r.w.extra)
@@ -494,7 +504,7 @@ func (r *run) verify(ctx context.Context) error {
 	res := r.res
 	res.Verified, res.VerifyTime, res.VerifyDirect = true, time.Since(start), direct
 	res.VerifiedBytes = r.info.Size - res.UnusedBytes
-	res.ReadBackBytes = r.w.readBack.Load()
+	res.ReadBackBytes, res.KeptBytes = r.w.readBack.Load(), kept
 	return nil
 }
 

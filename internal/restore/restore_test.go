@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,8 +39,10 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 		switch {
 		case i >= 3:
 			sums[i] = sum{zero: true}
-		case i == 2: // kept by a delta restore: checked by its CRC-32C
-			sums[i] = sum{kept: true, crc: crc32.Checksum(c, castagnoli)}
+		case i == 2: // kept by a delta restore, next to a write: checked by its CRC-32C
+			sums[i] = sum{kept: true, recheck: true, hasCRC: true, crc: crc32.Checksum(c, castagnoli)}
+		case i == 1: // kept, next to a chunk that did not match: no CRC-32C, its SHA-256
+			sums[i] = sum{kept: true, recheck: true, sha: sha256.Sum256(c)}
 		default:
 			sums[i] = sum{sha: sha256.Sum256(c)}
 		}
@@ -53,7 +56,7 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	if _, err := verify(context.Background(), tgt, info, sums, 4, out); err != nil {
 		t.Fatalf("verify(intact) = %v", err)
 	}
-	for _, off := range []int64{cs + 17, 2*cs + 9, 4*cs + 3} { // a data chunk, a kept one, a zero chunk
+	for _, off := range []int64{5, cs + 17, 2*cs + 9, 4*cs + 3} { // a written chunk, two kept ones, a zero chunk
 		f, _ := os.OpenFile(p, os.O_RDWR, 0)
 		f.WriteAt([]byte{0xAA}, off)
 		f.Close()
@@ -67,6 +70,47 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 		f.WriteAt(data[off:off+1], off)
 		f.Close()
 	}
+}
+
+// A delta restore's verify pass reads again the kept chunks next to a range
+// the run changed (written, zeroed, discarded, or the GPT backup past the
+// image's end for the last chunk), and no other kept chunk; where the
+// comparison did not read past the page cache, every kept chunk.
+func TestMarkRechecksReadsKeptChunksNextToWrites(t *testing.T) {
+	const cs = 4096
+	// 0 the first chunk (matched, written back last), 1-3 kept, 4 free
+	// space (discarded), 5-6 kept, 7 a zero chunk found zero (untouched),
+	// 8 kept, 9 fetched and written, 10-11 kept, 11 the last.
+	const n = 12
+	w := newWriter(nil, source.Info{Size: n * cs, ChunkSize: cs}, false)
+	w.have = newChunkSet(n)
+	kept := []int{1, 2, 3, 5, 6, 8, 10, 11}
+	for _, i := range kept {
+		w.sums[i] = sum{kept: true}
+	}
+	w.sums[0] = sum{} // written: compared with its SHA-256
+	w.sums[4] = sum{unused: true}
+	w.sums[7] = sum{zero: true}
+	w.have.add(7)
+	w.sums[9] = sum{readBack: true}
+	check := func(all bool, extra []patch, want []int) {
+		t.Helper()
+		w.extra = extra
+		got := w.markRechecks(all)
+		var re []int
+		for i, s := range w.sums {
+			if s.recheck {
+				re = append(re, i)
+			}
+		}
+		if !slices.Equal(re, want) || got != int64(len(kept)-len(want))*cs {
+			t.Errorf("markRechecks(%v) with %d patches past the image: rechecks %v and %d bytes verified by the comparison alone, want %v and %d",
+				all, len(extra), re, got, want, (len(kept)-len(want))*cs)
+		}
+	}
+	check(false, nil, []int{1, 3, 5, 8, 10})
+	check(false, []patch{{off: n * cs, data: []byte{1}}}, []int{1, 3, 5, 8, 10, 11})
+	check(true, nil, kept)
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

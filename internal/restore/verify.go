@@ -40,6 +40,11 @@ func verifyExtra(tgt *target.Target, extra []patch) error {
 	return nil
 }
 
+// skipVerify reports whether the verify pass does not read chunk s: free
+// space (nothing was written there to check), a chunk read back as it was
+// written, a kept chunk that needs no second read (see markRechecks).
+func (s sum) skipVerify() bool { return s.unused || s.readBack || (s.kept && !s.recheck) }
+
 // castagnoli is CRC-32C, which CPUs compute in hardware.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -50,8 +55,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // other chunk must match its SHA-256. Free space (unused
 // chunks) is not read: nothing was written there to check. A chunk a delta
 // restore kept was matched against its SHA-256 when it was compared and not
-// written since: it must read as it did then (its CRC-32C), which catches a
-// stray write or a device that lost it, for a fraction of the hashing.
+// written since: it is read again only next to a range this run changed
+// (see writer.markRechecks for why that is enough), and must then read as it
+// did (its CRC-32C where compare computed one, else its SHA-256), which
+// catches a write that ran past its range.
 func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []sum, workers int, out *progress.Printer) (bool, error) {
 	r, err := tgt.OpenReader()
 	if err != nil {
@@ -61,7 +68,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 	cs := info.ChunkSize
 	total := info.Size
 	for i, s := range sums {
-		if s.unused || s.readBack {
+		if s.skipVerify() {
 			total -= min(int64(cs), info.Size-int64(i)*int64(cs))
 		}
 	}
@@ -72,7 +79,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 	go func() {
 		defer close(next)
 		for i := range sums {
-			if sums[i].unused || sums[i].readBack {
+			if sums[i].skipVerify() {
 				continue
 			}
 			select {
@@ -101,7 +108,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 					ok = blockmap.IsZero(data)
 				case s.held != nil:
 					ok = bytes.Equal(data, s.held)
-				case s.kept:
+				case s.kept && s.hasCRC:
 					ok = crc32.Checksum(data, castagnoli) == s.crc
 				default:
 					ok = sha256.Sum256(data) == s.sha

@@ -93,12 +93,16 @@ type patch struct {
 type sum struct {
 	zero   bool
 	unused bool // free space: anything may be there
-	// kept is a chunk a delta restore found matching and did not write:
-	// it must still read as it did then, which crc (CRC-32C) shows at a
-	// fraction of SHA-256's cost.
-	kept bool
-	crc  uint32
-	sha  [32]byte
+	// kept is a chunk a delta restore found matching and did not write.
+	// Its SHA-256 matched on an O_DIRECT read of the target in this run;
+	// it is read again only when recheck is set (see markRechecks), and
+	// must then read as it did, which crc (CRC-32C, when hasCRC) shows at
+	// a fraction of SHA-256's cost; without one, sha does.
+	kept    bool
+	recheck bool
+	hasCRC  bool
+	crc     uint32
+	sha     [32]byte
 	// readBack: written and read back equal right away (see
 	// readBackAsWritten); the verify pass skips it.
 	readBack bool
@@ -229,16 +233,17 @@ func (w *writer) chunkLen(i int) int {
 // chunks the image does not store were dealt with by eraseDelta. It
 // returns the bytes that will not come from the source.
 //
-// crcs are the CRC-32C of the matching chunks as compare read them: what
-// verification expects of the chunks left as they were. The first chunk
-// is written, so it is verified by its SHA-256 like every written chunk.
-func (w *writer) reuse(have chunkSet, crcs []uint32, head []byte) int64 {
+// crcs are the CRC-32C of the matching chunks in crcd as compare read
+// them: what verification expects of those left as they were (the others
+// are read again, if at all, against their SHA-256). The first chunk is
+// written, so it is verified by its SHA-256 like every written chunk.
+func (w *writer) reuse(have chunkSet, crcs []uint32, crcd chunkSet, head []byte) int64 {
 	w.have = have
 	m := w.info.Manifest
 	var n int64
 	for i, c := range m.Chunks {
 		if c.Codec.Stored() && have.has(i) {
-			w.sums[i] = sum{sha: c.Sum, kept: i != 0 || head == nil, crc: crcs[i]}
+			w.sums[i] = sum{sha: c.Sum, kept: i != 0 || head == nil, crc: crcs[i], hasCRC: crcd.has(i)}
 			n += int64(w.chunkLen(i))
 		}
 	}
@@ -246,6 +251,51 @@ func (w *writer) reuse(have chunkSet, crcs []uint32, head []byte) int64 {
 		w.deferred[0] = head
 	}
 	return n
+}
+
+// markRechecks marks the kept chunks that the verify pass reads again: those
+// next to a range this run changed (a written chunk, a chunk zeroed or
+// discarded, the held-back first chunk, or bytes written past the image's
+// end for the last one). It returns the bytes of the kept chunks that are
+// not read again: verified by the comparison alone.
+//
+// Why this is as safe as a full restore's verification: a kept chunk's
+// SHA-256 matched what an O_DIRECT read of the target returned in this run,
+// so it held the image's bytes then; what can change it afterwards is a
+// write of this run landing on it (every one of them is aimed at other
+// chunks: their offsets come from chunk indices) or the device losing what
+// it held. A full restore verifies a chunk by reading it back once, right
+// after writing it, and does not read it again after the writes that
+// follow: it takes the same exposure for every chunk it writes. What a
+// write that misses its range does is run past an end of it, onto the
+// chunk next door: those are read again (and must match their CRC-32C),
+// which a full restore does not do. A kept chunk far from every write is
+// not read twice, as a full restore's written chunk is not.
+//
+// all marks every kept chunk: when the comparison could not read past the
+// page cache, it did not show what the device holds.
+func (w *writer) markRechecks(all bool) (keptOnly int64) {
+	changed := func(j int) bool {
+		if j < 0 || j > w.last {
+			return false
+		}
+		s := w.sums[j]
+		// A zero chunk in have was found zero and left as it was;
+		// every other chunk but a kept one was written, zeroed or
+		// discarded.
+		return !s.kept && !(s.zero && w.have.has(j))
+	}
+	for i := range w.sums {
+		s := &w.sums[i]
+		if !s.kept {
+			continue
+		}
+		s.recheck = all || changed(i-1) || changed(i+1) || (i == w.last && len(w.extra) > 0)
+		if !s.recheck {
+			keptOnly += int64(w.chunkLen(i))
+		}
+	}
+	return keptOnly
 }
 
 // reused reports whether chunk i is a stored chunk the target holds.
