@@ -35,10 +35,11 @@
 # is done. Every process runs under GNU time, which gives its CPU (user+sys)
 # and peak RSS; "% core" is its CPU over its own wall time. Targets are files
 # on tmpfs, so this machine's disk does not set the pace, and every target is
-# compared with what was sent. Per-run figures are kept in $BENCH_DIR/mc/runs.tsv,
-# with the 1-minute load average when each case ended (the machine may be
-# shared) and, for asr, the rate its server kept in its first pass: a server
-# starved of CPU sends slower than its Data Rate, and every client waits.
+# compared with what was sent. Per-run figures are kept in $BENCH_DIR/mc/runs.tsv
+# (asr's logs in mc/logs), with the 1-minute load average when each case ended
+# (the machine may be shared) and, for asr, the rate its server kept in its
+# first pass: a server starved of CPU sends slower than its Data Rate, and
+# every client waits.
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 bench_init bench-multicast
@@ -54,6 +55,7 @@ runs=${BENCH_RUNS:-5}
 many=${BENCH_CLIENTS:-8}
 lossp=${BENCH_LOSS:-2}
 rawcase=${BENCH_RAW:-1}
+udpfail=0
 tmo=${BENCH_TIMEOUT:-900}
 prefix=${ASR_LAB_PREFIX:-amb}
 tdir=${BENCH_TARGET_DIR:-/dev/shm/$prefix-bench-mc-$$}
@@ -101,6 +103,7 @@ fi
 img=$dir/mc/disk.asr
 mkdir -p "$dir/mc" "$tdir"
 lock "$dir/mc"
+rm -rf "$dir/mc/logs"
 "$asr" imagescan --source "$raw" --output "$img" --overwrite >/dev/null
 bytes=$(stat -c %s "$raw")
 ibytes=$(stat -c %s "$img")
@@ -214,6 +217,10 @@ asr_case() {
 	# "Pass 1 done: B bytes in S s, R bytes/s"
 	record "$name" "$n" "$run" "$t0" "$t1" \
 		"$(sed -n 's/^Pass 1 done: .* s, \([0-9]*\) bytes\/s$/\1/p' "$m/server.log" | head -1)"
+	# The logs of every asr run, for what the table cannot say (repairs,
+	# fallbacks, pass times).
+	mkdir -p "$m/logs/$name-$n-$run"
+	cp "$m/server.log" $(seq -f "$m/c%g.log" "$n") "$m/logs/$name-$n-$run/"
 }
 
 # udp_case N RUN FILE KIND: N udp-receivers, then at once udp-sender of FILE
@@ -233,11 +240,20 @@ udp_case() {
 		--min-receivers "$n" --max-bitrate $((rate * 8)) --mcast-rdv-address 239.255.20.2 \
 		--mcast-data-address 239.255.20.3
 	spid=$lpid
+	local failed=""
 	for i in $(seq "$n"); do
-		wait "${cp[i - 1]}" || die "udp-receiver $i failed: $(tail -n 3 "$m/u$i.log")"
+		wait "${cp[i - 1]}" || failed="udp-receiver $i failed: $(tail -n 3 "$m/u$i.log" | tr '\n' ' ')"
 	done
 	t1=$(now)
-	wait "$spid" || die "udp-sender failed: $(tail -n 3 "$m/usender.log")"
+	wait "$spid" || failed="udp-sender failed: $(tail -n 3 "$m/usender.log" | tr '\n' ' ')"
+	if [ -n "$failed" ]; then
+		# udp-sender drops a receiver that does not answer in time (a
+		# loaded machine): a run of udpcast's that is not timed, said and
+		# counted, rather than the end of the benchmark.
+		echo "$bench: $kind, $n client(s), run $run not timed: $failed" >&2
+		udpfail=$((udpfail + 1))
+		return 0
+	fi
 	for i in $(seq "$n"); do
 		if [ "$kind" = udp-raw ]; then check_raw "$tdir/u$i"; else check_img "$tdir/u$i"; fi
 	done
@@ -338,4 +354,5 @@ printf 'asr server, first pass (medians): %s with 1 client, %s with %d (Data Rat
 	"$(mbs "$(med asr 1 pass1_bps)")" "$(mbs "$(med asr "$many" pass1_bps)")" "$many" "$(mbs "$rate")"
 printf 'load average (1 min) as the cases ended: median %s, from %s to %s\n' "$(median $(tail -n +2 "$res" | cut -f11))" \
 	"$(tail -n +2 "$res" | cut -f11 | sort -g | head -1)" "$(tail -n +2 "$res" | cut -f11 | sort -g | tail -1)"
+[ "$udpfail" -eq 0 ] || printf 'udpcast runs not timed (a receiver dropped or failed): %d\n' "$udpfail"
 printf 'per-run figures: %s\n' "$res"
