@@ -639,7 +639,8 @@ type receiver struct {
 	started               bool
 	firstPass, firstChunk uint32
 	repairedPass          uint32
-	fallbackAfter         time.Duration
+	fallbackAfter         time.Duration // before the first packet of the stream
+	fallbackSeen          time.Duration // after it
 	staleAfter            time.Duration
 	now                   time.Time // when the batch being handled came
 	stash                 [][]byte  // shard buffers taken from the pool
@@ -667,8 +668,14 @@ const (
 	// bytes, when that is fewer).
 	fallbackBatch = 64
 	// minFallback is the least time without a chunk from the stream before
-	// a client fetches over its control connection.
+	// a client that never received a packet of it fetches over its control
+	// connection: its network does not carry the stream.
 	minFallback = 2 * time.Second
+	// minFallbackSeen is the same once packets of the stream came: a
+	// stream that went silent after it worked is most often a server held
+	// up for a few seconds (a loaded machine), which every client sees at
+	// once and which their fetches would hold up further.
+	minFallbackSeen = 5 * time.Second
 	// minStale is the least time without a new shard after which a partial
 	// chunk is taken as passed by the stream.
 	minStale = 200 * time.Millisecond
@@ -676,12 +683,13 @@ const (
 
 func newReceiver(run *run) *receiver {
 	r := &receiver{run: run, open: map[int]*assembly{}, recent: list.New(),
-		fallbackAfter: minFallback, staleAfter: minStale, now: time.Now()}
+		fallbackAfter: minFallback, fallbackSeen: minFallbackSeen, staleAfter: minStale, now: time.Now()}
 	// A few chunk-times of the stream: a slow stream of large chunks takes
 	// a while to deliver one.
 	if rate := run.c.sess.Rate; rate > 0 {
 		chunkTime := time.Duration(float64(run.m.ChunkSize) * 1.2 / float64(rate) * float64(time.Second))
 		r.fallbackAfter = max(minFallback, 4*chunkTime)
+		r.fallbackSeen = max(minFallbackSeen, 4*chunkTime)
 		r.staleAfter = max(minStale, 2*chunkTime)
 	}
 	return r
@@ -826,9 +834,13 @@ func (r *receiver) check() error {
 		// a repair.
 		r.sweep(r.now)
 	}
-	if time.Since(time.Unix(0, r.lastStream.Load())) > r.fallbackAfter && len(r.lost) == 0 && len(r.repairIdle) > 0 {
+	wait := r.fallbackAfter
+	if r.started {
+		wait = r.fallbackSeen
+	}
+	if time.Since(time.Unix(0, r.lastStream.Load())) > wait && len(r.lost) == 0 && len(r.repairIdle) > 0 {
 		if r.fallbackLogged.CompareAndSwap(false, true) {
-			c.opts.Log("no chunk from the stream for %s: fetching missing chunks over the control connection", r.fallbackAfter)
+			c.opts.Log("no chunk from the stream for %s: fetching missing chunks over the control connection", wait)
 		}
 		r.underAttack.Store(true)
 		r.fallback()
