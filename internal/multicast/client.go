@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -634,10 +635,12 @@ type receiver struct {
 	held                  int // bytes in open
 	lastSweep             time.Time
 	lost                  []int // chunks to ask for by repair
+	streamAt              int   // the chunk of the last packet of the stream
 	started               bool
 	firstPass, firstChunk uint32
 	repairedPass          uint32
-	fallbackAfter         time.Duration
+	fallbackAfter         time.Duration // before the first packet of the stream
+	fallbackSeen          time.Duration // after it
 	staleAfter            time.Duration
 	now                   time.Time // when the batch being handled came
 	stash                 [][]byte  // shard buffers taken from the pool
@@ -660,12 +663,19 @@ func (r *receiver) shard() []byte {
 const (
 	// assemblyBudget bounds the bytes of partial chunks a client holds.
 	assemblyBudget = 32 << 20
-	// fallbackBatch is how many chunks a client asks for at once when it
-	// fetches over its control connection.
+	// fallbackBatch is the most chunks a client asks for at once when it
+	// fetches over its control connection (a second of the stream's
+	// bytes, when that is fewer).
 	fallbackBatch = 64
 	// minFallback is the least time without a chunk from the stream before
-	// a client fetches over its control connection.
+	// a client that never received a packet of it fetches over its control
+	// connection: its network does not carry the stream.
 	minFallback = 2 * time.Second
+	// minFallbackSeen is the same once packets of the stream came: a
+	// stream that went silent after it worked is most often a server held
+	// up for a few seconds (a loaded machine), which every client sees at
+	// once and which their fetches would hold up further.
+	minFallbackSeen = 5 * time.Second
 	// minStale is the least time without a new shard after which a partial
 	// chunk is taken as passed by the stream.
 	minStale = 200 * time.Millisecond
@@ -673,12 +683,13 @@ const (
 
 func newReceiver(run *run) *receiver {
 	r := &receiver{run: run, open: map[int]*assembly{}, recent: list.New(),
-		fallbackAfter: minFallback, staleAfter: minStale, now: time.Now()}
+		fallbackAfter: minFallback, fallbackSeen: minFallbackSeen, staleAfter: minStale, now: time.Now()}
 	// A few chunk-times of the stream: a slow stream of large chunks takes
 	// a while to deliver one.
 	if rate := run.c.sess.Rate; rate > 0 {
 		chunkTime := time.Duration(float64(run.m.ChunkSize) * 1.2 / float64(rate) * float64(time.Second))
 		r.fallbackAfter = max(minFallback, 4*chunkTime)
+		r.fallbackSeen = max(minFallbackSeen, 4*chunkTime)
 		r.staleAfter = max(minStale, 2*chunkTime)
 	}
 	return r
@@ -823,22 +834,46 @@ func (r *receiver) check() error {
 		// a repair.
 		r.sweep(r.now)
 	}
-	if time.Since(time.Unix(0, r.lastStream.Load())) > r.fallbackAfter && len(r.lost) == 0 {
+	wait := r.fallbackAfter
+	if r.started {
+		wait = r.fallbackSeen
+	}
+	if time.Since(time.Unix(0, r.lastStream.Load())) > wait && len(r.lost) == 0 && len(r.repairIdle) > 0 {
 		if r.fallbackLogged.CompareAndSwap(false, true) {
-			c.opts.Log("no chunk from the stream for %s: fetching missing chunks over the control connection", r.fallbackAfter)
+			c.opts.Log("no chunk from the stream for %s: fetching missing chunks over the control connection", wait)
 		}
 		r.underAttack.Store(true)
-		for i := range r.state {
-			if len(r.lost) == fallbackBatch {
-				break
-			}
-			if r.m.Chunks[i].Codec.Stored() && r.state[i].Load() == missing {
-				r.lost = append(r.lost, i)
-			}
-		}
+		r.fallback()
 	}
 	r.askRepair()
 	return nil
+}
+
+// fallback picks the next chunks to fetch over the control connection
+// while the stream yields nothing: about a second of the stream's bytes,
+// then, once they came, the next second's if the stream is still silent.
+// A silent stream is as often a server held up for a few seconds (a
+// loaded machine) as a dead one, and every client sees the same silence
+// at once: fetching the whole image then made the server send it to each
+// client by TCP, which held the stream up further (8 clients on a 2-core
+// machine took twice as long as one). The chunks are taken from where
+// the stream was last, backwards: those the stream would bring last.
+func (r *receiver) fallback() {
+	budget := r.c.sess.Rate // bytes: a second of the stream
+	if budget <= 0 {
+		budget = math.MaxInt64
+	}
+	n := len(r.state)
+	for k := range n {
+		i := ((r.streamAt-k)%n + n) % n
+		if len(r.lost) == fallbackBatch || budget <= 0 {
+			return
+		}
+		if ch := r.m.Chunks[i]; ch.Codec.Stored() && r.state[i].Load() == missing {
+			r.lost = append(r.lost, i)
+			budget -= int64(ch.Length)
+		}
+	}
 }
 
 // suspectForgery notes that packets with this stream's identity carried
@@ -979,6 +1014,7 @@ func (r *receiver) drop(a *assembly) bool {
 // another pass (once per pass).
 func (r *receiver) seen(h header) {
 	r.c.packets.Add(1)
+	r.streamAt = int(h.Chunk)
 	if !r.started {
 		r.started, r.firstPass, r.firstChunk = true, h.Pass, h.Chunk
 		if r.c.have != nil {
