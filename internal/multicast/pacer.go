@@ -5,21 +5,8 @@ import (
 	"time"
 )
 
-// After a stall (a slow read, a loaded machine's scheduler) the sender
-// makes up the time it lost: first maxBurst of the stream at full speed,
-// then the rest at catchUp times the rate, for a stall of at most maxDebt
-// (and maxDebtBytes of the stream, a quarter of a client's socket buffer).
-// Before, any stall beyond maxBurst was lost for good: on a 2-core machine
-// shared by the server, 8 clients and other work, the server was held up
-// often enough that its pass ran at 60% of its Data Rate, and every client
-// waited. The average over the pass stays at the rate; the network sees at
-// most catchUp times it, for at most twice maxDebt.
-const (
-	maxBurst     = 20 * time.Millisecond
-	maxDebt      = 500 * time.Millisecond
-	maxDebtBytes = 8 << 20
-	catchUp      = 1.5
-)
+// maxBurst is how far behind schedule the sender may catch up at full speed.
+const maxBurst = 20 * time.Millisecond
 
 // Pacing: the sender sends a burst of packets per tick of its clock rather
 // than a few packets at a time. Each wake-up of the sender, and each
@@ -54,47 +41,27 @@ type pacer struct {
 	rate  float64
 	start time.Time
 	sent  int64
-	debt  time.Duration // the most lost time made up
-	lead  time.Duration // maxBurst at catchUp times the rate
-	// peak is the catch-up schedule, at catchUp times the rate: a send is
-	// due no earlier than it.
-	peak  time.Time
 	timer *time.Timer
 }
 
-func newPacer(rate int64) *pacer {
-	debt := min(maxDebt, time.Duration(float64(maxDebtBytes)/float64(rate)*float64(time.Second)))
-	burst := float64(maxBurst)
-	return &pacer{rate: float64(rate), start: time.Now(), debt: max(debt, maxBurst), lead: time.Duration(burst / catchUp)}
-}
+func newPacer(rate int64) *pacer { return &pacer{rate: float64(rate), start: time.Now()} }
 
 // reset restarts the schedule, after a pause.
-func (p *pacer) reset() { p.start, p.sent, p.peak = time.Now(), 0, time.Time{} }
+func (p *pacer) reset() { p.start, p.sent = time.Now(), 0 }
 
 // wait blocks until n more bytes may be sent: until the schedule has room
 // for them, so that bytes sent never run ahead of rate × time since start.
 func (p *pacer) wait(ctx context.Context, n int) error {
-	now := time.Now()
 	due := p.start.Add(time.Duration(float64(p.sent+int64(n)) / p.rate * float64(time.Second)))
-	if lag := now.Sub(due); lag > p.debt {
-		// The sender fell further behind than it makes up: the rest is
-		// lost, rather than run a long stretch of the stream above the
-		// rate, which would overrun slow receivers.
-		p.start = p.start.Add(lag - p.debt)
-		due = due.Add(lag - p.debt)
-	}
-	// Catching up: maxBurst at full speed (the catch-up schedule starts
-	// that far back), then catchUp times the rate. In step, the catch-up
-	// schedule is behind the rate's and changes nothing.
-	if floor := now.Add(-p.lead); p.peak.Before(floor) {
-		p.peak = floor
-	}
-	p.peak = p.peak.Add(time.Duration(float64(n) / (catchUp * p.rate) * float64(time.Second)))
-	if p.peak.After(due) {
-		due = p.peak
+	if lag := time.Since(due); lag > maxBurst {
+		// The sender fell behind (a slow read, the scheduler). It may catch
+		// up by maxBurst, no more: a longer burst would run a stretch of
+		// the stream above the rate, and overrun slow receivers.
+		p.start = p.start.Add(lag - maxBurst)
+		due = due.Add(lag - maxBurst)
 	}
 	p.sent += int64(n)
-	if d := due.Sub(now); d > 0 {
+	if d := time.Until(due); d > 0 {
 		// One timer for every wait: hundreds of waits a second.
 		if p.timer == nil {
 			p.timer = time.NewTimer(d)
