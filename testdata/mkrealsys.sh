@@ -11,8 +11,10 @@
 # and update-grub write the boot code and grub.cfg, inside the system, with
 # console=ttyS0 in /etc/default/grub. At boot, once systemd reaches
 # multi-user.target, the unit asr-realsys.service prints on the console
-#     ASR-REALSYS multi-user=active root-bytes=N root-blocks=B block-size=S
-# (the root filesystem's size as df and statfs see it) and powers off.
+#     ASR-REALSYS multi-user=active login=waiting root-bytes=N root-blocks=B block-size=S
+# (login=waiting once agetty has printed its prompt on ttyS0 and waits for
+# a name, at most 2 minutes; the root filesystem's size as df and statfs
+# see it) and powers off.
 #
 # Slow parts are cached in CACHEDIR: the root tree from mmdebstrap
 # (rootfs-KEY.tar, KEY a hash of the mmdebstrap recipe below, about 3 to 6
@@ -105,7 +107,26 @@ GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 EOF
 	cat >"$mnt/usr/local/sbin/asr-realsys-report" <<"EOF"
 #!/bin/sh
-echo "ASR-REALSYS multi-user=$(systemctl is-active multi-user.target) root-bytes=$(df -B1 --output=size / | tail -n 1 | tr -d " ") root-blocks=$(stat -f -c %b /) block-size=$(stat -f -c %S /)"
+# The login prompt: serial-getty@ttyS0 is Type=idle, so systemd starts
+# agetty only once its job queue (this unit included) is idle, or after
+# 5 s; a report and poweroff before that would leave the console without
+# a prompt. Wait, at most 120 s, until agetty sleeps in read, poll or
+# select (x86_64 syscalls 0, 7, 23, 270, 271): it prints the prompt just
+# before it waits for the login name.
+login=no
+i=0
+while [ $i -lt 120 ]; do
+	for p in /proc/[0-9]*; do
+		[ "$(cat $p/comm 2>/dev/null)" = agetty ] || continue
+		case $(cut -d" " -f1 $p/syscall 2>/dev/null) in
+		0|7|23|270|271) login=waiting ;;
+		esac
+	done
+	[ $login = waiting ] && break
+	sleep 1
+	i=$((i + 1))
+done
+echo "ASR-REALSYS multi-user=$(systemctl is-active multi-user.target) login=$login root-bytes=$(df -B1 --output=size / | tail -n 1 | tr -d " ") root-blocks=$(stat -f -c %b /) block-size=$(stat -f -c %S /)"
 EOF
 	chmod 755 "$mnt/usr/local/sbin/asr-realsys-report"
 	cat >"$mnt/etc/systemd/system/asr-realsys.service" <<"EOF"
@@ -116,6 +137,8 @@ After=multi-user.target
 [Service]
 Type=oneshot
 StandardOutput=journal+console
+# It waits up to 2 minutes for the login prompt: more than the default 90 s.
+TimeoutStartSec=180
 ExecStart=/usr/local/sbin/asr-realsys-report
 ExecStartPost=/bin/systemctl --no-block poweroff
 
