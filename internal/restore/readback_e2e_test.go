@@ -74,21 +74,7 @@ func TestReadBackMismatchFailsTheRestore(t *testing.T) {
 	for i := range data {
 		data[i] = byte(rng.Uint32())
 	}
-	backing := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(backing, bytes.Repeat([]byte("old disk "), len(data)/9+1)[:len(data)], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dev := testenv.Loop(t, backing)
-	run := func(hook func(int)) (*Result, error) {
-		return Run(context.Background(), Request{
-			Source: "test", Target: dev, Erase: true, NoPrompt: true, Workers: 4,
-			OpenSource: func(string, int64) (source.Source, error) {
-				return &dataSource{info: source.Info{Kind: "test", Size: int64(len(data)), ChunkSize: cs}, data: data}, nil
-			},
-			Out:        progress.New(io.Discard, false),
-			afterWrite: hook,
-		})
-	}
+	backing, run := readBackRig(t, data, cs, 4)
 
 	// The intact device: every chunk but the held-back first and last was
 	// read back as it was written, and the disk holds the data.
@@ -110,15 +96,7 @@ func TestReadBackMismatchFailsTheRestore(t *testing.T) {
 		if i != bad {
 			return
 		}
-		f, err := os.OpenFile(backing, os.O_WRONLY, 0)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		if _, err := f.WriteAt([]byte{^data[bad*cs+1234]}, bad*cs+1234); err != nil {
-			t.Error(err)
-		}
+		poke(t, backing, bad*cs+1234, ^data[bad*cs+1234])
 		hit = true
 	})
 	if !hit {
@@ -203,21 +181,7 @@ func TestReadBackOfZeroChunk(t *testing.T) {
 		data[i] = byte(rng.Uint32() | 1)
 	}
 	clear(data[zero*cs : (zero+1)*cs])
-	backing := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(backing, bytes.Repeat([]byte("old disk "), len(data)/9+1)[:len(data)], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dev := testenv.Loop(t, backing)
-	run := func(hook func(int)) (*Result, error) {
-		return Run(context.Background(), Request{
-			Source: "test", Target: dev, Erase: true, NoPrompt: true, Workers: 2,
-			OpenSource: func(string, int64) (source.Source, error) {
-				return &dataSource{info: source.Info{Kind: "test", Size: int64(len(data)), ChunkSize: cs}, data: data}, nil
-			},
-			Out:        progress.New(io.Discard, false),
-			afterWrite: hook,
-		})
-	}
+	backing, run := readBackRig(t, data, cs, 2)
 	res, err := run(nil)
 	if err != nil {
 		t.Fatalf("restore onto an intact device: %v", err)
@@ -234,15 +198,7 @@ func TestReadBackOfZeroChunk(t *testing.T) {
 		if i != zero {
 			return
 		}
-		f, err := os.OpenFile(backing, os.O_WRONLY, 0)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		if _, err := f.WriteAt([]byte{0x5a}, zero*cs+4321); err != nil {
-			t.Error(err)
-		}
+		poke(t, backing, zero*cs+4321, 0x5a)
 		hit = true
 	})
 	if !hit {
@@ -253,4 +209,43 @@ func TestReadBackOfZeroChunk(t *testing.T) {
 		t.Fatalf("restore onto a device where the zero chunk reads back non-zero = %v, %v; want ErrIncomplete naming %q", res, err, want)
 	}
 	t.Logf("Run = %v", err)
+}
+
+// readBackRig makes the read-back tests' device: a loop device over a file
+// of "old disk" text as long as data, and run, a restore of data (chunks of
+// cs bytes) onto it with hook as the writer's test hook, called after each
+// chunk is written and before it is read back. It returns the backing
+// file, which a hook changes behind the device (see poke).
+func readBackRig(t *testing.T, data []byte, cs, workers int) (backing string, run func(hook func(int)) (*Result, error)) {
+	t.Helper()
+	backing = filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(backing, bytes.Repeat([]byte("old disk "), len(data)/9+1)[:len(data)], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := testenv.Loop(t, backing)
+	return backing, func(hook func(int)) (*Result, error) {
+		return Run(context.Background(), Request{
+			Source: "test", Target: dev, Erase: true, NoPrompt: true, Workers: workers,
+			OpenSource: func(string, int64) (source.Source, error) {
+				return &dataSource{info: source.Info{Kind: "test", Size: int64(len(data)), ChunkSize: cs}, data: data}, nil
+			},
+			Out:        progress.New(io.Discard, false),
+			afterWrite: hook,
+		})
+	}
+}
+
+// poke writes byte b at off into the file behind a loop device, as a device
+// that lost or garbled a write would show it; it runs inside the writer's
+// hook, on a worker goroutine, so it reports with t.Error.
+func poke(t *testing.T, backing string, off int, b byte) {
+	f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{b}, int64(off)); err != nil {
+		t.Error(err)
+	}
 }
