@@ -96,8 +96,7 @@ func TestReadBackMismatchFailsTheRestore(t *testing.T) {
 		if i != bad {
 			return
 		}
-		poke(t, backing, bad*cs+1234, ^data[bad*cs+1234])
-		hit = true
+		hit = poke(t, backing, bad*cs+1234, ^data[bad*cs+1234])
 	})
 	if !hit {
 		t.Fatal("the hook never saw chunk 5 written: the test proves nothing")
@@ -198,8 +197,7 @@ func TestReadBackOfZeroChunk(t *testing.T) {
 		if i != zero {
 			return
 		}
-		poke(t, backing, zero*cs+4321, 0x5a)
-		hit = true
+		hit = poke(t, backing, zero*cs+4321, 0x5a)
 	})
 	if !hit {
 		t.Fatal("the hook never saw the zero chunk: the test proves nothing")
@@ -237,15 +235,18 @@ func readBackRig(t *testing.T, data []byte, cs, workers int) (backing string, ru
 
 // poke writes byte b at off into the file behind a loop device, as a device
 // that lost or garbled a write would show it; it runs inside the writer's
-// hook, on a worker goroutine, so it reports with t.Error.
-func poke(t *testing.T, backing string, off int, b byte) {
+// hook, on a worker goroutine, so it reports with t.Error, and returns
+// whether the byte was written.
+func poke(t *testing.T, backing string, off int, b byte) bool {
 	f, err := os.OpenFile(backing, os.O_WRONLY, 0)
 	if err != nil {
 		t.Error(err)
-		return
+		return false
 	}
 	defer f.Close()
 	if _, err := f.WriteAt([]byte{b}, int64(off)); err != nil {
 		t.Error(err)
+		return false
 	}
+	return true
 }
