@@ -125,9 +125,8 @@ func TestMatrixRealSystem(t *testing.T) {
 	// The report waits for agetty to sit at its prompt, so the prompt is
 	// on the console before it (a check of the log alone raced the
 	// poweroff: agetty starts only once systemd's job queue is idle).
-	if r[2] != "waiting" || !strings.Contains(boot.Console.Log(), "realsys login:") {
-		t.Errorf("no login prompt (serial getty on ttyS0) in the restored system: agetty %s, prompt on the console: %v",
-			r[2], strings.Contains(boot.Console.Log(), "realsys login:"))
+	if prompt := strings.Contains(boot.Console.Log(), "realsys login:"); r[2] != "waiting" || !prompt {
+		t.Errorf("no login prompt (serial getty on ttyS0) in the restored system: agetty %s, prompt on the console: %v", r[2], prompt)
 	}
 	fsBlocks, _ := strconv.ParseInt(r[4], 10, 64)
 	fsBS, _ := strconv.ParseInt(r[5], 10, 64)
