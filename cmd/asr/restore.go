@@ -29,7 +29,7 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 	noprompt := fs.Bool("noprompt", false, "do not ask before erasing")
 	noverify := fs.Bool("noverify", false, "do not read the target back")
 	puppet := fs.Bool("puppetstrings", false, "print progress for programs instead of people (see PUPPETSTRINGS)")
-	workers := fs.Int("workers", 0, "`N` parallel decode/write/verify workers (0: max(4, CPUs)), at most what keeps their buffers within 96 MiB (24 at 1 MiB chunks); file copy: items copied at once (0: max(16, 4 x CPUs))")
+	workers := fs.Int("workers", 0, "`N` parallel decode/write/verify workers (0: max(4, CPUs)), at most what keeps their buffers within 128 MiB (32 at 1 MiB chunks, 4 at 8 MiB); file copy: items copied at once (0: max(16, 4 x CPUs))")
 	delta := fs.Bool("delta", false, "with --erase onto an existing --target: hash the target's chunks first and fetch and write only those that differ from the image (a prepared image; see DELTA RESTORE)")
 	growFlag := fs.Bool("grow", false, "enlarge the last partition and its ext2/3/4 filesystem (or an image of one volume's filesystem) to fill a larger target")
 	sf := addSourceFlags(fs)

@@ -1,9 +1,12 @@
 package aligned
 
-import "testing"
+import (
+	"testing"
+	"unsafe"
+)
 
 func TestMakeIsAlignedAndLargeEnough(t *testing.T) {
-	for _, n := range []int{1, 4095, 4096, 4097, 1 << 20, 1<<20 + 512} {
+	for _, n := range []int{1, 4095, 4096, 4097, 1 << 20, 1<<20 + 512, hugePage - 1, hugePage, 8 << 20, 8<<20 + 4096} {
 		b := Make(n)
 		if !Is(b) {
 			t.Errorf("Make(%d) starts off a %d-byte boundary", n, Align)
@@ -11,6 +14,12 @@ func TestMakeIsAlignedAndLargeEnough(t *testing.T) {
 		if len(b) < n || len(b)%Align != 0 || cap(b) != len(b) {
 			t.Errorf("Make(%d): len %d cap %d, want a multiple of %d no smaller than %d, cap = len", n, len(b), cap(b), Align, n)
 		}
+		// A chunk buffer starts on a huge page, so that the kernel can
+		// back it with huge pages from its first byte.
+		if n >= hugePage && uintptr(unsafe.Pointer(&b[0]))%hugePage != 0 {
+			t.Errorf("Make(%d) starts off a huge-page boundary", n)
+		}
+		b[0], b[len(b)-1] = 1, 1 // the whole length is usable memory
 	}
 	if b := Make(8192); Is(b[1:]) || Is(nil) {
 		t.Error("Is accepts a buffer off the boundary, or an empty one")
