@@ -17,7 +17,9 @@
 # The target is a loop device backed by a file on tmpfs by default, so the
 # figures are about the network and the decoding, not this machine's disk
 # (BENCH_TARGET_DIR picks another folder). Correctness is checked with cmp
-# after every asr and curl|dd run.
+# after every asr and curl|dd run. BENCH_ASR_BEFORE names another asr binary
+# (an older build) run as asr0_noverify and asr0_verify beside bin/asr, to
+# measure a change in the same interleaved run.
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 bench_init bench-http
@@ -25,10 +27,12 @@ dir=${BENCH_DIR:-/var/tmp/asr-bench}
 size_arg=${BENCH_SIZE:-1G}
 fill=${BENCH_FILL:-40}
 runs=${BENCH_RUNS:-3}
+before=${BENCH_ASR_BEFORE:-}
 tdir=${BENCH_TARGET_DIR:-/dev/shm}
 ns=abh$$
 
 positive BENCH_RUNS "$runs"
+[ -z "$before" ] || [ -x "$before" ] || usage_die "BENCH_ASR_BEFORE: $before is not an executable"
 need "network namespaces, loop devices, drop_caches" nginx curl ip losetup cmp
 
 mkdir -p "$dir/http"
@@ -91,6 +95,7 @@ reset() {
 	drop_caches
 }
 contenders=(curl_devnull curl_dd asr_noverify asr_verify)
+[ -z "$before" ] || contenders+=(asr0_noverify asr0_verify)
 run_one() {
 	local name=$1 t0 t1
 	reset
@@ -100,6 +105,8 @@ run_one() {
 	curl_dd) ip netns exec "${ns}c" bash -c "curl -sf '$url/raw.img' | dd of='$loop' bs=4M iflag=fullblock conv=fsync status=none" ;;
 	asr_noverify) ip netns exec "${ns}c" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt --noverify >"$dir/http/last.log" ;;
 	asr_verify) ip netns exec "${ns}c" "$asr" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt >"$dir/http/last.log" ;;
+	asr0_noverify) ip netns exec "${ns}c" "$before" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt --noverify >"$dir/http/last.log" ;;
+	asr0_verify) ip netns exec "${ns}c" "$before" restore --source "$url/disk.asr" --target "$loop" --erase --noprompt >"$dir/http/last.log" ;;
 	esac
 	t1=$(now)
 	if [ "$name" != curl_devnull ]; then
@@ -131,6 +138,9 @@ printf '\nasr (no verify) throughput / curl -o /dev/null: %s (target >= 0.90) %s
 r2=$(ratio "${med[asr_noverify]}" "${med[curl_dd]}")
 printf 'asr (no verify) time / curl | dd of the raw image: %s (target < 1) %s\n' "$r2" "$(verdict "$r2" "<" 1)"
 printf 'asr (verify) time / curl | dd: %s\n' "$(ratio "${med[asr_verify]}" "${med[curl_dd]}")"
+if [ -n "$before" ]; then
+	printf 'asr / asr0 (no verify): %s   (verify): %s\n' "$(ratio "${med[asr_noverify]}" "${med[asr0_noverify]}")" "$(ratio "${med[asr_verify]}" "${med[asr0_verify]}")"
+fi
 }
 
 declare -A times

@@ -182,7 +182,7 @@ func (d *Decoder) DecodeChunk(m *Manifest, i int, stored, dst []byte) ([]byte, e
 	if len(dst) != n {
 		return nil, fmt.Errorf("%w: chunk %d decodes to %d bytes, want %d", ErrCorrupt, i, len(dst), n)
 	}
-	if sha256.Sum256(dst) != c.Sum {
+	if SumChunk(dst) != c.Sum {
 		return nil, fmt.Errorf("%w: chunk %d (bytes %d to %d of the disk) fails its SHA-256 check",
 			ErrCorrupt, i, int64(i)*int64(m.ChunkSize), int64(i)*int64(m.ChunkSize)+int64(n))
 	}

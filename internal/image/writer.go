@@ -303,7 +303,7 @@ func encodeChunk(enc *zstd.Encoder, j *scanJob, used *blockmap.Map, off int64) {
 		j.entry = Chunk{Codec: CodecZero}
 		return
 	}
-	j.entry.Sum = sha256.Sum256(j.buf)
+	j.entry.Sum = SumChunk(j.buf)
 	z := enc.EncodeAll(j.buf, make([]byte, 0, len(j.buf)))
 	if len(z) < len(j.buf) {
 		j.out, j.entry.Codec = z, CodecZstd

@@ -3,7 +3,6 @@ package restore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -146,7 +145,7 @@ func (r *run) compare(ctx context.Context) error {
 					return
 				}
 				c := m.Chunks[i]
-				if c.Codec.Stored() && sha256.Sum256(data) == c.Sum {
+				if c.Codec.Stored() && image.SumChunk(data) == c.Sum {
 					if wantCRC(i) {
 						r.crcs[i] = crc32.Checksum(data, castagnoli)
 						r.crcd.add(i)

@@ -3,12 +3,12 @@ package restore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"hash/crc32"
 	"sync"
 
 	"github.com/asrlinux/asr/internal/blockmap"
+	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
@@ -111,7 +111,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 				case s.kept && s.hasCRC:
 					ok = crc32.Checksum(data, castagnoli) == s.crc
 				default:
-					ok = sha256.Sum256(data) == s.sha
+					ok = image.SumChunk(data) == s.sha
 				}
 				if !ok {
 					cancel(fmt.Errorf("verification failed: %s bytes %d to %d differ from the source (chunk %d)", tgt.Path, off, off+int64(n), i))

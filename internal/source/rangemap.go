@@ -2,12 +2,12 @@ package source
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"sync"
 
 	"github.com/asrlinux/asr/internal/blockmap"
+	"github.com/asrlinux/asr/internal/image"
 )
 
 // A plain raw disk on a web server that takes ranges is mapped where it
@@ -199,7 +199,7 @@ func maskChunk(used *blockmap.Map, c Chunk, off int64) Chunk {
 	if blockmap.IsZero(c.Data) {
 		return Chunk{Index: c.Index, Zero: true}
 	}
-	return Chunk{Index: c.Index, Data: c.Data, Sum: sha256.Sum256(c.Data)}
+	return Chunk{Index: c.Index, Data: c.Data, Sum: image.SumChunk(c.Data)}
 }
 
 // maskChunks wraps fn so that each chunk of a stream (read whole, for its

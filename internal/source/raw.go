@@ -2,12 +2,12 @@ package source
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"sync"
 
 	"github.com/asrlinux/asr/internal/blockmap"
+	"github.com/asrlinux/asr/internal/image"
 )
 
 // raw is a raw disk read as a stream: a plain or compressed image file, or a
@@ -88,7 +88,7 @@ func RunStream(ctx context.Context, workers int, r io.Reader, size int64, cs int
 				}
 				c := Chunk{Index: j.i, Zero: blockmap.IsZero(j.buf)}
 				if !c.Zero {
-					c.Data, c.Sum = j.buf, sha256.Sum256(j.buf)
+					c.Data, c.Sum = j.buf, image.SumChunk(j.buf)
 				}
 				err := fn(c)
 				pool <- j.buf[:cap(j.buf)]

@@ -224,7 +224,10 @@ func (p *streamPrepared) Run(ctx context.Context, workers int, fn func(Chunk) er
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			var stored, dst []byte
+			// As RunImage's: a chunk-sized buffer for the stored bytes
+			// from the start, and the decoded chunk in memory the target
+			// writes with O_DIRECT without copying it first.
+			stored, dst := aligned.Make(int(m.ChunkSize))[:0], aligned.Make(int(m.ChunkSize))[:0]
 			for s := range next {
 				if err := p.fetchSpan(ctx, s.a, s.b, &stored, &dst, fn); err != nil {
 					cancel(err)
