@@ -50,3 +50,11 @@ func Make(n int) []byte {
 func Is(p []byte) bool {
 	return len(p) > 0 && uintptr(unsafe.Pointer(&p[0]))&(Align-1) == 0
 }
+
+// Clone returns a copy of p in a buffer from Make: the same length, an
+// aligned start.
+func Clone(p []byte) []byte {
+	b := Make(len(p))[:len(p)]
+	copy(b, p)
+	return b
+}

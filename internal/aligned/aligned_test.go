@@ -25,3 +25,19 @@ func TestMakeIsAlignedAndLargeEnough(t *testing.T) {
 		t.Error("Is accepts a buffer off the boundary, or an empty one")
 	}
 }
+
+func TestCloneIsAnAlignedCopy(t *testing.T) {
+	for _, n := range []int{1, 4097, hugePage + 3} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*7 + 1)
+		}
+		b := Clone(p)
+		if !Is(b) || len(b) != n || string(b) != string(p) {
+			t.Errorf("Clone of %d bytes: aligned %v, len %d, equal %v", n, Is(b), len(b), string(b) == string(p))
+		}
+		if p[0]++; b[0] == p[0] {
+			t.Errorf("Clone of %d bytes shares memory with its source", n)
+		}
+	}
+}

@@ -328,7 +328,7 @@ func (r *run) openSource(ctx context.Context) error {
 	}
 	r.src, r.info = o.src, o.src.Info()
 	// Each worker holds up to three chunks (stored, decoded, and an
-	// aligned copy when its source's buffer is not aligned) and a 1 MiB
+	// aligned copy when its source's buffer is not aligned) and a 4 MiB
 	// read-back piece; counted as four, which leaves room for the
 	// held-back first and last chunks and the decoder's own memory: keep
 	// them within 128 MiB whatever the core count and chunk size, so a

@@ -66,12 +66,18 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 	}
 	defer r.Close()
 	cs := info.ChunkSize
-	total := info.Size
+	total, left := info.Size, 0
 	for i, s := range sums {
 		if s.skipVerify() {
 			total -= min(int64(cs), info.Size-int64(i)*int64(cs))
+		} else {
+			left++
 		}
 	}
+	// After a restore that read its chunks back as it wrote them, only the
+	// held-back first and last are left: no more workers (and chunk-sized
+	// buffers, fresh memory that costs page faults) than chunks.
+	workers = max(1, min(workers, left))
 	out.Start("Verifying", total)
 	next := make(chan int)
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -92,8 +98,11 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			buf := target.NewBuffer(cs)
+			var buf []byte
 			for i := range next {
+				if buf == nil {
+					buf = target.NewBuffer(cs)
+				}
 				off := int64(i) * int64(cs)
 				n := int(min(int64(cs), info.Size-off))
 				data, err := r.ReadAt(buf, n, off)
