@@ -58,3 +58,36 @@ func Clone(p []byte) []byte {
 	copy(b, p)
 	return b
 }
+
+// Pool keeps buffers of one size from Make for reuse, up to a number: a
+// restore's phases (compare, write, verify) take chunk buffers one after
+// the other, and memory Go freed and took back was cleared and faulted in
+// again for each (40 ms of a 0.33 s delta restore in a virtual machine).
+// Not a sync.Pool, which drops its buffers at every garbage collection.
+type Pool struct {
+	size int
+	free chan []byte
+}
+
+// NewPool returns a pool of buffers of size bytes that keeps up to keep.
+func NewPool(size, keep int) *Pool {
+	return &Pool{size: size, free: make(chan []byte, keep)}
+}
+
+// Get returns a kept buffer, or a new one.
+func (p *Pool) Get() []byte {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return Make(p.size)
+	}
+}
+
+// Put gives b, from Get, back; beyond what the pool keeps it is dropped.
+func (p *Pool) Put(b []byte) {
+	select {
+	case p.free <- b[:cap(b)]:
+	default:
+	}
+}

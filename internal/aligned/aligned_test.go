@@ -41,3 +41,19 @@ func TestCloneIsAnAlignedCopy(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolReusesUpToWhatItKeeps(t *testing.T) {
+	p := NewPool(8<<20, 1)
+	a, b := p.Get(), p.Get()
+	if !Is(a) || len(a) != 8<<20 || &a[0] == &b[0] {
+		t.Fatalf("Get: aligned %v, len %d, two Gets share memory %v", Is(a), len(a), &a[0] == &b[0])
+	}
+	p.Put(a[:10])
+	p.Put(b) // beyond what it keeps: dropped
+	if c := p.Get(); &c[0] != &a[0] || len(c) != 8<<20 {
+		t.Errorf("Get after Put: a new buffer or a short one (len %d), want the kept one whole", len(c))
+	}
+	if d := p.Get(); &d[0] == &a[0] || &d[0] == &b[0] {
+		t.Error("the pool kept more buffers than it was told to")
+	}
+}

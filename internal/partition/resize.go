@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/asrlinux/asr/internal/aligned"
 )
 
 // Resized is a partition table adjusted for a larger disk.
 type Resized struct {
 	// Head is the disk's first bytes with the adjusted table: the
 	// protective MBR and primary GPT header (and, when a partition grew,
-	// the entries), or the MBR.
+	// the entries), or the MBR. Where the table changed it is a copy in
+	// aligned memory (see package aligned): a restore writes it, its
+	// first chunk, past the page cache as it is.
 	Head []byte
 	// Backup holds the GPT backup entries and header, to be written at
 	// BackupOff (the end of the new disk); nil for an MBR.
@@ -56,7 +60,7 @@ func Resize(head []byte, oldSize, newSize int64, grow bool) (*Resized, error) {
 
 func resizeGPT(head []byte, t *Table, oldSize, newSize int64, grow bool) (*Resized, error) {
 	ss := int64(t.SectorSize)
-	out := bytes.Clone(head)
+	out := aligned.Clone(head) // see Resized.Head
 	h := out[ss:]
 	hsize := int64(binary.LittleEndian.Uint32(h[12:]))
 	entLBA := int64(binary.LittleEndian.Uint64(h[72:]))
@@ -143,7 +147,7 @@ func sealGPTHeader(h []byte) {
 }
 
 func growMBR(head []byte, t *Table, newSize int64) (*Resized, error) {
-	out := bytes.Clone(head)
+	out := aligned.Clone(head) // see Resized.Head
 	best := -1
 	var bestEnd int64
 	for i := range 4 {

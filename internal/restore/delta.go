@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,10 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/source"
-	"github.com/asrlinux/asr/internal/target"
 )
 
 // A delta restore (Request.Delta) reuses what the target holds: before
@@ -132,11 +131,13 @@ func (r *run) compare(ctx context.Context) error {
 			}
 		}
 	}()
+	bufs := r.chunkBufs() // made here: the workers share it
 	var wg sync.WaitGroup
 	var reused atomic.Int64
 	for range r.workers {
 		wg.Go(func() {
-			buf := target.NewBuffer(r.info.ChunkSize)
+			buf := bufs.Get()
+			defer bufs.Put(buf)
 			for i := range next {
 				n := m.ChunkLen(i)
 				data, err := rd.ReadAt(buf, n, int64(i)*int64(r.info.ChunkSize))
@@ -154,7 +155,7 @@ func (r *run) compare(ctx context.Context) error {
 					reused.Add(1)
 					if i == 0 {
 						// Blanked by the erase and written back last.
-						r.head = bytes.Clone(data)
+						r.head = aligned.Clone(data)
 					}
 				} else if c.Codec == image.CodecZero && blockmap.IsZero(data) {
 					r.have.add(i)

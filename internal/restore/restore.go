@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
@@ -152,6 +153,8 @@ type run struct {
 	created bool // tgt is a file this run created: remove it on failure
 	w       *writer
 	res     *Result
+	// bufs keeps chunk buffers from phase to phase (see aligned.Pool).
+	bufs *aligned.Pool
 
 	// A delta restore's: the chunks the target holds already, the target's
 	// first chunk when it matched, how many stored chunks matched.
@@ -437,7 +440,7 @@ func (r *run) erase(context.Context) error {
 // the source does not notice: the writers are stopped by the caller.
 func (r *run) write(ctx context.Context) error {
 	start := time.Now()
-	r.w = newWriter(r.tgt, r.info, r.req.Grow)
+	r.w = newWriter(r.tgt, r.info, r.req.Grow, r.chunkBufs())
 	r.w.afterWrite = r.req.afterWrite
 	toWrite := r.info.Size
 	if r.req.Delta {
@@ -490,6 +493,16 @@ func (r *run) write(ctx context.Context) error {
 	return nil
 }
 
+// chunkBufs returns the run's pool of chunk buffers, made on first use
+// (once the source's chunk size is known): one for each worker and the
+// held-back first and last chunks.
+func (r *run) chunkBufs() *aligned.Pool {
+	if r.bufs == nil {
+		r.bufs = aligned.NewPool(r.info.ChunkSize, r.workers+2)
+	}
+	return r.bufs
+}
+
 // verify reads the target back, unless NoVerify.
 func (r *run) verify(ctx context.Context) error {
 	if r.req.NoVerify {
@@ -498,7 +511,7 @@ func (r *run) verify(ctx context.Context) error {
 	}
 	start := time.Now()
 	kept := r.w.markRechecks(!r.compareDirect)
-	direct, err := verify(ctx, r.tgt, r.info, r.w.sums, r.workers, r.out)
+	direct, err := verify(ctx, r.tgt, r.info, r.w.sums, r.workers, r.chunkBufs(), r.out)
 	if err == nil {
 		err = verifyExtra(r.tgt, r.w.extra)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
@@ -53,14 +54,14 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	}
 	defer tgt.Close()
 	out := progress.New(io.Discard, false)
-	if _, err := verify(context.Background(), tgt, info, sums, 4, out); err != nil {
+	if _, err := verify(context.Background(), tgt, info, sums, 4, aligned.NewPool(int(cs), 4), out); err != nil {
 		t.Fatalf("verify(intact) = %v", err)
 	}
 	for _, off := range []int64{5, cs + 17, 2*cs + 9, 4*cs + 3} { // a written chunk, two kept ones, a zero chunk
 		f, _ := os.OpenFile(p, os.O_RDWR, 0)
 		f.WriteAt([]byte{0xAA}, off)
 		f.Close()
-		_, err := verify(context.Background(), tgt, info, sums, 4, out)
+		_, err := verify(context.Background(), tgt, info, sums, 4, aligned.NewPool(int(cs), 4), out)
 		chunk := off / cs
 		want := "bytes " + itoa(chunk*cs) + " to " + itoa(min(int64(len(data)), (chunk+1)*cs))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -82,7 +83,7 @@ func TestMarkRechecksReadsKeptChunksNextToWrites(t *testing.T) {
 	// space (discarded), 5-6 kept, 7 a zero chunk found zero (untouched),
 	// 8 kept, 9 fetched and written, 10-11 kept, 11 the last.
 	const n = 12
-	w := newWriter(nil, source.Info{Size: n * cs, ChunkSize: cs}, false)
+	w := newWriter(nil, source.Info{Size: n * cs, ChunkSize: cs}, false, aligned.NewPool(cs, 2))
 	w.have = newChunkSet(n)
 	kept := []int{1, 2, 3, 5, 6, 8, 10, 11}
 	for _, i := range kept {

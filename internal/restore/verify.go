@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"sync"
 
+	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/progress"
@@ -59,7 +60,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // (see writer.markRechecks for why that is enough), and must then read as it
 // did (its CRC-32C where compare computed one, else its SHA-256), which
 // catches a write that ran past its range.
-func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []sum, workers int, out *progress.Printer) (bool, error) {
+func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []sum, workers int, bufs *aligned.Pool, out *progress.Printer) (bool, error) {
 	r, err := tgt.OpenReader()
 	if err != nil {
 		return false, err
@@ -75,8 +76,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 		}
 	}
 	// After a restore that read its chunks back as it wrote them, only the
-	// held-back first and last are left: no more workers (and chunk-sized
-	// buffers, fresh memory that costs page faults) than chunks.
+	// held-back first and last are left: no more workers than chunks.
 	workers = max(1, min(workers, left))
 	out.Start("Verifying", total)
 	next := make(chan int)
@@ -99,9 +99,14 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 	for range workers {
 		wg.Go(func() {
 			var buf []byte
+			defer func() {
+				if buf != nil {
+					bufs.Put(buf)
+				}
+			}()
 			for i := range next {
 				if buf == nil {
-					buf = target.NewBuffer(cs)
+					buf = bufs.Get()
 				}
 				off := int64(i) * int64(cs)
 				n := int(min(int64(cs), info.Size-off))

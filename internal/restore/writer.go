@@ -58,11 +58,9 @@ type writer struct {
 	// pieces keeps readPiece-sized aligned buffers for the read-backs,
 	// one for each put reading at once.
 	pieces chan []byte
-	// bufs keeps aligned chunk buffers for data a source delivered
-	// unaligned on its way to a direct write: allocated as needed, kept up
-	// to its capacity. Not a sync.Pool, which drops them at every garbage
-	// collection and has them allocated again.
-	bufs chan *[]byte
+	// bufs gives aligned chunk buffers for data a source delivered
+	// unaligned on its way to a direct write.
+	bufs *aligned.Pool
 	// unsynced counts bytes written since the last periodic flush; syncing
 	// is held by the one put that flushes. syncErr is a flush's failure,
 	// returned by every later put.
@@ -113,30 +111,11 @@ type sum struct {
 	held []byte
 }
 
-func newWriter(tgt *target.Target, info source.Info, grow bool) *writer {
+func newWriter(tgt *target.Target, info source.Info, grow bool, bufs *aligned.Pool) *writer {
 	n := int((info.Size + int64(info.ChunkSize) - 1) / int64(info.ChunkSize))
 	w := &writer{tgt: tgt, info: info, last: n - 1, sums: make([]sum, n), seen: make([]atomic.Bool, n), deferred: map[int][]byte{}, grow: grow,
-		bufs: make(chan *[]byte, 8)}
+		bufs: bufs}
 	return w
-}
-
-// getBuf returns an aligned buffer of a chunk's size.
-func (w *writer) getBuf() *[]byte {
-	select {
-	case b := <-w.bufs:
-		return b
-	default:
-		b := aligned.Make(w.info.ChunkSize)
-		return &b
-	}
-}
-
-// putBuf gives b back for reuse.
-func (w *writer) putBuf(b *[]byte) {
-	select {
-	case w.bufs <- b:
-	default:
-	}
 }
 
 // readPiece is how much of a chunk is read back at a time. Each read is a
@@ -396,16 +375,16 @@ func (w *writer) write(i int, data []byte, off int64) error {
 		return *err
 	}
 	out := data
-	var b *[]byte
+	var b []byte
 	if w.tgt.Direct() && !aligned.Is(data) {
-		b = w.getBuf()
+		b = w.bufs.Get()
 		// (A chunk that is not whole logical blocks, the tail of an
 		// odd-sized image, is written through the cache by WriteAt.)
-		out = (*b)[:copy(*b, data)]
+		out = b[:copy(b, data)]
 	}
 	err := w.writeRuns(out, off)
 	if b != nil {
-		w.putBuf(b)
+		w.bufs.Put(b)
 	}
 	if err != nil {
 		return err

@@ -62,13 +62,7 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest, have func(int
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			// Decoded into memory the target can write with O_DIRECT
-			// as it is, without a copy. The stored bytes are read into
-			// a buffer of a chunk's size from the start (a stored chunk
-			// is no larger: it would have been kept raw): grown as
-			// larger chunks came, it was allocated and faulted in again
-			// and again, two thirds of a restore's page faults.
-			dst, scratch := aligned.Make(int(m.ChunkSize))[:0], aligned.Make(int(m.ChunkSize))[:0]
+			var dst, scratch []byte
 			for i := range next {
 				if m.Chunks[i].Codec.Stored() && !wanted(have, i) {
 					continue
@@ -76,6 +70,7 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest, have func(int
 				c := NotStored(m, i)
 				if m.Chunks[i].Codec.Stored() {
 					c = Chunk{Index: i}
+					dst, scratch = chunkBuf(dst, m), chunkBuf(scratch, m)
 					var err error
 					dst, scratch, err = read(i, dst, scratch)
 					if err != nil {
@@ -96,6 +91,21 @@ func RunImage(ctx context.Context, workers int, m *image.Manifest, have func(int
 		return err
 	}
 	return nil
+}
+
+// chunkBuf returns b, or when b has no memory yet a buffer for a chunk of m:
+// decoded into, it is memory the target writes with O_DIRECT as it is,
+// without a copy; read into, it holds any stored chunk (a stored chunk is no
+// larger than a chunk: it would have been kept raw). Grown as larger chunks
+// came, a buffer was allocated and faulted in again and again, two thirds
+// of a restore's page faults. A worker takes its buffers with its first
+// stored chunk, not before: a delta restore that fetches one chunk left
+// every other worker's 16 MiB allocated and cleared for nothing.
+func chunkBuf(b []byte, m *image.Manifest) []byte {
+	if cap(b) == 0 {
+		return aligned.Make(int(m.ChunkSize))[:0]
+	}
+	return b
 }
 
 // ReadChunk reads, decodes and checks chunk i.

@@ -10,7 +10,6 @@ import (
 	"io"
 	"sync"
 
-	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/blockmap"
 	"github.com/asrlinux/asr/internal/image"
 )
@@ -224,11 +223,9 @@ func (p *streamPrepared) Run(ctx context.Context, workers int, fn func(Chunk) er
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			// As RunImage's: a chunk-sized buffer for the stored bytes
-			// from the start, and the decoded chunk in memory the target
-			// writes with O_DIRECT without copying it first.
-			stored, dst := aligned.Make(int(m.ChunkSize))[:0], aligned.Make(int(m.ChunkSize))[:0]
+			var stored, dst []byte
 			for s := range next {
+				stored, dst = chunkBuf(stored, m), chunkBuf(dst, m)
 				if err := p.fetchSpan(ctx, s.a, s.b, &stored, &dst, fn); err != nil {
 					cancel(err)
 					return
@@ -353,7 +350,7 @@ func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			dst := aligned.Make(int(m.ChunkSize))[:0] // see RunImage
+			var dst []byte
 			for j := range jobs {
 				if ctx.Err() != nil {
 					if j.stored != nil {
@@ -366,6 +363,7 @@ func runPreparedStream(ctx context.Context, workers int, m *image.Manifest, r io
 				if j.stored == nil {
 					c = NotStored(m, j.i)
 				} else {
+					dst = chunkBuf(dst, m)
 					dst, err = dec.DecodeChunk(m, j.i, j.stored, dst)
 					pool <- j.stored[:cap(j.stored)]
 					c.Data, c.Sum = dst, m.Chunks[j.i].Sum
