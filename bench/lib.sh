@@ -79,6 +79,22 @@ median() {
 	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# paired "A..." "B...": the ratio A/B of each run's pair (the two lists in
+# run order, side by side), as "median min max". Contenders that ran back
+# to back share the machine's state of the moment; the median of their
+# pairs drifts less with it than the ratio of two medians does.
+paired() {
+	local -a a b
+	read -r -a a <<<"$1"
+	read -r -a b <<<"$2"
+	local i rs=()
+	for i in "${!a[@]}"; do rs+=("$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.3f", x / y }')"); done
+	printf '%s %s %s\n' "$(median "${rs[@]}")" "$(printf '%s\n' "${rs[@]}" | sort -g | head -n 1)" "$(printf '%s\n' "${rs[@]}" | sort -g | tail -n 1)"
+}
+
+# worse A B: the larger of two numbers.
+worse() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
+
 drop_caches() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches || die "cannot drop the page cache"

@@ -293,8 +293,10 @@ for c in $cases; do
 	r_ver_nov=$(calc "${med[$c.asr-verify]} / ${med[$c.asr-noverify]}")
 	r_ver_bmap=$(calc "${med[$c.asr-verify]} / ${med[$c.bmaptool]}")
 	r_nov_dd=$(calc "${med[$c.asr-noverify]} / ${med[$c.dd]}")
-	printf '  %-40s %6s\n' "asr(noverify) / bmaptool" "$r_nov_bmap"
-	printf '  %-40s %6s\n' "asr(verify) / asr(noverify)" "$r_ver_nov"
+	read -r p_nov_bmap p_nov_bmap_lo p_nov_bmap_hi < <(paired "${durations[$c.asr-noverify]}" "${durations[$c.bmaptool]}")
+	read -r p_ver_nov p_ver_nov_lo p_ver_nov_hi < <(paired "${durations[$c.asr-verify]}" "${durations[$c.asr-noverify]}")
+	printf '  %-40s %6s   runs paired: %s (%s to %s)\n' "asr(noverify) / bmaptool" "$r_nov_bmap" "$p_nov_bmap" "$p_nov_bmap_lo" "$p_nov_bmap_hi"
+	printf '  %-40s %6s   runs paired: %s (%s to %s)\n' "asr(verify) / asr(noverify)" "$r_ver_nov" "$p_ver_nov" "$p_ver_nov_lo" "$p_ver_nov_hi"
 	printf '  %-40s %6s\n' "asr(verify) / bmaptool" "$r_ver_bmap"
 	printf '  %-40s %6s\n' "asr(noverify) / dd" "$r_nov_dd"
 	if [ -n "$before" ]; then
@@ -302,10 +304,15 @@ for c in $cases; do
 		printf '  %-40s %6s\n' "asr(verify) / asr0(verify)" "$(calc "${med[$c.asr-verify]} / ${med[$c.asr0-verify]}")"
 	fi
 	# The goals (issue 15) are for the warm case; the cold case is shown
-	# against the same bounds for comparison.
-	echo "  targets ($c):"
-	printf '    %-36s %-6s (%s)\n' "asr noverify <= bmaptool" "$(verdict "$r_nov_bmap" "<=" 1)" "$r_nov_bmap"
-	printf '    %-36s %-6s (%s)\n' "asr verify <= 1.1 x asr noverify" "$(verdict "$r_ver_nov" "<=" 1.1)" "$r_ver_nov"
+	# against the same bounds for comparison. A goal is met only when both
+	# estimates meet it, the ratio of the medians and the median of the
+	# paired runs: on a noisy machine either one alone can pass by luck
+	# (the same build read 0.99 and 1.37 in two runs of this script).
+	w_nov_bmap=$(worse "$r_nov_bmap" "$p_nov_bmap")
+	w_ver_nov=$(worse "$r_ver_nov" "$p_ver_nov")
+	echo "  targets ($c), the worse of the two estimates:"
+	printf '    %-36s %-6s (%s)\n' "asr noverify <= bmaptool" "$(verdict "$w_nov_bmap" "<=" 1)" "$w_nov_bmap"
+	printf '    %-36s %-6s (%s)\n' "asr verify <= 1.1 x asr noverify" "$(verdict "$w_ver_nov" "<=" 1.1)" "$w_ver_nov"
 done
 
 echo
