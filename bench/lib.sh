@@ -69,8 +69,9 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 # calc EXPR: floating-point arithmetic, three decimals.
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-# ratio A B: A / B, two decimals.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# ratio A B: A / B, three decimals. Verdicts are taken on this value: with
+# two, 1.1035 read as 1.10 and met a goal of at most 1.10.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 # mib BYTES: bytes as MiB, one decimal.
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 # median VALUE...: the middle value (the mean of the two middle ones for an
