@@ -57,7 +57,7 @@ type writer struct {
 	readBack atomic.Int64 // bytes read back and found equal as they were written
 	// pieces keeps readPiece-sized aligned buffers for the read-backs,
 	// one for each put reading at once.
-	pieces chan []byte
+	pieces *aligned.Pool
 	// bufs gives aligned chunk buffers for data a source delivered
 	// unaligned on its way to a direct write.
 	bufs *aligned.Pool
@@ -144,26 +144,8 @@ func (w *writer) readBackAsWritten(workers int) (bool, error) {
 		return false, nil
 	}
 	w.rb = r
-	w.pieces = make(chan []byte, workers+1)
+	w.pieces = aligned.NewPool(readPiece, workers+1)
 	return true, nil
-}
-
-// getPiece returns an aligned read-back buffer of readPiece bytes.
-func (w *writer) getPiece() []byte {
-	select {
-	case b := <-w.pieces:
-		return b
-	default:
-		return aligned.Make(readPiece)
-	}
-}
-
-// putPiece gives b back for reuse.
-func (w *writer) putPiece(b []byte) {
-	select {
-	case w.pieces <- b:
-	default:
-	}
 }
 
 // check reads chunk i, just written at off, back past the page cache and
@@ -171,8 +153,8 @@ func (w *writer) putPiece(b []byte) {
 // error ("read back right after writing differ from what was written").
 // A nil data stands for zeros: the chunk must read as zeros.
 func (w *writer) check(i int, data []byte, n int, off int64) error {
-	buf := w.getPiece()
-	defer w.putPiece(buf)
+	buf := w.pieces.Get()
+	defer w.pieces.Put(buf)
 	for p := 0; p < n; p += readPiece {
 		k := min(readPiece, n-p)
 		got, err := w.rb.ReadAt(buf, k, off+int64(p))
