@@ -494,11 +494,12 @@ func (r *run) write(ctx context.Context) error {
 }
 
 // chunkBufs returns the run's pool of chunk buffers, made on first use
-// (once the source's chunk size is known): one for each worker and the
-// held-back first and last chunks.
+// (once the source's chunk size is known). It keeps one for each worker:
+// a compare, verify or aligned-copy worker holds one at a time. (The
+// held-back first and last chunks are copies of their own, kept to the end.)
 func (r *run) chunkBufs() *aligned.Pool {
 	if r.bufs == nil {
-		r.bufs = aligned.NewPool(r.info.ChunkSize, r.workers+2)
+		r.bufs = aligned.NewPool(r.info.ChunkSize, r.workers)
 	}
 	return r.bufs
 }

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"hash/crc32"
@@ -38,6 +39,8 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	for i := range sums {
 		c := data[i*cs : min(len(data), (i+1)*cs)]
 		switch {
+		case i == 5: // held back and written last (a first chunk with an adjusted table too): byte for byte
+			sums[i] = sum{held: bytes.Clone(c)}
 		case i >= 3:
 			sums[i] = sum{zero: true}
 		case i == 2: // kept by a delta restore, next to a write: checked by its CRC-32C
@@ -57,7 +60,7 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 	if _, err := verify(context.Background(), tgt, info, sums, 4, aligned.NewPool(int(cs), 4), out); err != nil {
 		t.Fatalf("verify(intact) = %v", err)
 	}
-	for _, off := range []int64{5, cs + 17, 2*cs + 9, 4*cs + 3} { // a written chunk, two kept ones, a zero chunk
+	for _, off := range []int64{5, cs + 17, 2*cs + 9, 4*cs + 3, 5*cs + 100} { // a written chunk, two kept ones, a zero chunk, a held one
 		f, _ := os.OpenFile(p, os.O_RDWR, 0)
 		f.WriteAt([]byte{0xAA}, off)
 		f.Close()
