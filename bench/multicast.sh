@@ -32,10 +32,11 @@
 # medians of BENCH_RUNS runs. Both tools' clocks start alike: when the first
 # process of the transfer is launched (asr's server, whose start-up counts;
 # udpcast's receivers, then its sender at once) and stop when the last client
-# is done. Every process runs under GNU time, which gives its CPU (user+sys)
-# and peak RSS; "% core" is its CPU over its own wall time. Targets are files
-# on tmpfs, so this machine's disk does not set the pace, and every target is
-# compared with what was sent. Per-run figures are kept in $BENCH_DIR/mc/runs.tsv
+# is done. Both start sending once all clients are there: asr's server with
+# Minimum Clients N, udp-sender with --min-receivers N. Every process runs
+# under GNU time, which gives its CPU (user+sys) and peak RSS; "% core" is
+# its CPU over its own wall time. Targets are files on tmpfs, so this
+# machine's disk does not set the pace, and every target is compared with what was sent. Per-run figures are kept in $BENCH_DIR/mc/runs.tsv
 # (asr's logs in mc/logs), with the 1-minute load average when each case ended
 # (the machine may be shared) and, for asr, the rate its server kept in its
 # first pass: a server starved of CPU sends slower than its Data Rate, and
@@ -141,15 +142,23 @@ loss() { # pct: set the clients' loss
 		ip netns exec "${p}c$i" nft add rule inet asrloss input meta l4proto udp numgen random mod 100 '<' "$1" drop
 	done
 }
-cat >"$dir/mc/asrconfig.plist" <<PLIST
+# asr_config N: the server's configuration for N clients. Minimum Clients N
+# holds the stream until all N have joined, as udp-sender's --min-receivers
+# N does: otherwise the first client's join starts the pass and clients that
+# join a moment later wait for the next one.
+asr_config() {
+	cat >"$dir/mc/asrconfig-$1.plist" <<PLIST
 <?xml version="1.0" encoding="UTF-8"?>
 <plist version="1.0"><dict>
 <key>Multicast Address</key><string>239.255.20.1</string>
 <key>Data Rate</key><integer>$rate</integer>
 <key>DNS Service Discovery</key><false/>
 <key>Loop Suspend</key><integer>1</integer>
+<key>Minimum Clients</key><integer>$1</integer>
+$([ "$1" -le 1 ] || echo '<key>Client Wait</key><integer>60</integer>')
 </dict></plist>
 PLIST
+}
 
 # launch NS OUT LOG CMD...: CMD in host NS's namespace, bounded by timeout,
 # under GNU time (wall, user, sys seconds and peak KiB, last line of OUT);
@@ -194,7 +203,8 @@ asr_case() {
 	[ -z "${5:-}" ] || name=$5
 	rm -f "$tdir"/* "$m"/*.time
 	t0=$(now)
-	launch s "$m/s.time" "$m/server.log" "$asr" server --source "$img" --config "$m/asrconfig.plist"
+	asr_config "$n"
+	launch s "$m/s.time" "$m/server.log" "$asr" server --source "$img" --config "$m/asrconfig-$n.plist"
 	spid=$lpid
 	for _ in $(seq 600); do
 		grep -q "Ready to start" "$m/server.log" && ok=1 && break

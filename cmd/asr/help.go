@@ -476,9 +476,18 @@ CONFIGURATION
       Multicast TTL           integer, default 3: router hops the stream may cross
       Port                    integer, default 7800: the TCP control port; data goes to
                               the group on Port+1
-    and one of asr for Linux, which Apple's asr ignores:
+    and keys of asr for Linux, which Apple's asr ignores:
       HTTP Address            string: IP:port to serve the dashboard on, as --http does
                               (see DASHBOARD; --http overrides it)
+      Minimum Clients         integer 1 to 512, default 1: start the stream (and restart it
+                              after Loop Suspend) only once this many clients have joined,
+                              so that a lab powered on together gets one pass, not one for
+                              the first machine and another for the rest (udp-sender's
+                              --min-receivers). Clients that wait are told so: they neither
+                              time out nor fetch the image over TCP meanwhile
+      Client Wait             integer, seconds, default 300: with Minimum Clients, start
+                              anyway this long after the first client joined, with those
+                              that came (udp-sender's --max-wait); at most 86400
     Unknown keys are warned about; a missing required key, a wrong type, an address that
     is not multicast, or a rate of 0 is refused naming the key.
 

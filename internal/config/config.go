@@ -14,6 +14,8 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
+	"time"
 
 	"howett.net/plist"
 
@@ -32,7 +34,25 @@ const (
 	// KeyHTTPAddress is ours, not Apple's: where asr server serves its
 	// dashboard and metrics (asr server --http overrides it).
 	KeyHTTPAddress = "HTTP Address"
+	// KeyMinClients and KeyClientWait are ours too (udp-sender's
+	// --min-receivers and --max-wait): a lab re-imaged at once gets one
+	// pass for every machine, not one for the first and a second for
+	// those that joined a moment later.
+	KeyMinClients = "Minimum Clients"
+	KeyClientWait = "Client Wait"
 )
+
+// DefaultClientWait is how long a server with Minimum Clients waits, after
+// the first client joined, for the others: machines powered on together
+// boot within a minute or two of each other.
+const DefaultClientWait = 5 * time.Minute
+
+// MaxMinClients is the most clients a server can be told to wait for: the
+// control connections it accepts at once.
+const MaxMinClients = 512
+
+// maxClientWait bounds Client Wait (seconds): a day.
+const maxClientWait = 86400
 
 // MinDataRate is the lowest Data Rate and Client Data Rate accepted, in bytes
 // per second: below it a 1 GiB image takes more than three hours a pass,
@@ -57,6 +77,12 @@ type Server struct {
 	// HTTPAddress is where the dashboard listens (IP:port); invalid when
 	// not set.
 	HTTPAddress netip.AddrPort
+	// MinClients is how many clients must have joined before the stream
+	// starts (or restarts after Loop Suspend); 1 starts it with the first.
+	MinClients int
+	// ClientWait is the longest the stream waits for MinClients after the
+	// first client joined; it then starts with those there are.
+	ClientWait time.Duration
 	// Warnings lists keys that were ignored, for the caller to print.
 	Warnings []string
 }
@@ -108,9 +134,10 @@ func Parse(b []byte) (*Server, error) {
 	if k := duplicateKey(b); k != "" {
 		return nil, fmt.Errorf("key %s appears more than once: keep one (which one was meant cannot be told)", quote(k))
 	}
-	s := &Server{DNSSD: true, TTL: 3, Port: 7800}
+	s := &Server{DNSSD: true, TTL: 3, Port: 7800, MinClients: 1, ClientWait: DefaultClientWait}
+	keys := []string{KeyMulticastAddress, KeyDataRate, KeyClientDataRate, KeyDNSSD, KeyLoopSuspend, KeyTTL, KeyPort, KeyHTTPAddress, KeyMinClients, KeyClientWait}
 	known := map[string]bool{}
-	for _, k := range []string{KeyMulticastAddress, KeyDataRate, KeyClientDataRate, KeyDNSSD, KeyLoopSuspend, KeyTTL, KeyPort, KeyHTTPAddress} {
+	for _, k := range keys {
 		known[k] = true
 	}
 	var unknown []string
@@ -121,7 +148,7 @@ func Parse(b []byte) (*Server, error) {
 	}
 	sort.Strings(unknown)
 	for _, k := range unknown {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("unknown key %s ignored (known keys: Multicast Address, Data Rate, Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port, HTTP Address)", quote(k)))
+		s.Warnings = append(s.Warnings, fmt.Sprintf("unknown key %s ignored (known keys: %s)", quote(k), strings.Join(keys, ", ")))
 	}
 
 	addr, ok := m[KeyMulticastAddress]
@@ -187,6 +214,23 @@ func Parse(b []byte) (*Server, error) {
 		}
 		if s.HTTPAddress, err = ParseHTTPAddress(str); err != nil {
 			return nil, fmt.Errorf("%q: %w", KeyHTTPAddress, err)
+		}
+	}
+	if _, ok := m[KeyMinClients]; ok {
+		n, err := intKey(m, KeyMinClients, 1, MaxMinClients)
+		if err != nil {
+			return nil, err
+		}
+		s.MinClients = int(n)
+	}
+	if _, ok := m[KeyClientWait]; ok {
+		n, err := intKey(m, KeyClientWait, 1, maxClientWait)
+		if err != nil {
+			return nil, err
+		}
+		s.ClientWait = time.Duration(n) * time.Second
+		if s.MinClients <= 1 {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%q ignored: the stream waits for clients only with %q above 1", KeyClientWait, KeyMinClients))
 		}
 	}
 	return s, nil

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/asrlinux/asr/internal/testenv"
 )
@@ -37,7 +38,8 @@ func plists(t *testing.T, dicts ...string) (xml, bin []string) {
 
 func TestLoadValid(t *testing.T) {
 	xml, bin := plists(t, `{"Multicast Address": "239.255.1.2", "Data Rate": 25000000, "Client Data Rate": 12000000,
-			"DNS Service Discovery": False, "Loop Suspend": 3, "Multicast TTL": 5, "Port": 7900, "HTTP Address": "198.18.0.1:8080", "Comment": "lab"}`)
+			"DNS Service Discovery": False, "Loop Suspend": 3, "Multicast TTL": 5, "Port": 7900, "HTTP Address": "198.18.0.1:8080", "Comment": "lab",
+			"Minimum Clients": 8, "Client Wait": 90}`)
 	for x, p := range []string{xml[0], bin[0]} {
 		binary := x == 1
 		s, err := Load(p)
@@ -48,7 +50,7 @@ func TestLoadValid(t *testing.T) {
 			DNSSD: false, LoopSuspend: 3, TTL: 5, Port: 7900, HTTPAddress: netip.MustParseAddrPort("198.18.0.1:8080")}
 		if s.Group != want.Group || s.DataRate != want.DataRate || s.ClientDataRate != want.ClientDataRate ||
 			s.DNSSD != want.DNSSD || s.LoopSuspend != want.LoopSuspend || s.TTL != want.TTL || s.Port != want.Port ||
-			s.HTTPAddress != want.HTTPAddress {
+			s.HTTPAddress != want.HTTPAddress || s.MinClients != 8 || s.ClientWait != 90*time.Second {
 			t.Errorf("Load(binary=%v) = %+v, want %+v", binary, *s, want)
 		}
 		if s.StreamRate() != 12000000 {
@@ -66,8 +68,21 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.DNSSD || s.TTL != 3 || s.Port != 7800 || s.LoopSuspend != 0 || s.StreamRate() != 6000000 || s.HTTPAddress.IsValid() {
-		t.Errorf("defaults = %+v, want DNS-SD on, TTL 3, port 7800, no loop suspend, rate 6000000, no dashboard", *s)
+	if !s.DNSSD || s.TTL != 3 || s.Port != 7800 || s.LoopSuspend != 0 || s.StreamRate() != 6000000 || s.HTTPAddress.IsValid() ||
+		s.MinClients != 1 || s.ClientWait != DefaultClientWait || len(s.Warnings) != 0 {
+		t.Errorf("defaults = %+v, want DNS-SD on, TTL 3, port 7800, no loop suspend, rate 6000000, no dashboard, start with the first client", *s)
+	}
+}
+
+// A Client Wait without Minimum Clients does nothing: the admin is told so.
+func TestClientWaitAloneIsWarned(t *testing.T) {
+	xml, _ := plists(t, `{"Multicast Address": "239.255.0.9", "Data Rate": 6000000, "Client Wait": 60}`)
+	s, err := Load(xml[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], `"Client Wait" ignored`) || !strings.Contains(s.Warnings[0], `"Minimum Clients"`) {
+		t.Errorf("Warnings = %q, want one saying Client Wait is ignored without Minimum Clients", s.Warnings)
 	}
 }
 
@@ -95,6 +110,11 @@ func TestLoadRefuses(t *testing.T) {
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "HTTP Address": "198.18.0.1"}`, `is not an IP address and port`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "HTTP Address": "198.18.0.1:0"}`, `is not an IP address and port`},
 		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "HTTP Address": 8080}`, `"HTTP Address" must be a string, not an integer`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Minimum Clients": 0}`, `"Minimum Clients" must not be 0`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Minimum Clients": 513}`, `"Minimum Clients" 513 is out of range (allowed: 1 to 512)`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Minimum Clients": "8"}`, `"Minimum Clients" must be an integer, not a string`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Minimum Clients": 8, "Client Wait": 0}`, `"Client Wait" must not be 0`},
+		{`{"Multicast Address": "239.255.1.1", "Data Rate": 1000000, "Minimum Clients": 8, "Client Wait": 86401}`, `"Client Wait" 86401 is out of range`},
 	}
 	dicts := make([]string, len(cases))
 	for i, c := range cases {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"testing"
+	"time"
 
 	"howett.net/plist"
 
@@ -12,7 +13,8 @@ import (
 // values in their documented ranges; what it refuses gets one short line
 // with no control characters (the message reaches a terminal and a log).
 func FuzzParse(f *testing.F) {
-	good := map[string]any{KeyMulticastAddress: "239.255.1.1", KeyDataRate: 6000000, KeyTTL: 5, "Comment": "lab"}
+	good := map[string]any{KeyMulticastAddress: "239.255.1.1", KeyDataRate: 6000000, KeyTTL: 5, "Comment": "lab",
+		KeyMinClients: 8, KeyClientWait: 120}
 	for _, format := range []int{plist.XMLFormat, plist.BinaryFormat, plist.OpenStepFormat} {
 		b, err := plist.Marshal(good, format)
 		if err != nil {
@@ -37,6 +39,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if s.TTL < 1 || s.TTL > 255 || s.Port < 1 || s.Port > 65534 || s.LoopSuspend < 0 {
 			t.Fatalf("accepted TTL %d, port %d, loop suspend %d", s.TTL, s.Port, s.LoopSuspend)
+		}
+		if s.MinClients < 1 || s.MinClients > MaxMinClients || s.ClientWait < time.Second || s.ClientWait > maxClientWait*time.Second {
+			t.Fatalf("accepted Minimum Clients %d, Client Wait %s", s.MinClients, s.ClientWait)
 		}
 		if len(s.Warnings) > len(b) {
 			t.Fatalf("%d warnings for %d bytes", len(s.Warnings), len(b))

@@ -377,9 +377,15 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 		state: state, jobs: make(chan job, workers),
 		retry: make(chan int, 256), repairIdle: make(chan struct{}, 1)}
 	r.remaining.Store(int64(stored))
-	now := time.Now().UnixNano()
-	r.lastProgress.Store(now)
-	r.lastStream.Store(now)
+	now := time.Now()
+	if w := c.startWait(); w > 0 {
+		// The server waits for more clients before it starts: neither a
+		// stall nor a stream that does not reach this client until then.
+		c.opts.Log("the server starts its stream when %d clients have joined, or within %s", c.sess.MinClients, w)
+		now = now.Add(w)
+	}
+	r.lastProgress.Store(now.UnixNano())
+	r.lastStream.Store(now.UnixNano())
 	r.repairIdle <- struct{}{}
 
 	hbStop := make(chan struct{})
@@ -404,6 +410,12 @@ func (c *Client) Run(ctx context.Context, workers int, fn func(source.Chunk) err
 		return recvErr
 	}
 	return ctx.Err()
+}
+
+// startWait is how long the stream may wait for other clients after this
+// one joins, as the server said, within maxStartWait.
+func (c *Client) startWait() time.Duration {
+	return time.Duration(min(max(c.sess.StartWait, 0), maxStartWait.Milliseconds())) * time.Millisecond
 }
 
 // run is the state of one Run, shared by the receive loop, the decoders,

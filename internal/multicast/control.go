@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 	"unicode/utf8"
 )
 
@@ -62,7 +63,18 @@ type session struct {
 	// client checks it against its trusted keys before erasing anything.
 	// At most image.MaxTrailerLen bytes, so the frame stays under 64 KiB.
 	Signatures string `json:"signatures,omitempty"`
+	// MinClients and StartWait are set while the stream waits for more
+	// clients before it starts (the server's Minimum Clients): it starts
+	// at most StartWait milliseconds after this client joins, and the
+	// client neither times out nor falls back to fetching over its
+	// control connection before then.
+	MinClients int   `json:"min_clients,omitempty"`
+	StartWait  int64 `json:"start_wait_ms,omitempty"`
 }
+
+// maxStartWait bounds the wait a server can make a client accept: the
+// largest Client Wait a configuration allows.
+const maxStartWait = 24 * time.Hour
 
 // status is what a client says of its restore: once at each change of
 // state, when its percentage moves (at most once a second), and every

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // A chunk cut into packets and rebuilt after each group lost as many
@@ -119,5 +120,20 @@ func TestAddReported(t *testing.T) {
 	want := Counters{Packets: 10 + maxReportStep, Foreign: 3, Malformed: 1, Failed: 5}
 	if got != want {
 		t.Errorf("reported = %+v, want %+v", got, want)
+	}
+}
+
+// A server's start wait is taken within a day and never negative: a
+// session from a server that is not ours cannot make a client wait for
+// ever nor time out at once.
+func TestStartWaitBounded(t *testing.T) {
+	for _, c := range []struct {
+		ms   int64
+		want time.Duration
+	}{{0, 0}, {-5, 0}, {90_000, 90 * time.Second}, {1 << 62, maxStartWait}} {
+		cl := &Client{sess: session{StartWait: c.ms}}
+		if got := cl.startWait(); got != c.want {
+			t.Errorf("startWait(%d ms) = %s, want %s", c.ms, got, c.want)
+		}
 	}
 }

@@ -82,6 +82,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	clients int           // connected clients that still want the stream
+	stopped bool          // the stream waits for a client (or for Minimum Clients)
 	wake    chan struct{} // closed and replaced when a client arrives
 	pass    uint32
 	table   map[int]*ClientStatus
@@ -132,7 +133,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		}
 	}
 	s := &Server{opts: opts, im: im, raw: raw, sigs: sigs, trailer: base64.StdEncoding.EncodeToString(trailer),
-		rate: opts.Config.StreamRate(), wake: make(chan struct{}),
+		rate: opts.Config.StreamRate(), wake: make(chan struct{}), stopped: true,
 		table: map[int]*ClientStatus{}, forgotten: map[string]int{}, perAddr: map[string]int{}, idle: opts.IdleTimeout}
 	if s.idle <= 0 {
 		s.idle = 30 * time.Second
@@ -252,15 +253,26 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 		s.mu.Lock()
 		n, wake := s.clients, s.wake
 		s.mu.Unlock()
-		if n == 0 && (s.pass == 0 || (s.opts.Config.LoopSuspend > 0 && idle >= s.opts.Config.LoopSuspend)) {
+		if s.pass == 0 || (n == 0 && s.opts.Config.LoopSuspend > 0 && idle >= s.opts.Config.LoopSuspend) {
 			if s.pass > 0 {
 				s.opts.Log("Stream suspended: no clients for %d passes", idle)
 			}
-			select {
-			case <-wake:
-			case <-ctx.Done():
-				return ctx.Err()
+			s.setStopped(true)
+			if n == 0 {
+				select {
+				case <-wake:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
+			started, err := s.gather(ctx)
+			if err != nil {
+				return err
+			}
+			if !started {
+				continue
+			}
+			s.setStopped(false)
 			idle = 0
 			p.reset()
 		}
@@ -352,6 +364,58 @@ func (s *Server) loop(ctx context.Context, conn *net.UDPConn) error {
 			idle = 0
 		} else {
 			idle++
+		}
+	}
+}
+
+// setStopped says whether the stream is waiting to start: clients that
+// connect meanwhile are told how long it may wait for Minimum Clients.
+func (s *Server) setStopped(v bool) {
+	s.mu.Lock()
+	s.stopped = v
+	s.mu.Unlock()
+}
+
+// gather holds the start of the stream, once a client has joined, until
+// Minimum Clients have joined or Client Wait has passed since the first
+// of them did, as udp-sender's --min-receivers and --max-wait: machines
+// that join a moment after the first then get the same pass rather than
+// the next one. started is false when every client left before the
+// stream started.
+func (s *Server) gather(ctx context.Context) (started bool, err error) {
+	cfg := s.opts.Config
+	if cfg.MinClients <= 1 {
+		return true, nil
+	}
+	timer := time.NewTimer(cfg.ClientWait)
+	defer timer.Stop()
+	said := 0
+	for {
+		s.mu.Lock()
+		n, wake := s.clients, s.wake
+		s.mu.Unlock()
+		if n >= cfg.MinClients {
+			s.opts.Log("%d of %d clients joined: starting the stream", n, cfg.MinClients)
+			return true, nil
+		}
+		if n != said {
+			said = n
+			s.opts.Log("Waiting for clients: %d of %d joined (Minimum Clients); the stream starts when all have, or %s after the first", n, cfg.MinClients, cfg.ClientWait)
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+			s.mu.Lock()
+			n = s.clients
+			s.mu.Unlock()
+			if n == 0 {
+				s.opts.Log("Client Wait of %s passed and every client has left: waiting for the next", cfg.ClientWait)
+				return false, nil
+			}
+			s.opts.Log("Client Wait of %s passed with %d of %d clients joined: starting the stream", cfg.ClientWait, n, cfg.MinClients)
+			return true, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
 		}
 	}
 }
@@ -557,6 +621,11 @@ func (k *conn) describe() bool {
 		Name: m.Name, Group: cfg.Group.String(), Port: cfg.Port + 1, ShardSize: ShardSize,
 		Parity: s.parity, Rate: s.rate, RepairLimit: s.repairLimit(), Signatures: s.trailer,
 	}
+	s.mu.Lock()
+	if s.stopped && cfg.MinClients > 1 {
+		sess.MinClients, sess.StartWait = cfg.MinClients, cfg.ClientWait.Milliseconds()
+	}
+	s.mu.Unlock()
 	// The manifest of a large image is large: a minute per 64 MiB of it
 	// on top of the usual deadline is slower than any LAN.
 	k.c.SetWriteDeadline(time.Now().Add(writeTimeout + time.Duration(len(s.raw)>>26)*time.Minute))
