@@ -36,8 +36,9 @@
 # Minimum Clients N, udp-sender with --min-receivers N. Every process runs
 # under GNU time, which gives its CPU (user+sys) and peak RSS; "% core" is
 # its CPU over its own wall time. Targets are files on tmpfs, so this
-# machine's disk does not set the pace, and every target is compared with what was sent. Per-run figures are kept in $BENCH_DIR/mc/runs.tsv
-# (asr's logs in mc/logs), with the 1-minute load average when each case ended
+# machine's disk does not set the pace, and every target is compared with
+# what was sent. Per-run figures are kept in $BENCH_DIR/mc/runs.tsv (asr's
+# logs in mc/logs), with the 1-minute load average when each case ended
 # (the machine may be shared) and, for asr, the rate its server kept in its
 # first pass: a server starved of CPU sends slower than its Data Rate, and
 # every client waits.
