@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 for pair in losetup:mount partx:util-linux sfdisk:fdisk sgdisk:gdisk mkfs.ext4:e2fsprogs \
-	mkfs.vfat:dosfstools bmaptool:bmap-tools zstd:zstd xz:xz-utils gzip:gzip partclone.ext4:partclone openssl:openssl \
+	mkfs.vfat:dosfstools bmaptool:bmap-tools b3sum:b3sum zstd:zstd xz:xz-utils gzip:gzip partclone.ext4:partclone openssl:openssl \
 	python3:python3 rsync:rsync nginx:nginx-light ip:iproute2 nft:nftables curl:curl udp-sender:udpcast avahi-daemon:avahi-daemon avahi-browse:avahi-utils unshare:util-linux \
 	qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base mcopy:mtools update-ca-certificates:ca-certificates \
 	syslinux:syslinux cpio:cpio dhcpd:isc-dhcp-server minisign:minisign docker-registry:docker-registry chromium:chromium \

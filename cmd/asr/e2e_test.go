@@ -256,8 +256,8 @@ func TestE2ECorruptChunkFailsAndLeavesFirstChunkBlank(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("restore of an image with a flipped bit: exit %d, want 1", r.code)
 	}
-	if msg := r.err.Error(); !strings.Contains(msg, fmt.Sprintf("chunk %d", bad)) || !strings.Contains(msg, "SHA-256") {
-		t.Errorf("error %q does not name chunk %d and its failed SHA-256 check", msg, bad)
+	if msg := r.err.Error(); !strings.Contains(msg, fmt.Sprintf("chunk %d", bad)) || !strings.Contains(msg, "fails its BLAKE3-256 check") {
+		t.Errorf("error %q does not name chunk %d and its failed BLAKE3-256 check", msg, bad)
 	}
 	zero := make([]byte, 1<<20)
 	got := make([]byte, 1<<20)

@@ -128,9 +128,9 @@ STEPS
 DELTA RESTORE
     --delta re-images a target that holds an older (or any) version of the image: after
     the checks and the question, a Comparing step reads the target where the image stores
-    data, past the page cache and in parallel, and hashes each chunk (SHA-256, as the
-    image's manifest has them). Nothing is written during it: an interruption leaves the
-    target as it was. Only the chunks whose digest differs are then fetched (over
+    data, past the page cache and in parallel, and hashes each chunk (with BLAKE3, or
+    SHA-256 for an image made with --hash sha256: as its manifest has them). Nothing is
+    written during it: an interruption leaves the target as it was. Only the chunks whose digest differs are then fetched (over
     http(s), range requests for just those chunks, adjacent ones in one request; over
     asr://, the client counts the others as done and finishes as soon as it holds the
     rest, from the stream or by repair) and written. The rest are left as they are.
@@ -141,7 +141,7 @@ DELTA RESTORE
     it matched, so an interrupted delta restore leaves a disk that does not look valid
     (run it again); verification reads back every written chunk past the page cache
     against the checked bytes written. A reused chunk was verified by the comparison
-    (its SHA-256, on a read past the page cache, before anything was written); the ones
+    (its hash, on a read past the page cache, before anything was written); the ones
     next to a range the restore wrote, zeroed or discarded are read again and must still
     have the CRC-32C they had then, which catches a write that ran past its range; the
     others are not read twice, as a full restore does not read a chunk twice. The
@@ -151,8 +151,8 @@ DELTA RESTORE
     the cost of one extra read of the target.
 
 VERIFICATION
-    Each chunk asr writes was checked against its SHA-256 first (from the image's
-    manifest, or computed while reading a raw source). Right after writing it, asr reads
+    Each chunk asr writes was checked against its hash first (BLAKE3 or SHA-256, from
+    the image's manifest; BLAKE3 computed while reading a raw source). Right after writing it, asr reads
     it back from the target bypassing the page cache (O_DIRECT) and compares it byte for
     byte with what it wrote, while the next chunks are read and decoded. After the final
     flush it reads back the rest the same way: a zero chunk must read as zeros, the first
@@ -300,12 +300,15 @@ const manImagescan = `NAME
 
 SYNOPSIS
     asr imagescan --source DISK --output IMAGE [--chunksize BYTES] [--level fast|default|best]
-                  [--allblocks] [--overwrite] [--puppetstrings] [--sign KEY [--password-file FILE]]
+                  [--hash blake3|sha256] [--allblocks] [--overwrite] [--puppetstrings]
+                  [--sign KEY [--password-file FILE]]
 
 DESCRIPTION
     Reads DISK from start to end and writes IMAGE, a prepared image: the disk cut into
-    chunks, each compressed with zstd on all cores and named by the SHA-256 of its bytes;
-    chunks that are all zeros are not stored. Each chunk is compressed on its own, so
+    chunks, each compressed with zstd on all cores and named by the BLAKE3 hash of its
+    bytes (b3sum prints the same; --hash sha256 uses SHA-256, for asr versions that
+    predate BLAKE3 images, at twice the hashing cost in every restore); chunks that are
+    all zeros are not stored. Each chunk is compressed on its own, so
     larger chunks compress better: a disk of 1 GiB or more gets 8 MiB chunks, a smaller
     one at least 128 chunks of at least 1 MiB, and a disk whose size is not known in
     advance 1 MiB chunks (--chunksize chooses). The chunk is also what a --delta restore
@@ -651,7 +654,7 @@ DESCRIPTION
     Signs IMAGE with the minisign secret key KEY and stores the signature in the image
     file itself, after its last chunk: a signed image is still one file to copy. What
     is signed is the image's 64-byte header, which holds the image digest, which covers
-    the manifest and so the SHA-256 of every chunk: change one byte of the disk and the
+    the manifest and so the hash of every chunk: change one byte of the disk and the
     signature no longer matches. Signing does not change the image digest, and
     re-signing or removing signatures does not either.
 

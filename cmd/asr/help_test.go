@@ -23,7 +23,7 @@ func TestManualsListEveryFlag(t *testing.T) {
 	flagLine := regexp.MustCompile(`(?m)^    --([a-z][a-z-]*)`)
 	want := map[string][]string{
 		"restore":   {"source", "target", "file", "erase", "delta", "noprompt", "noverify", "puppetstrings", "log-format", "workers", "grow", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
-		"imagescan": {"source", "output", "chunksize", "level", "overwrite", "puppetstrings", "allblocks", "sign", "password-file"},
+		"imagescan": {"source", "output", "chunksize", "level", "hash", "overwrite", "puppetstrings", "allblocks", "sign", "password-file"},
 		"info":      {"source", "plist", "cacert", "checksum", "timeout", "retries", "interface", "allblocks", "trusted-key", "trusted-keys-dir"},
 		"sign":      {"source", "key", "password-file", "remove", "minisig", "key-id", "add-minisig"},
 		"server":    {"source", "config", "interface", "parity", "http", "log-format"},

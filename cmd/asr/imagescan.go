@@ -25,6 +25,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	src := fs.String("source", "", "the `DISK` to scan: a raw disk image, compressed or not, a VM disk image (qcow2, VMDK, VHD, VHDX, VDI) or a block device (required)")
 	output := fs.String("output", "", "the prepared `IMAGE` to write (required)")
 	chunk := fs.Int("chunksize", image.DefaultChunkSize, "chunk size in `BYTES`, a multiple of 4096 from 65536 to 16777216 (default: 8 MiB for a disk of 1 GiB or more, see above)")
+	hashName := fs.String("hash", "blake3", "what chunks are hashed with: `HASH` is blake3 (twice as fast to check in every restore) or sha256 (for asr versions that predate BLAKE3 images)")
 	level := fs.String("level", "", "how hard to compress: `LEVEL` is fast (quickest scan, larger image), default (fastest restore), or best (smallest image, about 5x the scan time); see above")
 	overwrite := fs.Bool("overwrite", false, "replace IMAGE if it exists")
 	puppet := fs.Bool("puppetstrings", false, "machine-readable progress (see 'asr help restore')")
@@ -36,6 +37,10 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	}
 	if !flagSet(fs, "level") {
 		*level = image.LevelDefault.String()
+	}
+	hash, herr := image.ParseHash(*hashName)
+	if herr != nil {
+		return usageError("imagescan: --hash: %v", herr)
 	}
 	lvl, lerr := image.ParseLevel(*level)
 	switch {
@@ -137,6 +142,7 @@ func runImagescan(ctx context.Context, e env, args []string) error {
 	}
 	m, d, err := image.Scan(ctx, in, tmp, image.ScanOptions{
 		ChunkSize: *chunk, Created: created, Name: filepath.Base(*src), Tool: "asr " + Version, Map: used, Level: lvl,
+		SHA256: hash == image.HashSHA256,
 		Progress: func(n int64) {
 			cur := done(n)
 			out.Add(cur - last)

@@ -26,6 +26,7 @@ type imageInfo struct {
 	LogicalSize      int64           `plist:"Logical Size"`
 	ChunkSize        int             `plist:"Chunk Size"`
 	ChunkCount       int             `plist:"Chunk Count"`
+	ChunkHash        string          `plist:"Chunk Hash"`
 	StoredChunks     int             `plist:"Stored Chunks"`
 	ZeroChunks       int             `plist:"Zero Chunks"`
 	UnusedChunks     int             `plist:"Unused Chunks"`
@@ -114,6 +115,7 @@ func runInfo(ctx context.Context, e env, args []string) error {
 	fmt.Fprintf(w, "Format:\tasr prepared image, version %d\n", info.FormatVersion)
 	fmt.Fprintf(w, "Logical size:\t%s (%d bytes)\n", restore.HumanBytes(info.LogicalSize), info.LogicalSize)
 	fmt.Fprintf(w, "Chunks:\t%d of %s (%d stored, %d zero, %d free space)\n", info.ChunkCount, restore.HumanBytes(int64(info.ChunkSize)), info.StoredChunks, info.ZeroChunks, info.UnusedChunks)
+	fmt.Fprintf(w, "Chunk hash:\t%s\n", info.ChunkHash)
 	fmt.Fprintf(w, "Used bytes:\t%s (%d bytes)\n", restore.HumanBytes(info.UsedBytes), info.UsedBytes)
 	fmt.Fprintf(w, "Stored bytes:\t%s (%d bytes), compression %.2fx\n", restore.HumanBytes(info.StoredBytes), info.StoredBytes, info.CompressionRatio)
 	fmt.Fprintf(w, "File size:\t%s\n", restore.HumanBytes(info.FileSize))
@@ -175,7 +177,7 @@ func describe(path string, src source.Source) (*imageInfo, error) {
 	s := m.Stats()
 	info := &imageInfo{
 		Path: path, FormatVersion: image.Version, Digest: si.Digest.String(),
-		LogicalSize: m.LogicalSize, ChunkSize: int(m.ChunkSize), ChunkCount: s.Chunks,
+		LogicalSize: m.LogicalSize, ChunkSize: int(m.ChunkSize), ChunkCount: s.Chunks, ChunkHash: m.Hash.String(),
 		StoredChunks: s.StoredChunks, ZeroChunks: s.ZeroChunks, UnusedChunks: s.UnusedChunks, UsedBytes: s.UsedBytes,
 		StoredBytes: s.StoredBytes, FileSize: m.FileSize(), CompressionRatio: ratio(s.UsedBytes, s.StoredBytes),
 		Created: m.Created, Tool: m.Tool, SourceName: m.Name,

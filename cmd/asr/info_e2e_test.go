@@ -29,10 +29,12 @@ func renameImage(t *testing.T, img, name, tool string) {
 	if int64(image.HeaderSize+len(mb)) > m.DataOffset {
 		t.Fatalf("new manifest of %d bytes does not fit before the data at %d", len(mb), m.DataOffset)
 	}
-	h := image.Header{Version: image.Version, ManifestLen: uint64(len(mb)), ManifestDigest: sha256.Sum256(mb)}
-	if m.HasUnused() {
-		h.Flags |= image.FlagUnused
+	old, err := image.ParseHeader(im.Header)
+	if err != nil {
+		t.Fatal(err)
 	}
+	// The flags (unused chunks, the chunk hash) stay as they were.
+	h := image.Header{Version: image.Version, Flags: old.Flags, ManifestLen: uint64(len(mb)), ManifestDigest: sha256.Sum256(mb)}
 	if _, err := f.WriteAt(append(image.MarshalHeader(h), mb...), 0); err != nil {
 		t.Fatal(err)
 	}

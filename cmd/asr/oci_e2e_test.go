@@ -234,8 +234,8 @@ func TestE2EOCICorruptBlob(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("restore of a corrupted blob: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if msg := r.err.Error(); !strings.Contains(msg, fmt.Sprintf("chunk %d", bad)) || !strings.Contains(msg, "SHA-256") {
-		t.Errorf("error %q does not name chunk %d and its failed SHA-256 check", msg, bad)
+	if msg := r.err.Error(); !strings.Contains(msg, fmt.Sprintf("chunk %d", bad)) || !strings.Contains(msg, "fails its BLAKE3-256 check") {
+		t.Errorf("error %q does not name chunk %d and its failed BLAKE3-256 check", msg, bad)
 	}
 	got := make([]byte, 1<<20)
 	f, err := os.Open(dev)

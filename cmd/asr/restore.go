@@ -166,7 +166,7 @@ func runRestore(ctx context.Context, e env, args []string) (err error) {
 			early = append(early, restore.HumanBytes(res.ReadBackBytes)+" as each chunk was written")
 		}
 		if res.KeptBytes > 0 {
-			// Reused chunks far from every write: their SHA-256 matched
+			// Reused chunks far from every write: their sum matched
 			// when they were compared, in CompareTime.
 			early = append(early, restore.HumanBytes(res.KeptBytes)+" of reused chunks when they were compared")
 		}

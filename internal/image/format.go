@@ -33,8 +33,15 @@ const Version = 1
 // chunks leave it clear and stay readable by them.
 const FlagUnused uint32 = 1 << 0
 
+// FlagBLAKE3 in the header says the chunk sums are BLAKE3-256, not
+// SHA-256 (see Hash). Readers that predate it refuse such an image as
+// written by a newer asr. The flag is in the header, which signatures sign
+// and the manifest's digest does not cover: a flag flipped on an unsigned
+// image makes every chunk fail its check, and cannot make one pass.
+const FlagBLAKE3 uint32 = 1 << 1
+
 // knownFlags are the header flags this package understands.
-const knownFlags = FlagUnused
+const knownFlags = FlagUnused | FlagBLAKE3
 
 // HeaderSize is the fixed size of the header.
 const HeaderSize = 64
@@ -159,7 +166,7 @@ type Chunk struct {
 	Offset int64 // where its stored bytes start in the file; 0 if not stored
 	Length uint32
 	Codec  Codec
-	Sum    [32]byte // SHA-256 of the uncompressed bytes; all zero for CodecZero
+	Sum    [32]byte // Manifest.Hash of the uncompressed bytes; all zero for CodecZero
 }
 
 // Manifest describes the logical disk and where each chunk of it is stored.
@@ -171,6 +178,10 @@ type Manifest struct {
 	Name        string // what was scanned, for people reading `asr info`
 	Tool        string // the asr version that wrote the image
 	Chunks      []Chunk
+	// Hash is what the chunk sums are made with. It is not in the
+	// manifest's bytes but in the header's flags (FlagBLAKE3), set from
+	// them when the two are read together.
+	Hash Hash
 }
 
 // ChunkLen returns the uncompressed length of chunk i: ChunkSize, except for a

@@ -11,13 +11,16 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/zeebo/blake3"
 )
 
 func FuzzParseHeader(f *testing.F) {
 	good := Header{Version: Version, ManifestLen: 4000, ManifestDigest: sha256.Sum256([]byte("manifest"))}
 	f.Add(MarshalHeader(good))
 	f.Add(MarshalHeader(Header{Version: 2, ManifestLen: 4000}))
-	f.Add(MarshalHeader(Header{Version: Version, Flags: 2, ManifestLen: 4000}))
+	f.Add(MarshalHeader(Header{Version: Version, Flags: 4, ManifestLen: 4000}))
+	f.Add(MarshalHeader(Header{Version: Version, Flags: FlagBLAKE3 | FlagUnused, ManifestLen: 4000}))
 	f.Add(MarshalHeader(Header{Version: Version, Flags: FlagUnused, ManifestLen: 4000}))
 	f.Add(MarshalHeader(Header{Version: Version, ManifestLen: fixedManifest}))
 	f.Add(MarshalHeader(Header{Version: Version, ManifestLen: maxManifestLen}))
@@ -106,7 +109,7 @@ func fuzzImage(f *testing.F) (scanned, compact []byte) {
 		}
 	}
 	mb := MarshalManifest(&c)
-	compact = MarshalHeader(Header{Version: Version, ManifestLen: uint64(len(mb)), ManifestDigest: sha256.Sum256(mb)})
+	compact = MarshalHeader(Header{Version: Version, Flags: FlagBLAKE3, ManifestLen: uint64(len(mb)), ManifestDigest: sha256.Sum256(mb)})
 	compact = append(append(compact, mb...), data...)
 	im, err := Open(bytes.NewReader(compact), int64(len(compact)))
 	if err != nil {
@@ -224,7 +227,11 @@ func checkImage(t *testing.T, b []byte) {
 			}
 			continue
 		}
-		if len(dst) != im.Manifest.ChunkLen(i) || sha256.Sum256(dst) != c.Sum {
+		sum := sha256.Sum256(dst)
+		if im.Manifest.Hash == HashBLAKE3 {
+			sum = blake3.Sum256(dst)
+		}
+		if len(dst) != im.Manifest.ChunkLen(i) || sum != c.Sum {
 			t.Errorf("ReadChunk(%d) = %d bytes not matching the manifest's length %d and sum", i, len(dst), im.Manifest.ChunkLen(i))
 		}
 	}

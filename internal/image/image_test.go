@@ -171,8 +171,8 @@ func TestRoundTrip(t *testing.T) {
 			want.StoredChunks++
 			want.StoredBytes += int64(c.Length)
 			want.UsedBytes += int64(len(orig))
-			if c.Sum != sha256.Sum256(orig) {
-				t.Errorf("chunk %d sum = %x, want SHA-256 of its bytes", i, c.Sum)
+			if c.Sum != HashBLAKE3.Sum(orig) {
+				t.Errorf("chunk %d sum = %x, want the BLAKE3 of its bytes", i, c.Sum)
 			}
 		}
 		// A dst full of garbage shows that zero chunks are really zeroed.
@@ -614,7 +614,7 @@ func TestNewerHeader(t *testing.T) {
 	}{
 		{"version 2", Header{Version: 2, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
 		{"version 0", Header{Version: 0, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
-		{"unknown flag", Header{Version: Version, Flags: 2, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
+		{"unknown flag", Header{Version: Version, Flags: 4, ManifestLen: h.ManifestLen, ManifestDigest: h.ManifestDigest}},
 	} {
 		b := bytes.Clone(img)
 		copy(b, MarshalHeader(tt.h))

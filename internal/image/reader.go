@@ -64,6 +64,9 @@ func ReadHeaderManifest(r io.Reader) (*Manifest, Digest, []byte, error) {
 	if h.Flags&FlagUnused == 0 && m.HasUnused() {
 		return nil, Digest{}, nil, fmt.Errorf("%w: manifest has unused chunks but the header lacks their flag", ErrCorrupt)
 	}
+	if h.Flags&FlagBLAKE3 != 0 {
+		m.Hash = HashBLAKE3
+	}
 	return m, d, hb, nil
 }
 
@@ -182,9 +185,9 @@ func (d *Decoder) DecodeChunk(m *Manifest, i int, stored, dst []byte) ([]byte, e
 	if len(dst) != n {
 		return nil, fmt.Errorf("%w: chunk %d decodes to %d bytes, want %d", ErrCorrupt, i, len(dst), n)
 	}
-	if SumChunk(dst) != c.Sum {
-		return nil, fmt.Errorf("%w: chunk %d (bytes %d to %d of the disk) fails its SHA-256 check",
-			ErrCorrupt, i, int64(i)*int64(m.ChunkSize), int64(i)*int64(m.ChunkSize)+int64(n))
+	if m.Hash.Sum(dst) != c.Sum {
+		return nil, fmt.Errorf("%w: chunk %d (bytes %d to %d of the disk) fails its %s check",
+			ErrCorrupt, i, int64(i)*int64(m.ChunkSize), int64(i)*int64(m.ChunkSize)+int64(n), m.Hash)
 	}
 	return dst, nil
 }

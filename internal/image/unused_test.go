@@ -82,8 +82,8 @@ func TestScanWithoutUnusedHasNoFlag(t *testing.T) {
 	if d1 != d2 {
 		t.Errorf("digest with an all-used map = %s, without a map %s: want equal", d1, d2)
 	}
-	if h, _ := ParseHeader(mustRead(t, p)[:HeaderSize]); h.Flags != 0 {
-		t.Errorf("header flags = %#x, want 0", h.Flags)
+	if h, _ := ParseHeader(mustRead(t, p)[:HeaderSize]); h.Flags != FlagBLAKE3 {
+		t.Errorf("header flags = %#x, want only FlagBLAKE3", h.Flags)
 	}
 }
 

@@ -37,6 +37,9 @@ type ScanOptions struct {
 	// Level is how hard chunks are compressed; the zero value is
 	// LevelDefault.
 	Level Level
+	// SHA256 makes the chunk sums SHA-256, readable by asr versions that
+	// predate BLAKE3 images; the default is BLAKE3 (see Hash).
+	SHA256 bool
 }
 
 // Scan reads a raw disk from src to its end and writes a prepared image to
@@ -89,7 +92,10 @@ func scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions, zl
 	defer os.Remove(spool.Name())
 	defer spool.Close()
 
-	m := &Manifest{ChunkSize: uint32(cs), Created: opts.Created.UTC(), Name: opts.Name, Tool: opts.Tool}
+	m := &Manifest{ChunkSize: uint32(cs), Created: opts.Created.UTC(), Name: opts.Name, Tool: opts.Tool, Hash: HashBLAKE3}
+	if opts.SHA256 {
+		m.Hash = HashSHA256
+	}
 	if err := scanChunks(ctx, src, spool, enc, m, workers, opts.Map, opts.Progress); err != nil {
 		return nil, Digest{}, err
 	}
@@ -111,6 +117,9 @@ func scan(ctx context.Context, src io.Reader, out *os.File, opts ScanOptions, zl
 	h := Header{Version: Version, ManifestLen: uint64(len(mb)), ManifestDigest: d}
 	if m.HasUnused() {
 		h.Flags |= FlagUnused
+	}
+	if m.Hash == HashBLAKE3 {
+		h.Flags |= FlagBLAKE3
 	}
 	head := append(MarshalHeader(h), mb...)
 	head = append(head, make([]byte, int(m.DataOffset)-len(head))...)
@@ -166,7 +175,7 @@ func scanChunks(ctx context.Context, src io.Reader, spool io.Writer, enc *zstd.E
 	for range workers {
 		wg.Go(func() {
 			for j := range work {
-				encodeChunk(enc, j, used, int64(j.index)*int64(cs))
+				encodeChunk(enc, m.Hash, j, used, int64(j.index)*int64(cs))
 				close(j.done)
 			}
 		})
@@ -284,7 +293,7 @@ func spoolChunks(order <-chan *scanJob, pool chan<- []byte, spool io.Writer, m *
 
 // encodeChunk fills j's manifest entry and stored bytes; off is where the
 // chunk starts on the disk.
-func encodeChunk(enc *zstd.Encoder, j *scanJob, used *blockmap.Map, off int64) {
+func encodeChunk(enc *zstd.Encoder, hash Hash, j *scanJob, used *blockmap.Map, off int64) {
 	if used != nil {
 		ext := used.UsedIn(off, int64(len(j.buf)))
 		if len(ext) == 0 {
@@ -303,7 +312,7 @@ func encodeChunk(enc *zstd.Encoder, j *scanJob, used *blockmap.Map, off int64) {
 		j.entry = Chunk{Codec: CodecZero}
 		return
 	}
-	j.entry.Sum = SumChunk(j.buf)
+	j.entry.Sum = hash.Sum(j.buf)
 	z := enc.EncodeAll(j.buf, make([]byte, 0, len(j.buf)))
 	if len(z) < len(j.buf) {
 		j.out, j.entry.Codec = z, CodecZstd

@@ -18,12 +18,12 @@ import (
 // A delta restore (Request.Delta) reuses what the target holds: before
 // anything is fetched or written it reads the target's chunks where the
 // image stores data, past the page cache, and hashes them; the chunks whose
-// SHA-256 matches the manifest's are left as they are and neither fetched
+// sum matches the manifest's are left as they are and neither fetched
 // nor written. The rest of the safety story is the full restore's: every
 // check runs before the first write, the first chunk is blanked first and
 // written last (from memory when it matched, so an interrupted delta still
 // leaves a disk that does not look valid), and verification reads back
-// every written chunk; a reused chunk was verified by its SHA-256 matching
+// every written chunk; a reused chunk was verified by its sum matching
 // on an O_DIRECT read in this run, and is read again (against the CRC-32C
 // it had then) only next to a range the run changed: see markRechecks.
 //
@@ -36,7 +36,7 @@ import (
 var (
 	// ErrDeltaNeedsImage: the source has no manifest, so there is nothing
 	// to compare the target's chunks with.
-	ErrDeltaNeedsImage = errors.New("a delta restore needs a prepared image: its manifest holds the SHA-256 of every chunk to compare the target with")
+	ErrDeltaNeedsImage = errors.New("a delta restore needs a prepared image: its manifest holds the hash of every chunk to compare the target with")
 	// ErrDeltaNeedsTarget: a new file holds nothing to reuse.
 	ErrDeltaNeedsTarget = errors.New("a delta restore reuses what a target holds: a new file holds nothing")
 )
@@ -107,7 +107,7 @@ func (r *run) compare(ctx context.Context) error {
 	// discarded), or the last (the GPT backup may move past it); for all
 	// when this pass cannot read past the page cache. A kept chunk next
 	// only to a stored chunk that did not match is read again against its
-	// SHA-256 instead: a few chunks, where computing the CRC-32C of every
+	// sum instead: a few chunks, where computing the CRC-32C of every
 	// chunk on the target cost more.
 	r.crcs, r.crcd = make([]uint32, len(m.Chunks)), newChunkSet(len(m.Chunks))
 	last := len(m.Chunks) - 1
@@ -146,7 +146,7 @@ func (r *run) compare(ctx context.Context) error {
 					return
 				}
 				c := m.Chunks[i]
-				if c.Codec.Stored() && image.SumChunk(data) == c.Sum {
+				if c.Codec.Stored() && m.Hash.Sum(data) == c.Sum {
 					if wantCRC(i) {
 						r.crcs[i] = crc32.Checksum(data, castagnoli)
 						r.crcd.add(i)

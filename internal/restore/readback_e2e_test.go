@@ -3,7 +3,6 @@ package restore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -41,7 +40,7 @@ func (s *dataSource) Run(_ context.Context, _ int, fn func(source.Chunk) error) 
 			buf := aligned.Make(cs)
 			for i := g; i < n; i += 2 {
 				d := buf[:copy(buf, s.data[i*cs:min(len(s.data), (i+1)*cs)])]
-				c := source.Chunk{Index: i, Data: d, Sum: sha256.Sum256(d)}
+				c := source.Chunk{Index: i, Data: d, Sum: source.RawHash.Sum(d)}
 				if len(bytes.Trim(d, "\x00")) == 0 {
 					c = source.Chunk{Index: i, Zero: true} // as a prepared image has it
 				}

@@ -115,7 +115,7 @@ type Result struct {
 	// to a write).
 	ReadBackBytes int64
 	// KeptBytes is the part of VerifiedBytes a delta restore kept and
-	// verified by comparing it (its SHA-256, on an O_DIRECT read of the
+	// verified by comparing it (its sum, on an O_DIRECT read of the
 	// target before anything was written), far from every write of the
 	// run and so not read a second time (see writer.markRechecks).
 	KeptBytes int64

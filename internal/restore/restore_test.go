@@ -3,7 +3,6 @@ package restore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
@@ -45,10 +44,10 @@ func TestVerifyNamesTheChunkThatDiffers(t *testing.T) {
 			sums[i] = sum{zero: true}
 		case i == 2: // kept by a delta restore, next to a write: checked by its CRC-32C
 			sums[i] = sum{kept: true, recheck: true, hasCRC: true, crc: crc32.Checksum(c, castagnoli)}
-		case i == 1: // kept, next to a chunk that did not match: no CRC-32C, its SHA-256
-			sums[i] = sum{kept: true, recheck: true, sha: sha256.Sum256(c)}
+		case i == 1: // kept, next to a chunk that did not match: no CRC-32C, its sum
+			sums[i] = sum{kept: true, recheck: true, sha: info.Hash().Sum(c)}
 		default:
-			sums[i] = sum{sha: sha256.Sum256(c)}
+			sums[i] = sum{sha: info.Hash().Sum(c)}
 		}
 	}
 	tgt, err := target.Open(p)

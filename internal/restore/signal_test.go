@@ -3,7 +3,6 @@ package restore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
@@ -29,14 +28,14 @@ func (s *stuckSource) Close() error      { return nil }
 func (s *stuckSource) Run(_ context.Context, _ int, fn func(source.Chunk) error) error {
 	data := bytes.Repeat([]byte{0xA5}, s.info.ChunkSize)
 	for _, i := range s.give {
-		if err := fn(source.Chunk{Index: i, Data: data, Sum: sha256.Sum256(data)}); err != nil {
+		if err := fn(source.Chunk{Index: i, Data: data, Sum: source.RawHash.Sum(data)}); err != nil {
 			return err
 		}
 	}
 	close(s.stuck)
 	<-s.release
 	// Too late: the writers were stopped; this write must not land.
-	return fn(source.Chunk{Index: 0, Data: data, Sum: sha256.Sum256(data)})
+	return fn(source.Chunk{Index: 0, Data: data, Sum: source.RawHash.Sum(data)})
 }
 
 func targetFile(t *testing.T, size int) (string, []byte) {

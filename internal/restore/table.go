@@ -55,7 +55,7 @@ func (w *writer) adjustTable() error {
 	}
 	w.deferred[0] = r.Head
 	// Verified byte for byte against what is written (finish sets held
-	// too): the image's SHA-256 no longer applies, and a new one of 8 MiB
+	// too): the image's sum no longer applies, and a new one of 8 MiB
 	// would only delay the last write.
 	w.sums[0] = sum{held: r.Head}
 	for i, n := range notes {

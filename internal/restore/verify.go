@@ -9,7 +9,6 @@ import (
 
 	"github.com/asrlinux/asr/internal/aligned"
 	"github.com/asrlinux/asr/internal/blockmap"
-	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/progress"
 	"github.com/asrlinux/asr/internal/source"
 	"github.com/asrlinux/asr/internal/target"
@@ -53,14 +52,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // and compares it with what the source said it holds (but those the writer
 // read back and found equal as it wrote them): zero chunks must read
 // as zeros, the held-back first and last chunk as they were written, every
-// other chunk must match its SHA-256. Free space (unused
+// other chunk must match its sum. Free space (unused
 // chunks) is not read: nothing was written there to check. A chunk a delta
-// restore kept was matched against its SHA-256 when it was compared and not
+// restore kept was matched against its sum when it was compared and not
 // written since: it is read again only next to a range this run changed
 // (see writer.markRechecks for why that is enough), and must then read as it
-// did (its CRC-32C where compare computed one, else its SHA-256), which
+// did (its CRC-32C where compare computed one, else its sum), which
 // catches a write that ran past its range.
 func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []sum, workers int, bufs *aligned.Pool, out *progress.Printer) (bool, error) {
+	hash := info.Hash()
 	r, err := tgt.OpenReader()
 	if err != nil {
 		return false, err
@@ -125,7 +125,7 @@ func verify(ctx context.Context, tgt *target.Target, info source.Info, sums []su
 				case s.kept && s.hasCRC:
 					ok = crc32.Checksum(data, castagnoli) == s.crc
 				default:
-					ok = image.SumChunk(data) == s.sha
+					ok = hash.Sum(data) == s.sha
 				}
 				if !ok {
 					cancel(fmt.Errorf("verification failed: %s bytes %d to %d differ from the source (chunk %d)", tgt.Path, off, off+int64(n), i))

@@ -92,10 +92,10 @@ type sum struct {
 	zero   bool
 	unused bool // free space: anything may be there
 	// kept is a chunk a delta restore found matching and did not write.
-	// Its SHA-256 matched on an O_DIRECT read of the target in this run;
+	// Its sum matched on an O_DIRECT read of the target in this run;
 	// it is read again only when recheck is set (see markRechecks), and
 	// must then read as it did, which crc (CRC-32C, when hasCRC) shows at
-	// a fraction of SHA-256's cost; without one, sha does.
+	// a fraction of the hash's cost; without one, sha does.
 	kept    bool
 	recheck bool
 	hasCRC  bool
@@ -106,7 +106,7 @@ type sum struct {
 	readBack bool
 	// held is a held-back chunk (the first or the last) as it was written,
 	// after the final flush: the verify pass compares it byte for byte,
-	// which costs less than hashing it again (its SHA-256 was checked, or,
+	// which costs less than hashing it again (its sum was checked, or,
 	// for a first chunk whose partition table was adjusted, computed).
 	held []byte
 }
@@ -128,7 +128,7 @@ const readPiece = 4 << 20
 
 // readBackAsWritten makes the writer read every chunk it writes back past
 // the page cache and compare it with the bytes it wrote: those were checked
-// against the image's SHA-256 by the source, so equal bytes are verified
+// against the image's sum by the source, so equal bytes are verified
 // without a second hashing pass. Zero chunks, which the erase or a zeroing
 // left on the target, are read back as they come too and must read as
 // zeros. It reports false (and changes nothing) where the target cannot be
@@ -198,8 +198,8 @@ func (w *writer) chunkLen(i int) int {
 //
 // crcs are the CRC-32C of the matching chunks in crcd as compare read
 // them: what verification expects of those left as they were (the others
-// are read again, if at all, against their SHA-256). The first chunk is
-// written, so it is verified by its SHA-256 like every written chunk.
+// are read again, if at all, against their sum). The first chunk is
+// written, so it is verified by its sum like every written chunk.
 func (w *writer) reuse(have chunkSet, crcs []uint32, crcd chunkSet, head []byte) int64 {
 	w.have = have
 	m := w.info.Manifest
@@ -223,7 +223,7 @@ func (w *writer) reuse(have chunkSet, crcs []uint32, crcd chunkSet, head []byte)
 // not read again: verified by the comparison alone.
 //
 // Why this is as safe as a full restore's verification: a kept chunk's
-// SHA-256 matched what an O_DIRECT read of the target returned in this run,
+// sum matched what an O_DIRECT read of the target returned in this run,
 // so it held the image's bytes then; what can change it afterwards is a
 // write of this run landing on it (every one of them is aimed at other
 // chunks: their offsets come from chunk indices) or the device losing what
@@ -378,7 +378,7 @@ func (w *writer) write(i int, data []byte, off int64) error {
 		w.afterWrite(i)
 	}
 	if w.rb != nil {
-		// Compared with the source's buffer: the bytes its SHA-256
+		// Compared with the source's buffer: the bytes its sum
 		// was checked on.
 		if err := w.check(i, data, len(data), off); err != nil {
 			return err

@@ -297,7 +297,7 @@ func restoreAll(url string, opts HTTPOptions) ([]byte, time.Duration, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if !c.Zero {
-			if sha256.Sum256(c.Data) != c.Sum {
+			if info.Hash().Sum(c.Data) != c.Sum {
 				return fmt.Errorf("chunk %d: digest does not match its data", c.Index)
 			}
 			copy(out[int64(c.Index)*int64(info.ChunkSize):], c.Data)
@@ -483,7 +483,7 @@ func TestHTTPSilentSplice(t *testing.T) {
 		data []byte
 		says string
 	}{
-		{"/disk.asr", f.prepared, "fails its SHA-256 check"},
+		{"/disk.asr", f.prepared, "fails its BLAKE3-256 check"},
 		{"/disk.img", f.disk, "the download's SHA-256 is"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/asrlinux/asr/internal/blockmap"
-	"github.com/asrlinux/asr/internal/image"
 )
 
 // mapped is a raw disk image file or block device whose filesystems were
@@ -68,7 +67,7 @@ func (m *mapped) chunk(i int, off int64, b []byte) (Chunk, error) {
 	if blockmap.IsZero(b) {
 		return Chunk{Index: i, Zero: true}, nil
 	}
-	return Chunk{Index: i, Data: b, Sum: image.SumChunk(b)}, nil
+	return Chunk{Index: i, Data: b, Sum: RawHash.Sum(b)}, nil
 }
 
 // indices feeds 0 to n-1 to workers until ctx ends.

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/asrlinux/asr/internal/blockmap"
-	"github.com/asrlinux/asr/internal/image"
 )
 
 // A plain raw disk on a web server that takes ranges is mapped where it
@@ -199,7 +198,7 @@ func maskChunk(used *blockmap.Map, c Chunk, off int64) Chunk {
 	if blockmap.IsZero(c.Data) {
 		return Chunk{Index: c.Index, Zero: true}
 	}
-	return Chunk{Index: c.Index, Data: c.Data, Sum: image.SumChunk(c.Data)}
+	return Chunk{Index: c.Index, Data: c.Data, Sum: RawHash.Sum(c.Data)}
 }
 
 // maskChunks wraps fn so that each chunk of a stream (read whole, for its

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/asrlinux/asr/internal/blockmap"
-	"github.com/asrlinux/asr/internal/image"
 )
 
 // raw is a raw disk read as a stream: a plain or compressed image file, or a
@@ -88,7 +87,7 @@ func RunStream(ctx context.Context, workers int, r io.Reader, size int64, cs int
 				}
 				c := Chunk{Index: j.i, Zero: blockmap.IsZero(j.buf)}
 				if !c.Zero {
-					c.Data, c.Sum = j.buf, image.SumChunk(j.buf)
+					c.Data, c.Sum = j.buf, RawHash.Sum(j.buf)
 				}
 				err := fn(c)
 				pool <- j.buf[:cap(j.buf)]

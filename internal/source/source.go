@@ -24,8 +24,9 @@ type Chunk struct {
 	// filesystems: its contents do not matter, so a restore need not write
 	// it and a verification skips it.
 	Unused bool
-	// Sum is the SHA-256 of Data: checked against the image for prepared
-	// images, computed while reading for raw sources. Unset for zero chunks.
+	// Sum is the hash of Data (Info.Hash): checked against the image for
+	// prepared images, computed while reading for raw sources. Unset for
+	// zero chunks.
 	Sum [32]byte
 }
 
@@ -53,6 +54,20 @@ type Info struct {
 	Header        []byte
 	Signatures    [][]byte
 	SignaturesErr error
+}
+
+// RawHash is what raw sources hash their chunks with. Their sums are the
+// run's own, checked against what is read back and never stored: the
+// faster hash.
+const RawHash = image.HashBLAKE3
+
+// Hash is what the source's chunk sums are made with: the manifest's for
+// a prepared image, RawHash otherwise.
+func (i Info) Hash() image.Hash {
+	if i.Manifest != nil {
+		return i.Manifest.Hash
+	}
+	return RawHash
 }
 
 // Source is an opened source.
