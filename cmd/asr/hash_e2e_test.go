@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/hex"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/asrlinux/asr/internal/image"
 	"github.com/asrlinux/asr/internal/testenv"
 )
 
@@ -47,15 +45,7 @@ func TestE2EImagescanHash(t *testing.T) {
 	}
 	// What an admin can check by hand: b3sum of a chunk of the disk is
 	// the sum the default image holds for it.
-	f, err := os.Open(filepath.Join(dir, "blake3.asr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, _, err := image.ReadManifest(bufio.NewReader(f))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := manifest(t, filepath.Join(dir, "blake3.asr"))
 	checked := 0
 	for i, ch := range m.Chunks {
 		if !ch.Codec.Stored() || checked == 3 {

@@ -180,6 +180,20 @@ func (l *mlab) target(name string, seed uint64) string {
 	return p
 }
 
+// restored checks that client i exited 0 with its target equal to the
+// disk (sha256 want); it says what was wrong otherwise.
+func restored(t *testing.T, i int, r clientResult, target, want string) bool {
+	t.Helper()
+	if r.code != 0 {
+		t.Errorf("client %d: exit %d\n%s", i+1, r.code, r.out)
+		return false
+	}
+	if got := testenv.Hash(t, target, 0, diskSize); got != want {
+		t.Errorf("client %d: target sha256 %s, want %s", i+1, got, want)
+	}
+	return true
+}
+
 var notePattern = regexp.MustCompile(`(\d+) packets received; (\d+) chunks rebuilt from parity, (\d+) fetched by repair; ignored (\d+) packets of another stream, (\d+) malformed, (\d+) chunks that failed their check`)
 
 // note reads the client's closing counters.
@@ -221,12 +235,8 @@ func TestE2EThreeClientsWithLoss(t *testing.T) {
 	}
 	wg.Wait()
 	for i, r := range res {
-		if r.code != 0 {
-			t.Errorf("client %d: exit %d\n%s", i+1, r.code, r.out)
+		if !restored(t, i, r, targets[i], want) {
 			continue
-		}
-		if got := testenv.Hash(t, targets[i], 0, diskSize); got != want {
-			t.Errorf("client %d: target sha256 %s, want %s", i+1, got, want)
 		}
 		_, rebuilt, repaired, _, _, _ := note(t, r.out)
 		t.Logf("client %d: %s; rebuilt %d, repaired %d", i+1, r.took.Round(time.Millisecond), rebuilt, repaired)
